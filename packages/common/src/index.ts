@@ -4,3 +4,5 @@ export * from './redact.js';
 export * from './clock.js';
 export * from './counters.js';
 export * from './address.js';
+export * from './replay-window.js';
+export * from './rate-limit.js';
