@@ -1,1 +1,9 @@
-export {};
+export * from './sodium.js';
+export * from './bytes.js';
+export * from './kdf.js';
+export * from './aead.js';
+export * from './keys.js';
+export * from './noise.js';
+export * from './elligator.js';
+export * from './header-protection.js';
+export * from './onion.js';

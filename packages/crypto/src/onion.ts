@@ -1,0 +1,298 @@
+/**
+ * Layered cell crypto for tunnels (docs/PROTOCOL.md §5.2): fixed-size cell bodies,
+ * XChaCha20 keystream layers, and Poly1305 one-time tags.
+ *
+ * Outbound (master → endpoint) is Sphinx-like: the master seals all layers at once and
+ * precomputes the filler that the hops' appended keystream bytes will become, so that
+ * every hop finds a valid tag over its layer. A relayer that flips a bit or swaps a
+ * block is therefore caught by the next honest hop. Inbound (endpoint → master) the
+ * endpoint tags and encrypts, each relay only adds a keystream layer, and the master
+ * removes them all and checks the endpoint's tag.
+ *
+ * For key k and sequence value v: nonce = LE64(v) ‖ 0^16; otk = keystream bytes 0..32
+ * (block 0); S = CELL_BODY_BYTES of keystream from block 1 (RFC 8439's AEAD layout).
+ * INVARIANT: a (key, v) pair is used for at most one cell; the sequence offsets and
+ * replay windows of §5.3 guarantee it, and keystream reuse would leak plaintext XORs.
+ *
+ * Every function here expects libsodium to be initialised: callers must have awaited
+ * `sodium.ready` (the package's ready function does so).
+ */
+import sodium from 'libsodium-wrappers-sumo';
+import { bugError, cryptoError } from '@deut/common';
+import { fillRandomBytes } from './bytes.js';
+
+/** Bytes in every cell body, whatever the direction or path length. */
+export const CELL_BODY_BYTES = 1160;
+/** Bytes of the Poly1305 tag that each layer carries. */
+export const LAYER_TAG_BYTES = 16;
+/** The most hops a tunnel can have (master's first relay through the endpoint). */
+export const MAX_HOPS = 7;
+/**
+ * Plaintext bytes in a cell: the body less one tag per possible hop, the same for every
+ * path length so the endpoint cannot learn how many hops precede it (1048).
+ */
+export const CELL_PLAINTEXT_BYTES = CELL_BODY_BYTES - LAYER_TAG_BYTES * MAX_HOPS;
+/** Bytes in an outbound or inbound layer key. */
+export const LAYER_KEY_BYTES = 32;
+
+/** One hop's layer key and the sequence value that hop sees for this cell. */
+export interface LayerKey {
+  /** The hop's outbound or inbound layer key (32 bytes). */
+  readonly key: Uint8Array;
+  /** The sequence value as seen by this hop: an integer, 0 ≤ v < 2^53. */
+  readonly v: number;
+}
+
+const B = CELL_BODY_BYTES;
+const TAG = LAYER_TAG_BYTES;
+const Y_BYTES = B - TAG;
+// S starts at keystream block 1; block 0 holds the one-time MAC key.
+const BLOCK = 64;
+const OTK_BYTES = 32;
+// Input for a bare keystream (block 0 for otk, then S); only ever read.
+const ZERO_INPUT = new Uint8Array(BLOCK + B);
+
+// Scratch nonce: safe to share because every use is synchronous and the wrapper copies it.
+const nonceScratch = new Uint8Array(24);
+const nonceView = new DataView(nonceScratch.buffer);
+
+function nonceFor(v: number): Uint8Array {
+  nonceView.setUint32(0, v >>> 0, true);
+  nonceView.setUint32(4, Math.floor(v / 0x1_0000_0000), true);
+  return nonceScratch;
+}
+
+function checkLayer(layer: LayerKey): void {
+  if (layer.key.length !== LAYER_KEY_BYTES) {
+    throw cryptoError('BAD_KEY_LENGTH', `layer key must be ${LAYER_KEY_BYTES} bytes, got ${layer.key.length}`);
+  }
+  if (!Number.isSafeInteger(layer.v) || layer.v < 0) {
+    throw cryptoError('BAD_SEQUENCE', `sequence value must be an integer in [0, 2^53), got ${layer.v}`);
+  }
+}
+
+function checkBody(body: Uint8Array): void {
+  if (body.length !== B) throw cryptoError('BAD_CELL_LENGTH', `cell body must be ${B} bytes, got ${body.length}`);
+}
+
+function checkPlaintext(plaintext: Uint8Array): void {
+  if (plaintext.length !== CELL_PLAINTEXT_BYTES) {
+    throw cryptoError(
+      'BAD_PLAINTEXT_LENGTH',
+      `cell plaintext must be ${CELL_PLAINTEXT_BYTES} bytes, got ${plaintext.length}`,
+    );
+  }
+}
+
+function checkHops(hops: readonly LayerKey[]): void {
+  if (hops.length < 1 || hops.length > MAX_HOPS) {
+    throw cryptoError('BAD_HOP_COUNT', `a tunnel has 1 to ${MAX_HOPS} hops, got ${hops.length}`);
+  }
+  for (const hop of hops) checkLayer(hop);
+}
+
+/**
+ * XChaCha20 from block 0 over `input`, so one libsodium call yields both the one-time key
+ * (output bytes 0..32) and the layer (output from byte 64 on).
+ */
+function streamFromBlock0(layer: LayerKey, input: Uint8Array): Uint8Array {
+  return sodium.crypto_stream_xchacha20_xor_ic(input, nonceFor(layer.v), 0, layer.key);
+}
+
+
+/** `items[i]`, for indices that are in range by construction. */
+function at<T>(items: readonly T[], i: number): T {
+  const item = items[i];
+  if (item === undefined) throw bugError('UNREACHABLE', `index ${i} out of range`);
+  return item;
+}
+
+/**
+ * dst[dOff + i] ^= src[sOff + i] for i < len. Word-wise when both ranges are 4-byte
+ * aligned, which every call here is (offsets are multiples of 16 in fresh buffers), since
+ * sealing XORs a whole body per hop.
+ */
+function xorInto(dst: Uint8Array, dOff: number, src: Uint8Array, sOff: number, len: number): void {
+  const dStart = dst.byteOffset + dOff;
+  const sStart = src.byteOffset + sOff;
+  if ((dStart | sStart | len) % 4 === 0) {
+    const d = new Uint32Array(dst.buffer, dStart, len / 4);
+    const s = new Uint32Array(src.buffer, sStart, len / 4);
+    for (let i = 0; i < d.length; i++) d[i] = (d[i] ?? 0) ^ (s[i] ?? 0);
+    return;
+  }
+  for (let i = 0; i < len; i++) dst[dOff + i] = (dst[dOff + i] ?? 0) ^ (src[sOff + i] ?? 0);
+}
+
+/**
+ * Checks the tag of `body` under `layer` and returns the keystream-XORed buffer: bytes
+ * 0..64 zeroed, bytes 64.. equal to (Y ‖ 0^16) XOR S. Null if the tag is wrong.
+ */
+function verifyAndStrip(layer: LayerKey, body: Uint8Array): Uint8Array | null {
+  const work = new Uint8Array(BLOCK + B);
+  const y = body.subarray(TAG);
+  work.set(y, BLOCK);
+  const out = streamFromBlock0(layer, work);
+  const ok = sodium.crypto_onetimeauth_verify(body.subarray(0, TAG), y, out.subarray(0, OTK_BYTES));
+  if (!ok) {
+    out.fill(0);
+    return null;
+  }
+  out.fill(0, 0, BLOCK);
+  return out;
+}
+
+/**
+ * Removes one outbound layer, at a relay or at the endpoint: checks T = MAC(otk, Y) in
+ * constant time and returns (Y ‖ 0^16) XOR S, the body for the next hop (always
+ * {@link CELL_BODY_BYTES} long).
+ *
+ * @param key - this hop's outbound layer key.
+ * @param v - the sequence value this hop sees for the cell.
+ * @param body - the received cell body T ‖ Y.
+ * @returns the next body, or null if the tag does not verify (tampered cell, wrong key or
+ *   wrong v): drop the cell.
+ * @throws DeutError (kind `crypto`) on a wrong key length, sequence value or body length;
+ *   these are the caller's bugs, the wire decoder fixes the body size.
+ */
+export function peelOutbound(key: Uint8Array, v: number, body: Uint8Array): Uint8Array | null {
+  const layer = { key, v };
+  checkLayer(layer);
+  checkBody(body);
+  return verifyAndStrip(layer, body)?.slice(BLOCK) ?? null;
+}
+
+/**
+ * The endpoint's last outbound step: {@link peelOutbound} and keep the first
+ * {@link CELL_PLAINTEXT_BYTES} bytes.
+ *
+ * @returns the plaintext, or null if the tag does not verify.
+ * @throws DeutError (kind `crypto`) on a wrong key length, sequence value or body length.
+ */
+export function openOutbound(key: Uint8Array, v: number, body: Uint8Array): Uint8Array | null {
+  const layer = { key, v };
+  checkLayer(layer);
+  checkBody(body);
+  return verifyAndStrip(layer, body)?.slice(BLOCK, BLOCK + CELL_PLAINTEXT_BYTES) ?? null;
+}
+
+/** Writes MAC(otk, Y) before the Y of the body that starts at `start` in `work`. */
+function sealTag(work: Uint8Array, start: number, stream: Uint8Array): void {
+  const tag = sodium.crypto_onetimeauth(work.subarray(start + TAG, start + B), stream.subarray(0, OTK_BYTES));
+  work.set(tag, start);
+}
+
+/**
+ * The master seals a plaintext for a path of 1 to {@link MAX_HOPS} hops (hop 1 first, the
+ * endpoint last) so that each hop's {@link peelOutbound} verifies and the endpoint's
+ * {@link openOutbound} returns `plaintext`.
+ *
+ * Construction, with S_i and otk_i the keystream of hop i:
+ * filler φ_1 = empty, φ_{i+1} = (φ_i ‖ 0^16) XOR S_i[B-16-|φ_i| .. B), which is what hop
+ * i's appended 16 zero bytes and the tail before them will have become;
+ * Y_n = ((plaintext ‖ random)[0 .. B-16n) XOR S_n) ‖ φ_n; then for each hop, innermost
+ * first, X_i = MAC(otk_i, Y_i) ‖ Y_i with Y_i = (X_{i+1} XOR S_i)[0 .. B-16).
+ *
+ * @param hops - each hop's outbound key and the v it will see for this cell.
+ * @param plaintext - exactly {@link CELL_PLAINTEXT_BYTES} bytes.
+ * @returns the body to send to hop 1.
+ * @throws DeutError (kind `crypto`) on a bad hop count, key, sequence value or plaintext length.
+ */
+export function sealOutbound(hops: readonly LayerKey[], plaintext: Uint8Array): Uint8Array {
+  checkHops(hops);
+  checkPlaintext(plaintext);
+  const n = hops.length;
+  const streams = hops.map((hop) => streamFromBlock0(hop, ZERO_INPUT));
+
+  // One buffer holds every X_i: X_i sits at offset 16(i-1), so Y_i = (X_{i+1} XOR S_i)
+  // is an in-place XOR at the position X_{i+1} already occupies, and T_i goes just before.
+  const work = new Uint8Array(B + TAG * (n - 1));
+  const endpointStart = TAG * (n - 1);
+  const fillerStart = work.length - TAG * (n - 1); // φ_n is the tail of Y_n
+
+  // Filler: φ_{i+1} is built in place over φ_i; it ends up as the tail of Y_n.
+  for (let i = 0; i < n - 1; i++) {
+    const stream = at(streams, i);
+    const len = TAG * (i + 1);
+    xorInto(work, fillerStart, stream, BLOCK + B - len, len);
+  }
+
+  // Endpoint layer: plaintext and random padding up to B-16n, encrypted, then the filler.
+  const endpointStream = at(streams, n - 1);
+  const yStart = endpointStart + TAG;
+  const padBytes = B - TAG * n - CELL_PLAINTEXT_BYTES;
+  work.set(plaintext, yStart);
+  fillRandomBytes(work.subarray(yStart + CELL_PLAINTEXT_BYTES, yStart + CELL_PLAINTEXT_BYTES + padBytes));
+  xorInto(work, yStart, endpointStream, BLOCK, B - TAG * n);
+  sealTag(work, endpointStart, endpointStream);
+
+  for (let i = n - 2; i >= 0; i--) {
+    const stream = at(streams, i);
+    const start = TAG * i;
+    xorInto(work, start + TAG, stream, BLOCK, Y_BYTES);
+    sealTag(work, start, stream);
+  }
+  for (const stream of streams) stream.fill(0);
+  return n === 1 ? work : work.slice(0, B);
+}
+
+/**
+ * The endpoint seals a plaintext for the master: P' = plaintext ‖ random to B-16,
+ * Y = P' XOR S[0 .. B-16), T = MAC(otk, Y); returns T ‖ Y.
+ *
+ * @param key - the endpoint's inbound layer key.
+ * @param v - the sequence value the endpoint assigns to this cell.
+ * @param plaintext - exactly {@link CELL_PLAINTEXT_BYTES} bytes.
+ * @throws DeutError (kind `crypto`) on a wrong key length, sequence value or plaintext length.
+ */
+export function sealInbound(key: Uint8Array, v: number, plaintext: Uint8Array): Uint8Array {
+  const layer = { key, v };
+  checkLayer(layer);
+  checkPlaintext(plaintext);
+  const work = new Uint8Array(BLOCK + Y_BYTES);
+  work.set(plaintext, BLOCK);
+  fillRandomBytes(work.subarray(BLOCK + CELL_PLAINTEXT_BYTES));
+  const out = streamFromBlock0(layer, work);
+  const y = out.subarray(BLOCK);
+  const body = new Uint8Array(B);
+  body.set(sodium.crypto_onetimeauth(y, out.subarray(0, OTK_BYTES)), 0);
+  body.set(y, TAG);
+  work.fill(0);
+  out.fill(0);
+  return body;
+}
+
+/**
+ * A relay adds its inbound layer: body XOR S(key, v). No tag: the relay knows nothing of
+ * the content, and the master checks the endpoint's tag once all layers are off.
+ *
+ * @throws DeutError (kind `crypto`) on a wrong key length, sequence value or body length.
+ */
+export function addInboundLayer(key: Uint8Array, v: number, body: Uint8Array): Uint8Array {
+  const layer = { key, v };
+  checkLayer(layer);
+  checkBody(body);
+  return sodium.crypto_stream_xchacha20_xor_ic(body, nonceFor(v), 1, key);
+}
+
+/**
+ * The master opens an inbound cell: removes the relay layers of hops 1..n-1, then checks
+ * the endpoint's tag and decrypts.
+ *
+ * @param hops - hop 1 first; each relay's inbound key and the v it saw; the last entry is
+ *   the endpoint's inbound key and the v it used.
+ * @param body - the body as received from hop 1.
+ * @returns the endpoint's plaintext, or null if the tag does not verify (a layer was
+ *   tampered with, or a key or v is wrong).
+ * @throws DeutError (kind `crypto`) on a bad hop count, key, sequence value or body length.
+ */
+export function openInbound(hops: readonly LayerKey[], body: Uint8Array): Uint8Array | null {
+  checkHops(hops);
+  checkBody(body);
+  let current = body;
+  for (let i = 0; i < hops.length - 1; i++) {
+    const hop = at(hops, i);
+    current = sodium.crypto_stream_xchacha20_xor_ic(current, nonceFor(hop.v), 1, hop.key);
+  }
+  return verifyAndStrip(at(hops, hops.length - 1), current)?.slice(BLOCK, BLOCK + CELL_PLAINTEXT_BYTES) ?? null;
+}
