@@ -1,0 +1,40 @@
+/**
+ * Link-layer timers and limits (PROTOCOL.md §3 and §10). Sizes of bytes on the wire live
+ * in @deut/wire; these are the behaviour knobs of the link state machine.
+ */
+
+/** First handshake retransmission delay; doubles per attempt up to HANDSHAKE_RETRY_MAX_MS. */
+export const HANDSHAKE_RETRY_MS = 1000;
+/** Longest wait between two handshake transmissions. */
+export const HANDSHAKE_RETRY_MAX_MS = 8000;
+/**
+ * msg1 (or unconfirmed msg3) transmissions before a peer is declared unreachable: about
+ * 23 s in all. Each stage needs a round trip, so at 20% loss each attempt succeeds only 64%
+ * of the time; six attempts bring a stage's failure to 0.2%.
+ */
+export const HANDSHAKE_ATTEMPTS = 6;
+/** Lifetime of a responder's half-open handshake state. */
+export const HANDSHAKE_PENDING_MS = 5000;
+/** Global cap on half-open responder handshakes. */
+export const MAX_PENDING_HANDSHAKES = 1024;
+/** A session older than this is rekeyed by whichever side next sends on it. */
+export const REKEY_AFTER_MS = 120_000;
+/** A session that has sent this many datagrams is rekeyed. */
+export const REKEY_AFTER_MESSAGES = 2 ** 24;
+/** A session older than this is discarded for sending and receiving. */
+export const REJECT_AFTER_MS = 180_000;
+/** Hard stop on one session's counter; never reached in practice. */
+export const REJECT_AFTER_MESSAGES = 2 ** 40;
+/** Sessions kept per peer for receiving: previous, current, next. */
+export const MAX_SESSIONS_PER_PEER = 3;
+/** Payloads queued per peer while its handshake runs. */
+export const LINK_SEND_QUEUE = 64;
+/** Link data replay window, in counters. */
+export const LINK_REPLAY_WINDOW = 4096;
+/** How often the link's housekeeping runs (retransmits, expiry). */
+export const LINK_TICK_MS = 250;
+/** Upper bound on peers with any state (sessions or handshakes). */
+export const MAX_LINK_PEERS = 16_384;
+/** Link protocol versions this implementation speaks. */
+export const LINK_MIN_VERSION = 1;
+export const LINK_MAX_VERSION = 1;

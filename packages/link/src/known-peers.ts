@@ -1,0 +1,94 @@
+/**
+ * Trust-on-first-use pins of peer keys by address (PROTOCOL.md §3.7), like SSH's
+ * known_hosts: one `host:port base64key` per line. A changed key for a pinned address is
+ * refused by the link layer; this store only remembers and persists.
+ */
+import { closeSync, fsyncSync, openSync, readFileSync, renameSync, writeSync } from 'node:fs';
+import { configError, parseAddress } from '@deut/common';
+
+const KEY_BYTES = 32;
+
+/** Pinned keys by canonical address string (`addressKey()`). */
+export class KnownPeers {
+  readonly #pins = new Map<string, Uint8Array>();
+
+  /** `path` undefined keeps pins in memory only. */
+  private constructor(private readonly path: string | undefined) {}
+
+  /** An in-memory store (tests, and masters that keep nothing across restarts). */
+  static inMemory(): KnownPeers {
+    return new KnownPeers(undefined);
+  }
+
+  /**
+   * Loads `path` (a missing file is an empty store). A malformed line is a config error
+   * naming the line, never silently skipped: a damaged pin file must not weaken pinning.
+   */
+  static load(path: string): KnownPeers {
+    const store = new KnownPeers(path);
+    let text: string;
+    try {
+      text = readFileSync(path, 'utf8');
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code === 'ENOENT') return store;
+      throw configError('KNOWN_PEERS_UNREADABLE', `cannot read known peers file ${path}: ${(error as Error).message}`);
+    }
+    text.split('\n').forEach((raw, index) => {
+      const line = raw.trim();
+      if (line === '' || line.startsWith('#')) return;
+      const [address, key, extra] = line.split(/\s+/);
+      const bytes = key === undefined ? undefined : Buffer.from(key, 'base64');
+      let canonical: string | undefined;
+      try {
+        if (address !== undefined) {
+          const parsed = parseAddress(address);
+          canonical = address.startsWith('[') ? `[${parsed.host}]:${parsed.port}` : `${parsed.host}:${parsed.port}`;
+        }
+      } catch {
+        canonical = undefined;
+      }
+      if (canonical === undefined || bytes?.length !== KEY_BYTES || extra !== undefined) {
+        throw configError('KNOWN_PEERS_MALFORMED', `${path}:${index + 1}: expected "host:port base64-key"`);
+      }
+      store.#pins.set(canonical, new Uint8Array(bytes));
+    });
+    return store;
+  }
+
+  /** The pinned key for `address`, if any. */
+  get(address: string): Uint8Array | undefined {
+    return this.#pins.get(address);
+  }
+
+  /** Number of pins. */
+  get size(): number {
+    return this.#pins.size;
+  }
+
+  /** Pins `key` for `address` and persists the file (atomically: temp file, fsync, rename). */
+  pin(address: string, key: Uint8Array): void {
+    if (key.length !== KEY_BYTES) throw configError('BAD_KEY_LENGTH', 'a pinned key has 32 bytes');
+    this.#pins.set(address, key.slice());
+    this.#save();
+  }
+
+  /** Forgets the pin for `address` (an operator's decision after a legitimate key change). */
+  forget(address: string): void {
+    if (this.#pins.delete(address)) this.#save();
+  }
+
+  #save(): void {
+    if (this.path === undefined) return;
+    const lines = ['# deut known peers: host:port base64(X25519 public key)'];
+    for (const [address, key] of this.#pins) lines.push(`${address} ${Buffer.from(key).toString('base64')}`);
+    const temp = `${this.path}.${process.pid}.tmp`;
+    const fd = openSync(temp, 'w', 0o600);
+    try {
+      writeSync(fd, lines.join('\n') + '\n');
+      fsyncSync(fd);
+    } finally {
+      closeSync(fd);
+    }
+    renameSync(temp, this.path);
+  }
+}

@@ -1,0 +1,559 @@
+/**
+ * The link runtime (PROTOCOL.md §3): owns the node port, classifies every datagram
+ * (§3.5), runs handshakes with retransmission, pins keys, rekeys, and carries opaque
+ * payloads for the tunnel layer. Remote input is never trusted: every drop is counted
+ * under a reason and nothing escapes the socket handler.
+ */
+import { EventEmitter } from 'node:events';
+import {
+  Counters,
+  KeyedRateLimiter,
+  ProtocolError,
+  TokenBucket,
+  abortedError,
+  addressKey,
+  cryptoError,
+  silentLogger,
+  systemClock,
+  timeoutError,
+  type Clock,
+  type DeutError,
+  type Logger,
+  type RateLimit,
+  type TimerHandle,
+  type UdpAddress,
+} from '@deut/common';
+import { constantTimeEqual, cryptoReady, type KeyPair } from '@deut/crypto';
+import type { DatagramSocket } from '@deut/transport';
+import {
+  DATAGRAM_BYTES,
+  MAX_LINK_PAYLOAD,
+  decodeLinkFrame,
+  encodeLinkFrame,
+  type HandshakePayload,
+} from '@deut/wire';
+import {
+  HANDSHAKE_ATTEMPTS,
+  HANDSHAKE_PENDING_MS,
+  HANDSHAKE_RETRY_MAX_MS,
+  HANDSHAKE_RETRY_MS,
+  LINK_MAX_VERSION,
+  LINK_MIN_VERSION,
+  LINK_SEND_QUEUE,
+  LINK_TICK_MS,
+  MAX_LINK_PEERS,
+  MAX_PENDING_HANDSHAKES,
+  MAX_SESSIONS_PER_PEER,
+  REJECT_AFTER_MS,
+  REKEY_AFTER_MESSAGES,
+  REKEY_AFTER_MS,
+} from './constants.js';
+import {
+  InitiatorHandshake,
+  ResponderHandshake,
+  handshakeFingerprint,
+  mac1Matches,
+  msg1Ephemeral,
+  openMac1Key,
+  responderMac1Key,
+  type HandshakeOutcome,
+} from './handshake.js';
+import { KnownPeers } from './known-peers.js';
+import { LinkSession } from './session.js';
+
+/** Options of {@link Link.create}. */
+export interface LinkOptions {
+  /** The node port; the link owns it from now on and closes it in close(). */
+  readonly socket: DatagramSocket;
+  /** This node's static identity. */
+  readonly identity: KeyPair;
+  /** Tell peers not to pin our key (masters regenerate it at every start). @default false */
+  readonly ephemeralIdentity?: boolean;
+  /** Pins of peer keys. @default an in-memory store */
+  readonly knownPeers?: KnownPeers;
+  /** Answer msg1 from nodes that do not know our key yet. @default true */
+  readonly acceptFirstContact?: boolean;
+  /** msg1 admission per source IP. @default { perSecond: 2, burst: 20 } */
+  readonly handshakeRatePerSource?: RateLimit;
+  /** msg1 admission for the whole node. @default { perSecond: 500, burst: 1000 } */
+  readonly handshakeRateGlobal?: RateLimit;
+  /** @default systemClock */
+  readonly clock?: Clock;
+  /** @default silentLogger */
+  readonly logger?: Logger;
+}
+
+/** The authenticated peer a payload came from. */
+export interface LinkPeer {
+  readonly address: UdpAddress;
+  readonly publicKey: Uint8Array;
+  readonly sessionId: string;
+}
+
+/** A live session, as shown by `sessions()` and `deut status`. */
+export interface LinkSessionInfo extends LinkPeer {
+  readonly initiator: boolean;
+  readonly confirmed: boolean;
+  readonly version: number;
+  readonly establishedAt: number;
+  readonly sent: number;
+  readonly received: number;
+}
+
+/** Options of a send or connect. */
+export interface LinkSendOptions {
+  /** Refuse the peer unless its static key is exactly this (a hop told its next hop's key). */
+  readonly expectedKey?: Uint8Array;
+}
+
+/** Events a link emits. */
+export interface LinkEvents {
+  session: [info: LinkSessionInfo];
+  'pin-mismatch': [event: { address: UdpAddress; expected: Uint8Array; offered: Uint8Array }];
+  unreachable: [event: { address: UdpAddress }];
+}
+
+/** Handler of payloads arriving over links. */
+export type LinkPayloadHandler = (payload: Uint8Array, from: LinkPeer) => void;
+
+type Reply = { readonly kind: 'datagram'; readonly bytes: Uint8Array } | { readonly kind: 'keepalive'; readonly session: LinkSession };
+
+interface Initiating {
+  readonly handshake: InitiatorHandshake;
+  stage: 'msg1' | 'msg3';
+  datagram: Uint8Array;
+  attempts: number;
+  nextAt: number;
+  session?: LinkSession;
+}
+
+interface Responding {
+  readonly handshake: ResponderHandshake;
+  readonly expiresAt: number;
+  /** msg1's ephemeral representative: a retransmitted msg1 (whatever its mac1) gets the same msg2. */
+  readonly ephemeral: string;
+}
+
+interface PeerState {
+  readonly address: UdpAddress;
+  readonly key: string;
+  sessions: LinkSession[];
+  initiating?: Initiating | undefined;
+  responding?: Responding | undefined;
+  queue: Uint8Array[];
+  waiters: Array<{ resolve: (info: LinkSessionInfo) => void; reject: (error: DeutError) => void }>;
+  expectedKey?: Uint8Array | undefined;
+  /** Handshake datagrams we answered recently, by fingerprint: retransmissions get the same answer. */
+  replies: Map<string, { reply: Reply; until: number }>;
+}
+
+const MAX_REMEMBERED_REPLIES = 4;
+const KEEPALIVE_FRAME = encodeLinkFrame({ type: 'keepalive' });
+
+/** Encrypted, authenticated, fixed-size links between this node and its peers. */
+export class Link extends EventEmitter<LinkEvents> {
+  readonly #socket: DatagramSocket;
+  readonly #identity: KeyPair;
+  readonly #knownPeers: KnownPeers;
+  readonly #clock: Clock;
+  readonly #logger: Logger;
+  readonly #payload: HandshakePayload;
+  readonly #acceptFirstContact: boolean;
+  readonly #ownMac1Key: Uint8Array;
+  readonly #openMac1Key: Uint8Array;
+  readonly #perSource: KeyedRateLimiter;
+  readonly #global: TokenBucket;
+  readonly #peers = new Map<string, PeerState>();
+  readonly #counters = new Counters();
+  #pending = 0;
+  #handler: LinkPayloadHandler | undefined;
+  #timer: TimerHandle | undefined;
+  #closed = false;
+
+  private constructor(options: LinkOptions) {
+    super();
+    this.#socket = options.socket;
+    this.#identity = options.identity;
+    this.#knownPeers = options.knownPeers ?? KnownPeers.inMemory();
+    this.#clock = options.clock ?? systemClock;
+    this.#logger = options.logger ?? silentLogger;
+    this.#acceptFirstContact = options.acceptFirstContact ?? true;
+    this.#payload = { minVersion: LINK_MIN_VERSION, maxVersion: LINK_MAX_VERSION, ephemeralIdentity: options.ephemeralIdentity ?? false };
+    this.#ownMac1Key = responderMac1Key(this.#identity.publicKey);
+    this.#openMac1Key = openMac1Key();
+    const now = (): number => this.#clock.now();
+    this.#perSource = new KeyedRateLimiter(options.handshakeRatePerSource ?? { perSecond: 2, burst: 20 }, now);
+    this.#global = new TokenBucket(options.handshakeRateGlobal ?? { perSecond: 500, burst: 1000 }, now);
+    this.#socket.onMessage((data, from) => this.#onDatagram(data, from));
+    this.#schedule();
+  }
+
+  /** Starts a link on `options.socket`. */
+  static async create(options: LinkOptions): Promise<Link> {
+    await cryptoReady();
+    return new Link(options);
+  }
+
+  /** The node port's address. */
+  get address(): UdpAddress {
+    return this.#socket.local;
+  }
+
+  /** This node's static public key. */
+  get publicKey(): Uint8Array {
+    return this.#identity.publicKey;
+  }
+
+  /** Sets the one handler of incoming payloads. */
+  onPayload(handler: LinkPayloadHandler): void {
+    this.#handler = handler;
+  }
+
+  /**
+   * Sends one payload (≤ 1173 bytes) to `to`, starting a handshake if there is no session.
+   * Like UDP, it never fails loudly: a payload that cannot be delivered is dropped and
+   * counted, and an unreachable peer is reported through the `unreachable` event.
+   */
+  send(to: UdpAddress, payload: Uint8Array, options: LinkSendOptions = {}): void {
+    this.#assertOpen();
+    if (payload.length > MAX_LINK_PAYLOAD) throw new RangeError(`link payload over ${MAX_LINK_PAYLOAD} bytes`);
+    const peer = this.#peerFor(to, options);
+    if (peer === undefined) return;
+    const session = this.#sendingSession(peer);
+    if (session !== undefined) {
+      this.#transmit(peer, session, payload);
+      this.#maybeRekey(peer, session);
+      return;
+    }
+    if (peer.queue.length >= LINK_SEND_QUEUE) {
+      this.#drop('queue-full');
+    } else {
+      peer.queue.push(payload.slice());
+    }
+    if (peer.initiating === undefined) this.#initiate(peer);
+  }
+
+  /** Resolves once a confirmed session with `to` exists (running a handshake if needed). */
+  connect(to: UdpAddress, options: LinkSendOptions = {}): Promise<LinkSessionInfo> {
+    this.#assertOpen();
+    const peer = this.#peerFor(to, options);
+    if (peer === undefined) return Promise.reject(timeoutError('LINK_PEER_CAP', 'too many link peers'));
+    const session = this.#sendingSession(peer);
+    if (session !== undefined) return Promise.resolve(this.#info(peer, session));
+    return new Promise((resolve, reject) => {
+      peer.waiters.push({ resolve, reject });
+      if (peer.initiating === undefined) this.#initiate(peer);
+    });
+  }
+
+  /** Live sessions, newest first per peer. */
+  sessions(): LinkSessionInfo[] {
+    const out: LinkSessionInfo[] = [];
+    for (const peer of this.#peers.values()) for (const session of peer.sessions) out.push(this.#info(peer, session));
+    return out;
+  }
+
+  /** Counters (datagrams, handshakes, drops by reason) and table sizes. */
+  stats(): { counters: Record<string, number>; peers: number; sessions: number; pendingHandshakes: number } {
+    let sessions = 0;
+    for (const peer of this.#peers.values()) sessions += peer.sessions.length;
+    return { counters: this.#counters.snapshot(), peers: this.#peers.size, sessions, pendingHandshakes: this.#pending };
+  }
+
+  /** Stops timers, fails pending connects, forgets sessions and closes the socket. */
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    if (this.#timer !== undefined) this.#clock.clearTimeout(this.#timer);
+    for (const peer of this.#peers.values()) this.#rejectWaiters(peer, abortedError('LINK_CLOSED', 'link closed'));
+    this.#peers.clear();
+    this.#pending = 0;
+    await this.#socket.close();
+  }
+
+  // ---- receiving -------------------------------------------------------------------
+
+  #onDatagram(data: Uint8Array, from: UdpAddress): void {
+    if (this.#closed) return;
+    this.#counters.add('datagrams-in');
+    try {
+      this.#classify(data, from);
+    } catch (error) {
+      if (error instanceof ProtocolError) {
+        this.#drop(error.code.toLowerCase());
+      } else {
+        this.#drop('internal-error');
+        this.#logger.error('link: unexpected error handling a datagram', { error: String(error) });
+      }
+    }
+  }
+
+  /** PROTOCOL.md §3.5: cheapest check first, stop at the first that passes. */
+  #classify(data: Uint8Array, from: UdpAddress): void {
+    if (data.length !== DATAGRAM_BYTES) return this.#drop('size');
+    const key = addressKey(from);
+    const peer = this.#peers.get(key);
+    let failure: 'replay' | 'decrypt' | undefined;
+    if (peer !== undefined) {
+      for (const session of peer.sessions) {
+        const result = session.open(data);
+        if (result instanceof Uint8Array) return this.#onFrame(peer, session, result);
+        if (failure !== 'replay') failure = result;
+      }
+      const initiating = peer.initiating;
+      if (initiating?.stage === 'msg1' && initiating.handshake.isMsg2(data)) return this.#onMsg2(peer, initiating, data);
+      const responding = peer.responding;
+      if (responding !== undefined && responding.handshake.isMsg3(data)) return this.#onMsg3(peer, responding, data);
+      const remembered = peer.replies.get(handshakeFingerprint(data));
+      if (remembered !== undefined && remembered.until > this.#clock.now()) {
+        this.#counters.add('handshake-retransmit-answered');
+        return this.#sendReply(peer, remembered.reply);
+      }
+    }
+    if (this.#isMsg1(data)) return this.#onMsg1(from, key, peer, data);
+    this.#drop(failure ?? 'unrecognized');
+  }
+
+  #isMsg1(data: Uint8Array): boolean {
+    return mac1Matches(data, this.#ownMac1Key) || (this.#acceptFirstContact && mac1Matches(data, this.#openMac1Key));
+  }
+
+  #onMsg1(from: UdpAddress, key: string, existing: PeerState | undefined, data: Uint8Array): void {
+    const ephemeral = msg1Ephemeral(data);
+    if (existing?.responding?.ephemeral === ephemeral) {
+      this.#counters.add('handshake-retransmit-answered');
+      return this.#socketSend(existing.responding.handshake.msg2, existing.address);
+    }
+    if (!this.#perSource.take(from.host) || !this.#global.take()) return this.#drop('rate-limited');
+    const replacing = existing?.responding !== undefined;
+    if (!replacing && this.#pending >= MAX_PENDING_HANDSHAKES) return this.#drop('pending-cap');
+    const peer = existing ?? this.#createPeer(from, key);
+    if (peer === undefined) return;
+    const handshake = new ResponderHandshake(this.#identity, this.#payload, data);
+    if (!replacing) this.#pending++;
+    peer.responding = { handshake, expiresAt: this.#clock.now() + HANDSHAKE_PENDING_MS, ephemeral };
+    this.#remember(peer, data, { kind: 'datagram', bytes: handshake.msg2 });
+    this.#counters.add('handshakes-responded');
+    this.#socketSend(handshake.msg2, peer.address);
+  }
+
+  #onMsg2(peer: PeerState, initiating: Initiating, data: Uint8Array): void {
+    // A forged msg2 throws here and leaves the Noise state untouched (it rolls back).
+    const { remoteStatic, remotePayload } = initiating.handshake.readMsg2(data);
+    if (!this.#acceptKey(peer, remoteStatic, remotePayload.ephemeralIdentity)) {
+      peer.initiating = undefined;
+      this.#failPeer(peer, cryptoError('PIN_MISMATCH', 'peer offered a key that differs from its pinned key'), false);
+      return;
+    }
+    const { msg3, outcome } = initiating.handshake.writeMsg3();
+    const session = this.#addSession(peer, outcome);
+    this.#remember(peer, data, { kind: 'datagram', bytes: msg3 });
+    Object.assign(initiating, { stage: 'msg3', datagram: msg3, attempts: 1, nextAt: this.#clock.now() + HANDSHAKE_RETRY_MS, session });
+    this.#socketSend(msg3, peer.address);
+  }
+
+  #onMsg3(peer: PeerState, responding: Responding, data: Uint8Array): void {
+    peer.responding = undefined;
+    this.#pending--;
+    const outcome = responding.handshake.readMsg3(data);
+    if (!this.#acceptKey(peer, outcome.remoteStatic, outcome.remotePayload.ephemeralIdentity)) return;
+    const session = this.#addSession(peer, outcome);
+    this.#remember(peer, data, { kind: 'keepalive', session });
+    this.#sendReply(peer, { kind: 'keepalive', session });
+    this.#onConfirmed(peer, session);
+  }
+
+  #onFrame(peer: PeerState, session: LinkSession, plaintext: Uint8Array): void {
+    if (!session.confirmed) {
+      session.confirmed = true;
+      if (peer.initiating?.session === session) peer.initiating = undefined;
+      this.#onConfirmed(peer, session);
+    }
+    const frame = decodeLinkFrame(plaintext);
+    if (frame.type === 'keepalive') {
+      this.#counters.add('keepalives-in');
+      return;
+    }
+    this.#counters.add('payloads-in');
+    const handler = this.#handler;
+    if (handler === undefined) return this.#drop('no-handler');
+    try {
+      handler(frame.payload, { address: peer.address, publicKey: session.remoteStatic, sessionId: session.sessionId });
+    } catch (error) {
+      this.#counters.add('handler-errors');
+      this.#logger.error('link: payload handler threw', { error: String(error) });
+    }
+  }
+
+  // ---- handshakes and sessions ---------------------------------------------------------
+
+  #initiate(peer: PeerState): void {
+    const pinned = peer.expectedKey ?? this.#knownPeers.get(peer.key);
+    const handshake = new InitiatorHandshake(this.#identity, this.#payload, pinned, this.#openMac1Key);
+    peer.initiating = { handshake, stage: 'msg1', datagram: handshake.msg1, attempts: 1, nextAt: this.#clock.now() + HANDSHAKE_RETRY_MS };
+    this.#counters.add('handshakes-initiated');
+    this.#socketSend(handshake.msg1, peer.address);
+  }
+
+  /** PROTOCOL.md §3.7: expected key, then pin, then trust on first use. */
+  #acceptKey(peer: PeerState, offered: Uint8Array, ephemeral: boolean): boolean {
+    const expected = peer.expectedKey ?? this.#knownPeers.get(peer.key);
+    if (expected !== undefined) {
+      if (constantTimeEqual(expected, offered)) return true;
+      this.#drop('pin-mismatch');
+      this.#logger.warn('link: peer key differs from the pinned key; refused', { peer: peer.key });
+      this.emit('pin-mismatch', { address: peer.address, expected: expected.slice(), offered: offered.slice() });
+      return false;
+    }
+    if (!ephemeral) this.#knownPeers.pin(peer.key, offered);
+    return true;
+  }
+
+  #addSession(peer: PeerState, outcome: HandshakeOutcome): LinkSession {
+    const session = new LinkSession(outcome.keys, outcome.sessionId, outcome.remoteStatic, outcome.initiator, outcome.version, this.#clock.now());
+    peer.sessions.unshift(session);
+    if (peer.sessions.length > MAX_SESSIONS_PER_PEER) peer.sessions.length = MAX_SESSIONS_PER_PEER;
+    this.#counters.add('handshakes-completed');
+    return session;
+  }
+
+  #onConfirmed(peer: PeerState, session: LinkSession): void {
+    const info = this.#info(peer, session);
+    this.emit('session', info);
+    for (const waiter of peer.waiters.splice(0)) waiter.resolve(info);
+    const queued = peer.queue.splice(0);
+    for (const payload of queued) this.#transmit(peer, session, payload);
+  }
+
+  #sendingSession(peer: PeerState): LinkSession | undefined {
+    const oldest = this.#clock.now() - REJECT_AFTER_MS;
+    return peer.sessions.find((s) => s.confirmed && s.establishedAt > oldest && !s.exhausted);
+  }
+
+  #maybeRekey(peer: PeerState, session: LinkSession): void {
+    if (peer.initiating !== undefined) return;
+    if (this.#clock.now() - session.establishedAt >= REKEY_AFTER_MS || session.sent >= REKEY_AFTER_MESSAGES) {
+      this.#counters.add('rekeys');
+      this.#initiate(peer);
+    }
+  }
+
+  // ---- housekeeping ----------------------------------------------------------------------
+
+  #schedule(): void {
+    this.#timer = this.#clock.setTimeout(() => {
+      this.#tick();
+      if (!this.#closed) this.#schedule();
+    }, LINK_TICK_MS);
+  }
+
+  #tick(): void {
+    const now = this.#clock.now();
+    for (const peer of this.#peers.values()) {
+      const initiating = peer.initiating;
+      if (initiating !== undefined && now >= initiating.nextAt) {
+        if (initiating.attempts >= HANDSHAKE_ATTEMPTS) {
+          peer.initiating = undefined;
+          if (initiating.session !== undefined) peer.sessions = peer.sessions.filter((s) => s !== initiating.session);
+          this.#counters.add('handshake-timeouts');
+          this.#failPeer(peer, timeoutError('LINK_UNREACHABLE', `no handshake answer after ${HANDSHAKE_ATTEMPTS} attempts`), true);
+        } else {
+          initiating.nextAt = now + Math.min(HANDSHAKE_RETRY_MS * 2 ** initiating.attempts, HANDSHAKE_RETRY_MAX_MS);
+          initiating.attempts++;
+          this.#counters.add('handshake-retransmits');
+          const open = initiating.handshake.msg1Open;
+          const alternate = initiating.stage === 'msg1' && open !== undefined && initiating.attempts % 2 === 0;
+          this.#socketSend(alternate ? open : initiating.datagram, peer.address);
+        }
+      }
+      if (peer.responding !== undefined && now >= peer.responding.expiresAt) {
+        peer.responding = undefined;
+        this.#pending--;
+        this.#counters.add('handshake-pending-expired');
+      }
+      const oldest = now - REJECT_AFTER_MS;
+      if (peer.sessions.some((s) => s.establishedAt <= oldest)) peer.sessions = peer.sessions.filter((s) => s.establishedAt > oldest);
+      for (const [fingerprint, entry] of peer.replies) if (entry.until <= now) peer.replies.delete(fingerprint);
+      if (peer.sessions.length === 0 && peer.initiating === undefined && peer.responding === undefined && peer.queue.length === 0 && peer.waiters.length === 0) {
+        this.#peers.delete(peer.key);
+      }
+    }
+  }
+
+  // ---- helpers -------------------------------------------------------------------------
+
+  #peerFor(to: UdpAddress, options: LinkSendOptions): PeerState | undefined {
+    const key = addressKey(to);
+    const peer = this.#peers.get(key) ?? this.#createPeer(to, key);
+    if (peer !== undefined && options.expectedKey !== undefined) peer.expectedKey = options.expectedKey.slice();
+    return peer;
+  }
+
+  #createPeer(address: UdpAddress, key: string): PeerState | undefined {
+    if (this.#peers.size >= MAX_LINK_PEERS) {
+      this.#drop('peer-cap');
+      return undefined;
+    }
+    const peer: PeerState = { address: { host: address.host, port: address.port }, key, sessions: [], queue: [], waiters: [], replies: new Map() };
+    this.#peers.set(key, peer);
+    return peer;
+  }
+
+  #remember(peer: PeerState, request: Uint8Array, reply: Reply): void {
+    if (peer.replies.size >= MAX_REMEMBERED_REPLIES) {
+      const oldest = peer.replies.keys().next();
+      if (oldest.done !== true) peer.replies.delete(oldest.value);
+    }
+    peer.replies.set(handshakeFingerprint(request), { reply, until: this.#clock.now() + HANDSHAKE_PENDING_MS });
+  }
+
+  /** A keepalive is sealed anew each time: resending old bytes would be refused as a replay. */
+  #sendReply(peer: PeerState, reply: Reply): void {
+    if (reply.kind === 'datagram') return this.#socketSend(reply.bytes, peer.address);
+    this.#counters.add('keepalives-out');
+    this.#socketSend(reply.session.seal(KEEPALIVE_FRAME), peer.address);
+  }
+
+  #transmit(peer: PeerState, session: LinkSession, payload: Uint8Array): void {
+    this.#counters.add('payloads-out');
+    this.#socketSend(session.seal(encodeLinkFrame({ type: 'payload', payload })), peer.address);
+  }
+
+  #socketSend(datagram: Uint8Array, to: UdpAddress): void {
+    this.#counters.add('datagrams-out');
+    this.#socket.send(datagram, to);
+  }
+
+  #failPeer(peer: PeerState, error: DeutError, unreachable: boolean): void {
+    if (peer.queue.length > 0) this.#drop('queue-dropped', peer.queue.length);
+    peer.queue = [];
+    this.#rejectWaiters(peer, error);
+    if (unreachable) this.emit('unreachable', { address: peer.address });
+  }
+
+  #rejectWaiters(peer: PeerState, error: DeutError): void {
+    for (const waiter of peer.waiters.splice(0)) waiter.reject(error);
+  }
+
+  #info(peer: PeerState, session: LinkSession): LinkSessionInfo {
+    return {
+      address: peer.address,
+      publicKey: session.remoteStatic,
+      sessionId: session.sessionId,
+      initiator: session.initiator,
+      confirmed: session.confirmed,
+      version: session.version,
+      establishedAt: session.establishedAt,
+      sent: session.sent,
+      received: session.received,
+    };
+  }
+
+  #drop(reason: string, count = 1): void {
+    this.#counters.add(`drop:${reason}`, count);
+  }
+
+  #assertOpen(): void {
+    if (this.#closed) throw abortedError('LINK_CLOSED', 'link is closed');
+  }
+}
