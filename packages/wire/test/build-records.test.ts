@@ -66,7 +66,7 @@ test('build instructions - wrong block length, length prefix and padding are ref
   assertProtocolError(() => decodeBuildInstructions(good.subarray(0, 111)), 'BAD_LENGTH');
   assertProtocolError(() => decodeBuildInstructions(new Uint8Array(113)), 'BAD_LENGTH');
   assertProtocolError(() => decodeBuildInstructions(new Uint8Array(BUILD_INSTRUCTIONS_BYTES)), 'BAD_LENGTH');
-  for (const length of [111, 112, 255]) {
+  for (const length of [112, 113, 255]) {
     const bad = new Uint8Array(good);
     bad[0] = length;
     assertProtocolError(() => decodeBuildInstructions(bad), 'BAD_LENGTH');
@@ -176,7 +176,7 @@ test('build instructions - arbitrary msgpack values in the block throw ProtocolE
       } catch {
         return;
       }
-      if (packed.length === 0 || packed.length > 110) return;
+      if (packed.length === 0 || packed.length > 111) return;
       onlyProtocolErrors(() => {
         const decoded = decodeBuildInstructions(block(packed));
         assert.deepStrictEqual(encodeBuildInstructions(decoded), block(packed));

@@ -14,7 +14,7 @@ test('constants - sizes match PROTOCOL.md', () => {
     MAX_RELAYER_TTL: 6,
     BUILD_RECORD_BYTES: 160,
     BUILD_INSTRUCTIONS_BYTES: 112,
-    MAX_INSTRUCTIONS_MSGPACK_BYTES: 110,
+    MAX_INSTRUCTIONS_MSGPACK_BYTES: 111,
     BUILD_SLOT_BYTES: 80,
     BUILD_REPLY_BYTES: 32,
     BUILD_REQUEST_BYTES: 1125,
@@ -28,12 +28,12 @@ test('constants - sizes match PROTOCOL.md', () => {
     ADDRESS_BYTES: 19,
     MAX_FRAGMENT_DATA: 1020,
     MAX_FRAGMENTS: 65,
-    MAX_DATAGRAM_BYTES: 65536,
+    MAX_DATAGRAM_BYTES: 65507,
     MAX_TUNNEL_LIFETIME_S: 900,
     MESSAGE_ID_BYTES: 16,
     MAX_REPLY_TO: 4,
     ENVELOPE_HEADER_BYTES: 19,
-    MAX_ENVELOPE_BYTES: 65536,
+    MAX_ENVELOPE_BYTES: 65507,
   };
   for (const [name, value] of Object.entries(expected)) {
     assert.equal((wire as unknown as Record<string, unknown>)[name], value, name);
