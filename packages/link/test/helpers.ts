@@ -89,6 +89,27 @@ export async function startNode(
   return { link, socket, identity, knownPeers, received };
 }
 
+/**
+ * Runs `body` with two started nodes on a fresh network, A already connected to B (both
+ * ends have the session), and closes everything afterwards, also on failure.
+ */
+export async function withConnectedPair(
+  body: (a: TestNode, b: TestNode, network: ReturnType<typeof createNetwork>) => Promise<void>,
+  options: { transport?: TransportName; a?: Partial<Omit<LinkOptions, 'socket'>>; b?: Partial<Omit<LinkOptions, 'socket'>> } = {},
+): Promise<void> {
+  const network = createNetwork(options.transport ?? 'memory');
+  const a = await startNode(network, options.a);
+  const b = await startNode(network, options.b);
+  try {
+    await a.link.connect(b.link.address);
+    await until(() => b.link.sessions().length === 1, 10_000, 'session at the responder');
+    await body(a, b, network);
+  } finally {
+    await Promise.all([a.link.close(), b.link.close()]);
+    await network.close();
+  }
+}
+
 /** Resolves when `predicate` holds, polling on the event loop; rejects after `ms`. */
 export async function until(predicate: () => boolean, ms = 10_000, what = 'condition'): Promise<void> {
   const deadline = Date.now() + ms;

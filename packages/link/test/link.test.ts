@@ -9,7 +9,7 @@ import { openSocketCount } from '@deut/transport';
 import { DATAGRAM_BYTES } from '@deut/wire';
 import { KnownPeers, type Link } from '../src/index.js';
 import { InitiatorHandshake } from '../src/handshake.js';
-import { ControlledSocket, collectGarbage, createNetwork, holdEventLoopOpen, flush, startNode, until, type TestNode, type TransportName } from './helpers.js';
+import { ControlledSocket, collectGarbage, createNetwork, holdEventLoopOpen, withConnectedPair, flush, startNode, until, type TestNode, type TransportName } from './helpers.js';
 
 await cryptoReady();
 after(holdEventLoopOpen());
@@ -121,105 +121,81 @@ describe('link security', () => {
   });
 
   test('link - replayed, reordered, duplicated, bit-flipped and truncated datagrams', { timeout: 20_000 }, async () => {
-    const network = createNetwork('memory');
-    const a = await startNode(network);
-    const b = await startNode(network);
-    try {
-      await a.link.connect(b.link.address);
-      await until(() => b.link.sessions().length === 1);
-      b.socket.holding = true;
-      for (let i = 0; i < 40; i++) a.link.send(b.link.address, payload(i));
-      await until(() => b.socket.held.length === 40);
-      b.socket.holding = false;
-      const held = b.socket.held.splice(0).map((h) => h.data);
-      const from = a.link.address;
-      const before = b.link.stats().counters;
-      const count = (k: string): number => (b.link.stats().counters[k] ?? 0) - (before[k] ?? 0);
+    await withConnectedPair(async (a, b) => {
+    b.socket.holding = true;
+    for (let i = 0; i < 40; i++) a.link.send(b.link.address, payload(i));
+    await until(() => b.socket.held.length === 40);
+    b.socket.holding = false;
+    const held = b.socket.held.splice(0).map((h) => h.data);
+    const from = a.link.address;
+    const before = b.link.stats().counters;
+    const count = (k: string): number => (b.link.stats().counters[k] ?? 0) - (before[k] ?? 0);
 
-      const flipped = held[8]!.slice();
-      flipped[600]! ^= 0x01;
-      b.socket.deliver(flipped, from); // before the genuine one: must not poison the window
-      b.socket.deliver(held[9]!.subarray(0, 1199), from); // truncated
-      b.socket.deliver(new Uint8Array([...held[10]!, 0]), from); // oversized
-      const order = [...held.keys()].reverse(); // fully reordered, within the window
-      for (const i of order) b.socket.deliver(held[i]!, from);
-      b.socket.deliver(held[3]!, from); // duplicates
-      b.socket.deliver(held[5]!, from);
-      b.socket.deliver(held[39]!, from); // replay of the newest
+    const flipped = held[8]!.slice();
+    flipped[600]! ^= 0x01;
+    b.socket.deliver(flipped, from); // before the genuine one: must not poison the window
+    b.socket.deliver(held[9]!.subarray(0, 1199), from); // truncated
+    b.socket.deliver(new Uint8Array([...held[10]!, 0]), from); // oversized
+    const order = [...held.keys()].reverse(); // fully reordered, within the window
+    for (const i of order) b.socket.deliver(held[i]!, from);
+    b.socket.deliver(held[3]!, from); // duplicates
+    b.socket.deliver(held[5]!, from);
+    b.socket.deliver(held[39]!, from); // replay of the newest
 
-      const ids = b.received.map((r) => idOf(r.payload)).sort((x, y) => x - y);
-      assert.deepEqual(ids, [...Array(40).keys()], 'each genuine datagram delivered exactly once');
-      assert.equal(count('drop:replay'), 3);
-      assert.equal(count('drop:decrypt'), 1);
-      assert.equal(count('drop:size'), 2);
-      assert.equal(count('payloads-in'), 40);
-    } finally {
-      await closeAll(a, b);
-      await network.close();
-    }
+    const ids = b.received.map((r) => idOf(r.payload)).sort((x, y) => x - y);
+    assert.deepEqual(ids, [...Array(40).keys()], 'each genuine datagram delivered exactly once');
+    assert.equal(count('drop:replay'), 3);
+    assert.equal(count('drop:decrypt'), 1);
+    assert.equal(count('drop:size'), 2);
+    assert.equal(count('payloads-in'), 40);
+    });
   });
 
   test('link - datagrams older than the replay window are refused', { timeout: 30_000 }, async () => {
-    const network = createNetwork('memory');
-    const a = await startNode(network);
-    const b = await startNode(network);
-    try {
-      await a.link.connect(b.link.address);
-      await until(() => b.link.sessions().length === 1);
-      b.socket.holding = true;
-      a.link.send(b.link.address, payload(0));
-      await until(() => b.socket.held.length === 1);
-      const old = b.socket.held.splice(0);
-      b.socket.holding = false;
-      for (let i = 1; i <= 4200; i++) a.link.send(b.link.address, payload(i));
-      await until(() => b.received.length === 4200);
-      b.socket.deliver(old[0]!.data, a.link.address);
-      assert.equal(b.received.length, 4200);
-      assert.equal(b.link.stats().counters['drop:replay'], 1);
-    } finally {
-      await closeAll(a, b);
-      await network.close();
-    }
+    await withConnectedPair(async (a, b) => {
+    b.socket.holding = true;
+    a.link.send(b.link.address, payload(0));
+    await until(() => b.socket.held.length === 1);
+    const old = b.socket.held.splice(0);
+    b.socket.holding = false;
+    for (let i = 1; i <= 4200; i++) a.link.send(b.link.address, payload(i));
+    await until(() => b.received.length === 4200);
+    b.socket.deliver(old[0]!.data, a.link.address);
+    assert.equal(b.received.length, 4200);
+    assert.equal(b.link.stats().counters['drop:replay'], 1);
+    });
   });
 
   test('link - 100,000 random datagrams: no exception, no reply, no state, bounded heap', { timeout: 120_000 }, async () => {
-    const network = createNetwork('memory');
-    const a = await startNode(network);
-    const b = await startNode(network);
-    try {
-      await a.link.connect(b.link.address);
-      await until(() => b.link.sessions().length === 1);
-      b.socket.recording = true;
-      const peersBefore = b.link.stats().peers;
-      collectGarbage();
-      const heapBefore = process.memoryUsage().heapUsed;
-      const junk = randomBytes(DATAGRAM_BYTES * 64);
-      for (let i = 0; i < 100_000; i++) {
-        const size = i % 10 === 0 ? (i * 7919) % 1500 : DATAGRAM_BYTES;
-        const offset = (i * 131) % (junk.length - size);
-        const data = junk.subarray(offset, offset + size);
-        // A third from the peer with a live session (exercises trial decryption), the rest from strangers.
-        const from = i % 3 === 0 ? a.link.address : { host: `10.${(i >> 16) & 255}.${(i >> 8) & 255}.${i & 255}`, port: 1 + (i % 65535) };
-        b.socket.deliver(data, from);
-      }
-      await flush();
-      collectGarbage();
-      const grown = process.memoryUsage().heapUsed - heapBefore;
-      const stats = b.link.stats();
-      assert.equal(b.socket.sent.length, 0, 'random input is never answered');
-      assert.equal(stats.peers, peersBefore, 'random input creates no peer state');
-      assert.equal(stats.pendingHandshakes, 0);
-      assert.equal(stats.counters['drop:internal-error'] ?? 0, 0);
-      const drops = (stats.counters['drop:size'] ?? 0) + (stats.counters['drop:decrypt'] ?? 0) + (stats.counters['drop:replay'] ?? 0) + (stats.counters['drop:unrecognized'] ?? 0);
-      assert.equal(drops, 100_000, 'every junk datagram counted under a reason');
-      assert.ok(grown < 8 * 1024 * 1024, `heap grew by ${grown} bytes`);
-      // The genuine session still works.
-      a.link.send(b.link.address, payload(1));
-      await until(() => b.received.length === 1);
-    } finally {
-      await closeAll(a, b);
-      await network.close();
+    await withConnectedPair(async (a, b) => {
+    b.socket.recording = true;
+    const peersBefore = b.link.stats().peers;
+    collectGarbage();
+    const heapBefore = process.memoryUsage().heapUsed;
+    const junk = randomBytes(DATAGRAM_BYTES * 64);
+    for (let i = 0; i < 100_000; i++) {
+      const size = i % 10 === 0 ? (i * 7919) % 1500 : DATAGRAM_BYTES;
+      const offset = (i * 131) % (junk.length - size);
+      const data = junk.subarray(offset, offset + size);
+      // A third from the peer with a live session (exercises trial decryption), the rest from strangers.
+      const from = i % 3 === 0 ? a.link.address : { host: `10.${(i >> 16) & 255}.${(i >> 8) & 255}.${i & 255}`, port: 1 + (i % 65535) };
+      b.socket.deliver(data, from);
     }
+    await flush();
+    collectGarbage();
+    const grown = process.memoryUsage().heapUsed - heapBefore;
+    const stats = b.link.stats();
+    assert.equal(b.socket.sent.length, 0, 'random input is never answered');
+    assert.equal(stats.peers, peersBefore, 'random input creates no peer state');
+    assert.equal(stats.pendingHandshakes, 0);
+    assert.equal(stats.counters['drop:internal-error'] ?? 0, 0);
+    const drops = (stats.counters['drop:size'] ?? 0) + (stats.counters['drop:decrypt'] ?? 0) + (stats.counters['drop:replay'] ?? 0) + (stats.counters['drop:unrecognized'] ?? 0);
+    assert.equal(drops, 100_000, 'every junk datagram counted under a reason');
+    assert.ok(grown < 8 * 1024 * 1024, `heap grew by ${grown} bytes`);
+    // The genuine session still works.
+    a.link.send(b.link.address, payload(1));
+    await until(() => b.received.length === 1);
+    });
   });
 
   test('link - handshake messages to strangers are never larger than what they answer', { timeout: 20_000 }, async () => {
