@@ -12,3 +12,4 @@ export * from './tunnel-messages.js';
 export * from './build-records.js';
 export * from './cell-frames.js';
 export * from './envelope.js';
+export * from './peer-exchange.js';

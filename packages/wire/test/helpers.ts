@@ -22,10 +22,12 @@ import {
   MAX_FRAGMENTS,
   MAX_FRAGMENT_DATA,
   MAX_LINK_PAYLOAD,
+  MAX_PEER_LIST,
   MAX_RELAYER_TTL,
   MAX_REPLY_TO,
   MAX_TUNNEL_LIFETIME_S,
   MESSAGE_ID_BYTES,
+  PEER_ENTRY_BYTES,
   PROBE_ID_BYTES,
   PUBLIC_KEY_BYTES,
   RELAYER_FILLER_BYTES,
@@ -37,6 +39,7 @@ import {
   decodeEnvelope,
   decodeHandshakePayload,
   decodeLinkFrame,
+  decodePeerExchange,
   decodeTunnelMessage,
   encodeAddress,
   encodeBuildInstructions,
@@ -45,8 +48,10 @@ import {
   encodeEnvelope,
   encodeHandshakePayload,
   encodeLinkFrame,
+  encodePeerExchange,
   encodeTunnelMessage,
   tunnelId,
+  type PeerExchangeMessage,
 } from '../src/index.js';
 import type {
   BuildInstructions,
@@ -227,6 +232,15 @@ export const envelopeArb: fc.Arbitrary<Envelope> = record({
   payload: fc.uint8Array({ maxLength: 3000 }),
 });
 
+/** Valid peer exchange messages. */
+export const peerExchangeArb: fc.Arbitrary<PeerExchangeMessage> = fc.oneof(
+  record({ type: fc.constant('peer-request' as const), relay: fc.boolean() }),
+  record({
+    type: fc.constant('peer-list' as const),
+    peers: fc.array(record({ address: addressArb, publicKey: bytesArb(PUBLIC_KEY_BYTES) }), { maxLength: MAX_PEER_LIST }),
+  }),
+);
+
 /** A codec under test, erased to `unknown` so that the table can hold all of them. */
 export interface AnyCodec {
   readonly name: string;
@@ -257,6 +271,7 @@ export const CODECS: readonly AnyCodec[] = [
   codec('build-reply', encodeBuildReply, decodeBuildReply, buildReplyArb, [BUILD_REPLY_BYTES]),
   codec('cell-frame', encodeCellFrame, decodeCellFrame, cellFrameArb, [CELL_PLAINTEXT_BYTES]),
   codec('envelope', encodeEnvelope, decodeEnvelope, envelopeArb, [ENVELOPE_HEADER_BYTES, ENVELOPE_HEADER_BYTES + ADDRESS_BYTES]),
+  codec('peer-exchange', encodePeerExchange, decodePeerExchange, peerExchangeArb, [2, 2 + PEER_ENTRY_BYTES, 2 + MAX_PEER_LIST * PEER_ENTRY_BYTES]),
 ];
 
 /** The codec named `name`. */

@@ -23,7 +23,7 @@ import { CODECS, codecNamed, fromHex, pattern, toHex } from './helpers.js';
 const VECTORS_FILE = new URL('test/vectors/wire.json', new URL('../../../../', import.meta.url));
 
 /** Fields that hold bytes; in the JSON they are lower-case hex strings. */
-const BYTE_FIELDS = new Set(['body', 'records', 'slots', 'ephemeralKey', 'filler', 'staticKey', 'probeId', 'data', 'messageId', 'payload']);
+const BYTE_FIELDS = new Set(['body', 'records', 'slots', 'ephemeralKey', 'filler', 'staticKey', 'probeId', 'data', 'messageId', 'payload', 'publicKey']);
 
 interface Vector {
   readonly type: string;
@@ -122,6 +122,18 @@ const VECTOR_VALUES: readonly Omit<Vector, 'hex'>[] = [
   },
   { type: 'envelope', name: 'response', value: { kind: 'response', messageId: pattern(16, 0xc0), replyTo: [], payload: pattern(3, 0x61) } },
   { type: 'envelope', name: 'one-way, empty payload', value: { kind: 'oneway', messageId: pattern(16, 0xd0), replyTo: [], payload: new Uint8Array(0) } },
+  { type: 'peer-exchange', name: 'peer request from a relayer', value: { type: 'peer-request', relay: true } },
+  {
+    type: 'peer-exchange',
+    name: 'peer list of two',
+    value: {
+      type: 'peer-list',
+      peers: [
+        { address: { host: '127.0.0.1', port: 9 }, publicKey: pattern(32, 0x20) },
+        { address: { host: '2001:db8::1', port: 7000 }, publicKey: pattern(32, 0x40) },
+      ],
+    },
+  },
 ];
 
 /** The value with byte fields as hex, for JSON. */
