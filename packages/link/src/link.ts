@@ -81,6 +81,18 @@ export interface LinkOptions {
   readonly clock?: Clock;
   /** @default silentLogger */
   readonly logger?: Logger;
+  /**
+   * Sees every payload this link carries, in and out, after decryption and before
+   * encryption: what this node, as a party, sees. For tests and metrics; never logs.
+   */
+  readonly observer?: (event: LinkPayloadEvent) => void;
+}
+
+/** One payload carried by the link, as seen by an observer. */
+export interface LinkPayloadEvent {
+  readonly direction: 'in' | 'out';
+  readonly peer: UdpAddress;
+  readonly payload: Uint8Array;
 }
 
 /** The authenticated peer a payload came from. */
@@ -157,6 +169,7 @@ export class Link extends EventEmitter<LinkEvents> {
   readonly #knownPeers: KnownPeers;
   readonly #clock: Clock;
   readonly #logger: Logger;
+  readonly #observer: ((event: LinkPayloadEvent) => void) | undefined;
   readonly #payload: HandshakePayload;
   readonly #acceptFirstContact: boolean;
   readonly #ownMac1Key: Uint8Array;
@@ -177,6 +190,7 @@ export class Link extends EventEmitter<LinkEvents> {
     this.#knownPeers = options.knownPeers ?? KnownPeers.inMemory();
     this.#clock = options.clock ?? systemClock;
     this.#logger = options.logger ?? silentLogger;
+    this.#observer = options.observer;
     this.#acceptFirstContact = options.acceptFirstContact ?? true;
     this.#payload = { minVersion: LINK_MIN_VERSION, maxVersion: LINK_MAX_VERSION, ephemeralIdentity: options.ephemeralIdentity ?? false };
     this.#ownMac1Key = responderMac1Key(this.#identity.publicKey);
@@ -375,6 +389,7 @@ export class Link extends EventEmitter<LinkEvents> {
       return;
     }
     this.#counters.add('payloads-in');
+    this.#observer?.({ direction: 'in', peer: peer.address, payload: frame.payload });
     const handler = this.#handler;
     if (handler === undefined) return this.#drop('no-handler');
     try {
@@ -516,6 +531,7 @@ export class Link extends EventEmitter<LinkEvents> {
 
   #transmit(peer: PeerState, session: LinkSession, payload: Uint8Array): void {
     this.#counters.add('payloads-out');
+    this.#observer?.({ direction: 'out', peer: peer.address, payload });
     this.#socketSend(session.seal(encodeLinkFrame({ type: 'payload', payload })), peer.address);
   }
 

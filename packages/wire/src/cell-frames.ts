@@ -54,7 +54,7 @@ export interface ExitRefusedFrame {
   readonly type: 'exit-refused';
   /** The refused datagram's id. */
   readonly datagramId: number;
-  /** u8; PROTOCOL.md assigns no values yet, so any byte is carried as is. */
+  /** u8; 1 exit policy, 2 rate limit, 3 send failed (PROTOCOL.md §6); other values are carried as is. */
   readonly reason: number;
 }
 

@@ -131,7 +131,7 @@ export interface BuildResponse {
 export interface DestroyOut {
   readonly type: 'destroy-out';
   readonly tunnelId: TunnelId;
-  /** u8; PROTOCOL.md assigns no values yet, so any byte is carried as is. */
+  /** u8, PROTOCOL.md §4.1: 0 closed, 1 expired, 2 bad cell, 3 neighbour lost, 4 shutdown; other values are carried as is. */
   readonly reason: number;
 }
 
@@ -139,7 +139,7 @@ export interface DestroyOut {
 export interface DestroyIn {
   readonly type: 'destroy-in';
   readonly tunnelId: TunnelId;
-  /** u8; PROTOCOL.md assigns no values yet, so any byte is carried as is. */
+  /** u8, PROTOCOL.md §4.1: 0 closed, 1 expired, 2 bad cell, 3 neighbour lost, 4 shutdown; other values are carried as is. */
   readonly reason: number;
 }
 

@@ -1,0 +1,6 @@
+export * from './exit-policy.js';
+export { EndpointExits, type EndpointExitsOptions, type SocketFactory } from './exits.js';
+export { Messenger, type MessengerOptions, type RequestHandler, type RequestOptions } from './messenger.js';
+export { PeerTable, subnetGroup, type PeerRecord } from './peers.js';
+export { TunnelPool, type TunnelInfo, type TunnelPoolOptions } from './pool.js';
+export { DeutNode, type DatagramInfo, type DeutNodeEvents, type DeutNodeOptions } from './node.js';

@@ -1,0 +1,257 @@
+/**
+ * Messages between masters (PROTOCOL.md §7; DESIGN.md §3 "Messages"): each request has a
+ * random id, goes out through `fanout` distinct tunnels chosen at random, and names some of
+ * our endpoints to reply to. The reply may come back through any tunnel from any address
+ * and is matched by id. Receivers deliver each id once and answer duplicates from a cache.
+ * Unanswered requests are retried through other tunnels with backoff until their deadline.
+ */
+import {
+  Counters,
+  ProtocolError,
+  RetryError,
+  abortedError,
+  silentLogger,
+  systemClock,
+  timeoutError,
+  type Clock,
+  type Logger,
+  type TimerHandle,
+  type UdpAddress,
+} from '@deut/common';
+import { randomBytes } from '@deut/crypto';
+import type { OwnedTunnel } from '@deut/tunnel';
+import { MAX_REPLY_TO, MESSAGE_ID_BYTES, decodeEnvelope, encodeEnvelope, type Envelope } from '@deut/wire';
+import type { TunnelPool } from './pool.js';
+import { sample } from './random.js';
+
+/** Serves requests arriving at this master's endpoints; return the reply (or nothing). */
+export type RequestHandler = (payload: Uint8Array, from: UdpAddress) => Uint8Array | undefined | Promise<Uint8Array | undefined>;
+
+/** Options of a request. */
+export interface RequestOptions {
+  /** Give up after this long. @default 10,000 */
+  readonly timeoutMs?: number;
+  /** First attempt's wait for a reply; doubles per retry. @default 1,000 */
+  readonly attemptTimeoutMs?: number;
+  /** Cancels the request. */
+  readonly signal?: AbortSignal;
+}
+
+/** Options of {@link Messenger}. */
+export interface MessengerOptions {
+  readonly pool: TunnelPool;
+  /** Sends one datagram through a tunnel (fragmenting it). */
+  readonly transmit: (tunnel: OwnedTunnel, to: UdpAddress, data: Uint8Array) => void;
+  /** Tunnels each message goes through. @default 2 */
+  readonly fanout?: number;
+  /** How long a message id is remembered. @default 60,000 */
+  readonly dedupWindowMs?: number;
+  /** Most ids remembered. @default 65,536 */
+  readonly dedupLimit?: number;
+  /** @default systemClock */
+  readonly clock?: Clock;
+  /** @default silentLogger */
+  readonly logger?: Logger;
+}
+
+interface Pending {
+  readonly resolve: (reply: Uint8Array) => void;
+  readonly reject: (error: Error) => void;
+  timer: TimerHandle | undefined;
+  readonly used: Set<number>;
+  lastTunnels: OwnedTunnel[];
+}
+
+interface Seen {
+  readonly until: number;
+  /** The encoded response, once the handler answered. */
+  response: Uint8Array | undefined;
+  replyTo: readonly UdpAddress[];
+}
+
+/** Request/response and one-way messages over a tunnel pool. */
+export class Messenger {
+  readonly #pool: TunnelPool;
+  readonly #transmit: MessengerOptions['transmit'];
+  readonly #fanout: number;
+  readonly #dedupWindowMs: number;
+  readonly #dedupLimit: number;
+  readonly #clock: Clock;
+  readonly #logger: Logger;
+  readonly #pending = new Map<string, Pending>();
+  /** Ids of requests we served and of responses we received, for dedup. */
+  readonly #seen = new Map<string, Seen>();
+  readonly #counters = new Counters();
+  #handler: RequestHandler | undefined;
+
+  constructor(options: MessengerOptions) {
+    this.#pool = options.pool;
+    this.#transmit = options.transmit;
+    this.#fanout = options.fanout ?? 2;
+    this.#dedupWindowMs = options.dedupWindowMs ?? 60_000;
+    this.#dedupLimit = options.dedupLimit ?? 65_536;
+    this.#clock = options.clock ?? systemClock;
+    this.#logger = options.logger ?? silentLogger;
+  }
+
+  /** Sets the handler of requests (and one-way messages) that arrive at our endpoints. */
+  handle(handler: RequestHandler): void {
+    this.#handler = handler;
+  }
+
+  /** Sends a request to `to` (another master's endpoint) and resolves with the reply. */
+  async request(to: UdpAddress, payload: Uint8Array, options: RequestOptions = {}): Promise<Uint8Array> {
+    const deadline = this.#clock.now() + (options.timeoutMs ?? 10_000);
+    const signal = options.signal;
+    if (signal?.aborted === true) throw abortedError('ABORTED', 'request aborted');
+    await this.#pool.ready(1, signal);
+    const messageId = randomBytes(MESSAGE_ID_BYTES);
+    const key = Buffer.from(messageId).toString('hex');
+    const errors: unknown[] = [];
+    this.#counters.add('requests');
+    return new Promise<Uint8Array>((resolve, reject) => {
+      const onAbort = (): void => finish(undefined, abortedError('ABORTED', 'request aborted'));
+      const finish = (reply: Uint8Array | undefined, error?: Error): void => {
+        const pending = this.#pending.get(key);
+        if (pending === undefined) return;
+        this.#pending.delete(key);
+        if (pending.timer !== undefined) this.#clock.clearTimeout(pending.timer);
+        signal?.removeEventListener('abort', onAbort);
+        this.#remember(key, []);
+        if (reply !== undefined) resolve(reply);
+        else reject(error ?? abortedError('CLOSED', 'request ended'));
+      };
+      const pending: Pending = { resolve: (reply) => finish(reply), reject: (error) => finish(undefined, error), timer: undefined, used: new Set(), lastTunnels: [] };
+      this.#pending.set(key, pending);
+      signal?.addEventListener('abort', onAbort, { once: true });
+      const attempt = (n: number): void => {
+        if (this.#pending.get(key) !== pending) return;
+        const tunnels = this.#pool.pick(this.#fanout, pending.used);
+        if (tunnels.length === 0) {
+          errors.push(timeoutError('NO_TUNNELS', 'no usable tunnel'));
+        } else {
+          const replyTo = this.#replyAddresses();
+          const envelope = encodeEnvelope({ kind: 'request', messageId, replyTo, payload });
+          for (const tunnel of tunnels) {
+            pending.used.add(tunnel.localId);
+            this.#transmit(tunnel, to, envelope);
+          }
+          pending.lastTunnels = tunnels;
+          this.#counters.add('request-copies-sent', tunnels.length);
+        }
+        const remaining = deadline - this.#clock.now();
+        const wait = Math.min((options.attemptTimeoutMs ?? 1_000) * 2 ** n, remaining);
+        pending.timer = this.#clock.setTimeout(() => {
+          if (this.#pending.get(key) !== pending) return;
+          errors.push(timeoutError('ATTEMPT_TIMEOUT', `attempt ${n + 1} unanswered`));
+          for (const tunnel of pending.lastTunnels) this.#pool.suspect(tunnel);
+          if (this.#clock.now() >= deadline) {
+            this.#counters.add('timeouts');
+            pending.reject(new RetryError('REQUEST_TIMEOUT', `no reply after ${n + 1} attempts`, errors));
+            return;
+          }
+          this.#counters.add('retries');
+          attempt(n + 1);
+        }, Math.max(wait, 0));
+      };
+      attempt(0);
+    });
+  }
+
+  /**
+   * Offers a datagram that arrived through one of our tunnels. Returns true if it was a
+   * message envelope (consumed here), false if it is plain data for the application.
+   */
+  deliver(from: UdpAddress, data: Uint8Array): boolean {
+    let envelope: Envelope;
+    try {
+      envelope = decodeEnvelope(data);
+    } catch (error) {
+      if (error instanceof ProtocolError) return false;
+      throw error;
+    }
+    const key = Buffer.from(envelope.messageId).toString('hex');
+    switch (envelope.kind) {
+      case 'response': {
+        const pending = this.#pending.get(key);
+        if (pending !== undefined) {
+          this.#counters.add('responses');
+          pending.resolve(envelope.payload);
+        } else {
+          this.#counters.add(this.#seen.has(key) ? 'duplicates-dropped' : 'responses-unmatched');
+        }
+        return true;
+      }
+      case 'request':
+      case 'oneway':
+        this.#serve(key, envelope, from);
+        return true;
+    }
+  }
+
+  /** Counters: requests, responses, retries, timeouts, duplicates dropped, served. */
+  stats(): { pending: number; remembered: number; counters: Record<string, number> } {
+    return { pending: this.#pending.size, remembered: this.#seen.size, counters: this.#counters.snapshot() };
+  }
+
+  /** Fails every pending request. */
+  close(): void {
+    for (const pending of [...this.#pending.values()]) pending.reject(abortedError('CLOSED', 'node closed'));
+    this.#seen.clear();
+  }
+
+  #serve(key: string, envelope: Envelope, from: UdpAddress): void {
+    const seen = this.#seen.get(key);
+    if (seen !== undefined && seen.until > this.#clock.now()) {
+      this.#counters.add('duplicates-dropped');
+      // The first answer may have been lost: send it again rather than run the handler twice.
+      if (seen.response !== undefined) this.#reply(seen.response, seen.replyTo);
+      return;
+    }
+    const handler = this.#handler;
+    if (handler === undefined) return this.#counters.add('drop:no-handler');
+    const replyTo = envelope.replyTo.length > 0 ? envelope.replyTo : [from];
+    const entry = this.#remember(key, replyTo);
+    this.#counters.add(envelope.kind === 'request' ? 'requests-served' : 'oneway-received');
+    Promise.resolve()
+      .then(() => handler(envelope.payload, from))
+      .then(
+        (reply) => {
+          if (envelope.kind !== 'request' || reply === undefined) return;
+          const response = encodeEnvelope({ kind: 'response', messageId: envelope.messageId, replyTo: [], payload: reply });
+          entry.response = response;
+          this.#reply(response, replyTo);
+        },
+        (error: unknown) => {
+          this.#counters.add('handler-errors');
+          this.#logger.warn('messenger: request handler failed', { error: String(error) });
+        },
+      );
+  }
+
+  /** Sends a response to up to `fanout` reply addresses, each through a different tunnel. */
+  #reply(response: Uint8Array, replyTo: readonly UdpAddress[]): void {
+    const tunnels = this.#pool.pick(this.#fanout);
+    if (tunnels.length === 0) return this.#counters.add('drop:no-tunnel-for-reply');
+    const targets = sample(replyTo, tunnels.length);
+    tunnels.forEach((tunnel, i) => this.#transmit(tunnel, targets[i % targets.length]!, response));
+    this.#counters.add('response-copies-sent', tunnels.length);
+  }
+
+  /** Endpoints of random usable tunnels, for `replyTo`. */
+  #replyAddresses(): UdpAddress[] {
+    return this.#pool.pick(Math.min(MAX_REPLY_TO, Math.max(this.#fanout, 2))).map((t) => t.endpoint);
+  }
+
+  #remember(key: string, replyTo: readonly UdpAddress[]): Seen {
+    const now = this.#clock.now();
+    // Insertion order is time order: drop expired ids from the front, then the oldest if full.
+    for (const [id, seen] of this.#seen) {
+      if (seen.until > now && this.#seen.size < this.#dedupLimit) break;
+      this.#seen.delete(id);
+    }
+    const entry: Seen = { until: now + this.#dedupWindowMs, response: undefined, replyTo };
+    this.#seen.set(key, entry);
+    return entry;
+  }
+}

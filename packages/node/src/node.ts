@@ -1,0 +1,397 @@
+/**
+ * The deut runtime: one node plays every role at once (DESIGN.md §2). It owns the node port
+ * and its link layer, the tunnel engine (relay, endpoint, master), the endpoint ports, peer
+ * exchange, and, as a master, a tunnel pool and messaging. Public API of issue #3.
+ */
+import { EventEmitter } from 'node:events';
+import {
+  Counters,
+  KeyedRateLimiter,
+  ProtocolError,
+  TokenBucket,
+  addressKey,
+  configError,
+  silentLogger,
+  systemClock,
+  type Clock,
+  type Logger,
+  type RateLimit,
+  type TimerHandle,
+  type UdpAddress,
+} from '@deut/common';
+import { cryptoReady, generateKeyPair, type KeyPair } from '@deut/crypto';
+import { KnownPeers, Link, type LinkPayloadEvent, type LinkPeer } from '@deut/link';
+import { bindUdp } from '@deut/transport';
+import { Reassembler, TunnelEngine, fragmentDatagram, type OwnedTunnel, type PathSelection, type RefusalReason } from '@deut/tunnel';
+import { decodeCellFrame, decodePeerExchange, encodeCellFrame, encodePeerExchange, isPeerExchange, type CellFrame } from '@deut/wire';
+import { ExitPolicy, type ExitPolicyOptions } from './exit-policy.js';
+import { EndpointExits, type SocketFactory } from './exits.js';
+import { Messenger, type RequestHandler, type RequestOptions } from './messenger.js';
+import { PeerTable } from './peers.js';
+import { TunnelPool, type TunnelInfo } from './pool.js';
+import { sample } from './random.js';
+
+/** Options of {@link DeutNode.start}. */
+export interface DeutNodeOptions {
+  /** The node port. @default { host: '127.0.0.1', port: 0 } */
+  readonly listen?: UdpAddress;
+  /** Relayers to ask for peers first. @default [] */
+  readonly bootstrap?: readonly UdpAddress[];
+  /** Keep a pool of tunnels (the master role). @default true when `tunnels` is given */
+  readonly master?: boolean;
+  /** Tunnels in the pool. @default 8 */
+  readonly tunnels?: number;
+  /** Hops per tunnel, endpoint included (1-7). @default 3 */
+  readonly hops?: number;
+  /** Tunnels each message goes through. @default 2 */
+  readonly fanout?: number;
+  /** @default 'master' */
+  readonly pathSelection?: PathSelection;
+  /** Carry others' tunnels (relay and endpoint) and be listed in peer exchange. @default true */
+  readonly relay?: boolean;
+  /** Let endpoints send to loopback and private addresses (test meshes). @default false */
+  readonly allowPrivateExits?: boolean;
+  /** Allow two hops of a path in one /16 (test meshes on loopback). @default false */
+  readonly allowSameSubnet?: boolean;
+  /** Static identity; a fresh one (not pinned by peers) if absent. */
+  readonly identity?: KeyPair;
+  /** Tell peers not to pin our key. @default true when no identity is given */
+  readonly ephemeralIdentity?: boolean;
+  /** @default an in-memory store */
+  readonly knownPeers?: KnownPeers;
+  /** How sockets are bound (real UDP, or an in-memory network in tests). @default real UDP */
+  readonly sockets?: SocketFactory;
+  /** @default 600,000 */
+  readonly tunnelLifetimeMs?: number;
+  /** @default 5,000 */
+  readonly buildTimeoutMs?: number;
+  /** @default 30,000 */
+  readonly probeIntervalMs?: number;
+  /** Build requests admitted per neighbour (Tor: 3/s, burst 90). */
+  readonly buildRatePerNeighbour?: RateLimit;
+  /** Build requests admitted in all. @default { perSecond: 500, burst: 1000 } */
+  readonly buildRateGlobal?: RateLimit;
+  /** Transit tunnels carried at most. @default 10,000 */
+  readonly maxTransit?: number;
+  /** Endpoint exit policy beyond `allowPrivateExits`. */
+  readonly exit?: Omit<ExitPolicyOptions, 'allowPrivateExits' | 'ownAddresses' | 'clock'>;
+  /** How often to ask a neighbour for more peers. @default 30,000 */
+  readonly peerExchangeIntervalMs?: number;
+  /** @default systemClock */
+  readonly clock?: Clock;
+  /** @default silentLogger */
+  readonly logger?: Logger;
+  /** Sees every link payload (tests: what this node sees as a party). */
+  readonly observer?: (event: LinkPayloadEvent) => void;
+}
+
+/** Where a datagram that reached us came from, and through which of our tunnels. */
+export interface DatagramInfo {
+  readonly tunnel: number;
+  /** Our endpoint it arrived at. */
+  readonly endpoint: UdpAddress;
+}
+
+/** Events of a node. */
+export interface DeutNodeEvents {
+  /** A datagram (not a deut message) arrived at one of our endpoints. */
+  datagram: [data: Uint8Array, from: UdpAddress, info: DatagramInfo];
+  /** An endpoint refused to send one of our datagrams (exit policy or rate cap). */
+  'exit-refused': [info: { tunnel: number; reason: number }];
+}
+
+/** Enough peers to build paths without waiting: ask often until the table has this many. */
+const PEERS_WANTED = 24;
+const PEER_LIST_ANSWER = 20;
+const PEER_REQUEST_VALID_MS = 30_000;
+
+/** A deut node. */
+export class DeutNode extends EventEmitter<DeutNodeEvents> {
+  readonly #link: Link;
+  readonly #engine: TunnelEngine;
+  readonly #exits: EndpointExits;
+  readonly #peers: PeerTable;
+  readonly #pool: TunnelPool | undefined;
+  readonly #messenger: Messenger | undefined;
+  readonly #reassembler: Reassembler;
+  readonly #clock: Clock;
+  readonly #options: DeutNodeOptions;
+  readonly #counters = new Counters();
+  /** Peers we asked for a list recently: only they may answer (no unsolicited poisoning). */
+  readonly #asked = new Map<string, number>();
+  #pexTimer: TimerHandle | undefined;
+  #closed = false;
+
+  /** The tunnels this master keeps (absent on a node that is not a master). */
+  readonly tunnels: { ready(n?: number, signal?: AbortSignal): Promise<void>; list(): TunnelInfo[] };
+
+  private constructor(link: Link, identity: KeyPair, options: DeutNodeOptions, sockets: SocketFactory) {
+    super();
+    this.#link = link;
+    this.#options = options;
+    this.#clock = options.clock ?? systemClock;
+    const logger = options.logger ?? silentLogger;
+    const self = addressKey(link.address);
+    this.#peers = new PeerTable(self, () => this.#clock.now());
+    const policy = new ExitPolicy({ ...options.exit, allowPrivateExits: options.allowPrivateExits ?? false, ownAddresses: [self], clock: this.#clock });
+    const listenHost = link.address.host;
+    this.#exits = new EndpointExits({
+      policy,
+      sockets,
+      bindHost: listenHost,
+      reportHost: listenHost === '0.0.0.0' || listenHost === '::' ? '::' : listenHost,
+      clock: this.#clock,
+      logger,
+    });
+    const relay = options.relay ?? true;
+    const now = (): number => this.#clock.now();
+    const perNeighbour = new KeyedRateLimiter(options.buildRatePerNeighbour ?? { perSecond: 3, burst: 90 }, now);
+    const global = new TokenBucket(options.buildRateGlobal ?? { perSecond: 500, burst: 1000 }, now);
+    this.#engine = new TunnelEngine({
+      link,
+      identity,
+      clock: this.#clock,
+      logger,
+      ...(options.maxTransit !== undefined ? { maxTransit: options.maxTransit } : {}),
+      policy: {
+        admit: (from: LinkPeer): RefusalReason | undefined => {
+          if (!relay) return 'overloaded';
+          return perNeighbour.take(from.address.host) && global.take() ? undefined : 'rate-limited';
+        },
+        openEndpoint: (tunnel) => this.#exits.open(tunnel),
+        closeEndpoint: (tunnel) => this.#exits.close(tunnel),
+        endpointFrame: (tunnel, plaintext) => this.#exits.frame(tunnel, plaintext),
+        pickNextHop: (exclude) => this.#peers.pick(1, { exclude, sameSubnet: true })[0],
+      },
+    });
+    this.#exits.attach(this.#engine);
+    this.#reassembler = new Reassembler({ clock: this.#clock, onDrop: (reason) => this.#counters.add(`drop:reassembly-${reason}`) });
+    const master = options.master ?? options.tunnels !== undefined;
+    if (master) {
+      this.#pool = new TunnelPool({
+        engine: this.#engine,
+        peers: this.#peers,
+        self,
+        target: options.tunnels ?? 8,
+        hops: options.hops ?? 3,
+        pathSelection: options.pathSelection ?? 'master',
+        allowSameSubnet: options.allowSameSubnet ?? false,
+        clock: this.#clock,
+        logger,
+        ...(options.tunnelLifetimeMs !== undefined ? { lifetimeMs: options.tunnelLifetimeMs } : {}),
+        ...(options.buildTimeoutMs !== undefined ? { buildTimeoutMs: options.buildTimeoutMs } : {}),
+        ...(options.probeIntervalMs !== undefined ? { probeIntervalMs: options.probeIntervalMs } : {}),
+      });
+      this.#pool.onTunnelGone = (tunnel) => this.#reassembler.forget(String(tunnel.localId));
+      this.#messenger = new Messenger({
+        pool: this.#pool,
+        transmit: (tunnel, to, data) => this.#transmit(tunnel, to, data),
+        fanout: options.fanout ?? 2,
+        clock: this.#clock,
+        logger,
+      });
+    }
+    this.#engine.onTunnelFrame = (tunnel, plaintext) => this.#onTunnelFrame(tunnel, plaintext);
+    this.#engine.onTunnelClosed = (tunnel) => {
+      this.#reassembler.forget(String(tunnel.localId));
+      this.#pool?.tunnelClosed(tunnel);
+    };
+    link.onPayload((payload, from) => (isPeerExchange(payload) ? this.#onPeerExchange(payload, from) : this.#engine.handle(payload, from)));
+    const pool = this.#pool;
+    this.tunnels = {
+      ready: (n, signal) => (pool === undefined ? Promise.reject(configError('NOT_A_MASTER', 'this node keeps no tunnels')) : pool.ready(n, signal)),
+      list: () => pool?.list() ?? [],
+    };
+    for (const address of options.bootstrap ?? []) this.#askForPeers(address);
+    this.#schedulePeerExchange(1_000);
+  }
+
+  /** Starts a node: binds its port, and begins peer exchange and (as a master) building tunnels. */
+  static async start(options: DeutNodeOptions = {}): Promise<DeutNode> {
+    await cryptoReady();
+    const hops = options.hops ?? 3;
+    if (!Number.isInteger(hops) || hops < 1 || hops > 7) throw configError('BAD_HOPS', 'hops must be 1..7');
+    const fanout = options.fanout ?? 2;
+    if (!Number.isInteger(fanout) || fanout < 1 || fanout > 8) throw configError('BAD_FANOUT', 'fanout must be 1..8');
+    const sockets: SocketFactory = options.sockets ?? { bind: (address) => bindUdp(address) };
+    const socket = await sockets.bind(options.listen ?? { host: '127.0.0.1', port: 0 });
+    const identity = options.identity ?? generateKeyPair();
+    const link = await Link.create({
+      socket,
+      identity,
+      ephemeralIdentity: options.ephemeralIdentity ?? options.identity === undefined,
+      knownPeers: options.knownPeers ?? KnownPeers.inMemory(),
+      ...(options.clock !== undefined ? { clock: options.clock } : {}),
+      ...(options.logger !== undefined ? { logger: options.logger } : {}),
+      ...(options.observer !== undefined ? { observer: options.observer } : {}),
+    });
+    return new DeutNode(link, identity, options, sockets);
+  }
+
+  /** The node port. */
+  get address(): UdpAddress {
+    return this.#link.address;
+  }
+
+  /** The node's static public key. */
+  get publicKey(): Uint8Array {
+    return this.#link.publicKey;
+  }
+
+  /** The link layer (sessions, for `deut status`). */
+  get link(): Link {
+    return this.#link;
+  }
+
+  /** Serves requests that arrive at this master's endpoints. */
+  handle(handler: RequestHandler): void {
+    this.#requireMaster().handle(handler);
+  }
+
+  /** Sends a request to another master's endpoint and resolves with its reply. */
+  request(to: UdpAddress, payload: Uint8Array, options: RequestOptions = {}): Promise<Uint8Array> {
+    return this.#requireMaster().request(to, payload, options);
+  }
+
+  /** Sends one datagram to any UDP destination, from one of our endpoints. */
+  async send(to: UdpAddress, payload: Uint8Array, options: { signal?: AbortSignal } = {}): Promise<void> {
+    const pool = this.#pool;
+    if (pool === undefined) throw configError('NOT_A_MASTER', 'this node keeps no tunnels');
+    await pool.ready(1, options.signal);
+    const tunnel = pool.pickOne();
+    if (tunnel === undefined) throw configError('NO_TUNNELS', 'no usable tunnel');
+    this.#transmit(tunnel, to, payload);
+  }
+
+  /** Every counter and table size of the node. */
+  stats(): {
+    address: UdpAddress;
+    peers: number;
+    link: ReturnType<Link['stats']>;
+    tunnels: ReturnType<TunnelEngine['stats']>;
+    exits: ReturnType<EndpointExits['stats']>;
+    pool: ReturnType<TunnelPool['stats']> | undefined;
+    messages: ReturnType<Messenger['stats']> | undefined;
+    counters: Record<string, number>;
+  } {
+    return {
+      address: this.address,
+      peers: this.#peers.size,
+      link: this.#link.stats(),
+      tunnels: this.#engine.stats(),
+      exits: this.#exits.stats(),
+      pool: this.#pool?.stats(),
+      messages: this.#messenger?.stats(),
+      counters: this.#counters.snapshot(),
+    };
+  }
+
+  /** Tears down every tunnel (TunnelDestroy), closes every port and socket. */
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    if (this.#pexTimer !== undefined) this.#clock.clearTimeout(this.#pexTimer);
+    this.#pool?.close();
+    this.#messenger?.close();
+    this.#engine.close();
+    await this.#exits.closeAll();
+    // Let the DESTROY datagrams leave before the socket goes.
+    await new Promise((resolve) => setImmediate(resolve));
+    await this.#link.close();
+  }
+
+  // ---- master data path ---------------------------------------------------------------
+
+  #transmit(tunnel: OwnedTunnel, to: UdpAddress, data: Uint8Array): void {
+    for (const frame of fragmentDatagram(tunnel.nextDatagramId(), to, data)) this.#engine.send(tunnel, encodeCellFrame(frame));
+  }
+
+  #onTunnelFrame(tunnel: OwnedTunnel, plaintext: Uint8Array): void {
+    let frame: CellFrame;
+    try {
+      frame = decodeCellFrame(plaintext);
+    } catch (error) {
+      if (error instanceof ProtocolError) return this.#counters.add(`drop:frame-${error.code.toLowerCase()}`);
+      throw error;
+    }
+    switch (frame.type) {
+      case 'datagram': {
+        const datagram = this.#reassembler.add(String(tunnel.localId), frame);
+        if (datagram === undefined) return;
+        this.#counters.add('datagrams-received');
+        if (this.#messenger?.deliver(datagram.address, datagram.data) === true) return;
+        this.emit('datagram', datagram.data, datagram.address, { tunnel: tunnel.localId, endpoint: tunnel.endpoint });
+        return;
+      }
+      case 'probe-reply':
+        return this.#pool?.probeAnswered(tunnel, frame.probeId);
+      case 'exit-refused':
+        this.#counters.add('exit-refused');
+        this.emit('exit-refused', { tunnel: tunnel.localId, reason: frame.reason });
+        return;
+      case 'probe':
+        return this.#counters.add('drop:frame-unexpected');
+    }
+  }
+
+  // ---- peer exchange (PROTOCOL.md §4.7) ---------------------------------------------------
+
+  #onPeerExchange(payload: Uint8Array, from: LinkPeer): void {
+    let message;
+    try {
+      message = decodePeerExchange(payload);
+    } catch (error) {
+      if (error instanceof ProtocolError) return this.#counters.add(`drop:pex-${error.code.toLowerCase()}`);
+      throw error;
+    }
+    const fromKey = addressKey(from.address);
+    if (message.type === 'peer-request') {
+      if (message.relay) this.#peers.add(from.address, from.publicKey);
+      const entries = this.#peers.all().filter((p) => p.key !== fromKey);
+      const peers = sample(entries, PEER_LIST_ANSWER).map((p) => ({ address: p.address, publicKey: p.publicKey }));
+      this.#link.send(from.address, encodePeerExchange({ type: 'peer-list', peers }));
+      this.#counters.add('peer-lists-sent');
+      return;
+    }
+    const askedAt = this.#asked.get(fromKey);
+    if (askedAt === undefined || this.#clock.now() - askedAt > PEER_REQUEST_VALID_MS) return this.#counters.add('drop:pex-unsolicited');
+    this.#asked.delete(fromKey);
+    let added = 0;
+    for (const peer of message.peers) if (this.#peers.add(peer.address, peer.publicKey)) added++;
+    this.#counters.add('peers-learned', added);
+  }
+
+  #askForPeers(address: UdpAddress): void {
+    if (this.#closed) return;
+    const key = addressKey(address);
+    this.#asked.set(key, this.#clock.now());
+    this.#link.connect(address).then(
+      (session) => {
+        if (this.#closed) return;
+        // Bootstrap nodes and every peer we ask are relayers we authenticated ourselves.
+        this.#peers.add(address, session.publicKey);
+        this.#link.send(address, encodePeerExchange({ type: 'peer-request', relay: this.#options.relay ?? true }));
+      },
+      () => this.#asked.delete(key),
+    );
+  }
+
+  #schedulePeerExchange(ms: number): void {
+    this.#pexTimer = this.#clock.setTimeout(() => {
+      if (this.#closed) return;
+      const now = this.#clock.now();
+      for (const [key, at] of this.#asked) if (now - at > PEER_REQUEST_VALID_MS) this.#asked.delete(key);
+      const wanting = this.#peers.size < PEERS_WANTED;
+      const candidates = this.#peers.all().map((p) => p.address);
+      const bootstrap = this.#options.bootstrap ?? [];
+      const target = sample(candidates.length > 0 ? candidates : bootstrap, 1)[0];
+      if (target !== undefined) this.#askForPeers(target);
+      this.#schedulePeerExchange(wanting ? 2_000 : (this.#options.peerExchangeIntervalMs ?? 30_000));
+    }, ms);
+  }
+
+  #requireMaster(): Messenger {
+    if (this.#messenger === undefined) throw configError('NOT_A_MASTER', 'this node keeps no tunnels (start it with tunnels or master: true)');
+    return this.#messenger;
+  }
+}

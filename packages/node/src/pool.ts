@@ -1,0 +1,314 @@
+/**
+ * A master's tunnel pool (DESIGN.md §3 "Tunnel pool"): keeps `target` tunnels up, builds
+ * them concurrently on random paths, probes each through the tunnel, replaces dead ones,
+ * and rotates each before it expires with overlap: a replacement is built a minute ahead,
+ * the old tunnel stops carrying new messages half a minute ahead and keeps receiving until
+ * it expires, so nothing sent through it or addressed to its endpoint is lost.
+ */
+import { Counters, abortedError, silentLogger, systemClock, type Clock, type Logger, type TimerHandle, type UdpAddress } from '@deut/common';
+import { BuildError, type OwnedTunnel, type PathSelection, type TunnelEngine } from '@deut/tunnel';
+import { encodeCellFrame } from '@deut/wire';
+import { randomBytes } from '@deut/crypto';
+import type { PeerTable } from './peers.js';
+import { randomIndex, sample } from './random.js';
+
+/** Options of {@link TunnelPool}. */
+export interface TunnelPoolOptions {
+  readonly engine: TunnelEngine;
+  readonly peers: PeerTable;
+  /** Address key of this node, never a hop of its own tunnels. */
+  readonly self: string;
+  /** Tunnels to keep up. @default 8 */
+  readonly target?: number;
+  /** Hops per tunnel, endpoint included. @default 3 */
+  readonly hops?: number;
+  /** @default 'master' */
+  readonly pathSelection?: PathSelection;
+  /** Allow two hops in one /16 (test meshes on loopback). @default false */
+  readonly allowSameSubnet?: boolean;
+  /** @default 600,000 */
+  readonly lifetimeMs?: number;
+  /** Builds in flight at once. @default 16 */
+  readonly buildConcurrency?: number;
+  /** @default 5,000 */
+  readonly buildTimeoutMs?: number;
+  /** Mean time between probes of one tunnel (jittered ±50%). @default 30,000 */
+  readonly probeIntervalMs?: number;
+  /** @default 3,000 */
+  readonly probeTimeoutMs?: number;
+  /** @default systemClock */
+  readonly clock?: Clock;
+  /** @default silentLogger */
+  readonly logger?: Logger;
+}
+
+/** A pooled tunnel, as `tunnels.list()` shows it. */
+export interface TunnelInfo {
+  readonly id: number;
+  readonly hops: number;
+  readonly endpoint: UdpAddress;
+  readonly expiresAt: number;
+  /** Round trip of the last answered probe, if any. */
+  readonly rttMs: number | undefined;
+  readonly draining: boolean;
+}
+
+interface Pooled {
+  readonly tunnel: OwnedTunnel;
+  rttMs: number | undefined;
+  failures: number;
+  nextProbeAt: number;
+  probe: { id: string; sentAt: number; timer: TimerHandle } | undefined;
+}
+
+/** Start building a replacement this long before a tunnel expires. */
+const ROTATE_BEFORE_MS = 60_000;
+/** Stop sending new messages through a tunnel this long before it expires. */
+const DRAIN_BEFORE_MS = 30_000;
+/** Consecutive unanswered probes that make a tunnel dead. */
+const PROBE_FAILURES_DEAD = 2;
+const TICK_MS = 250;
+
+/** The pool of tunnels a master sends and receives through. */
+export class TunnelPool {
+  readonly #o: Required<Omit<TunnelPoolOptions, 'engine' | 'peers' | 'self'>>;
+  readonly #engine: TunnelEngine;
+  readonly #peers: PeerTable;
+  readonly #self: string;
+  readonly #tunnels = new Map<number, Pooled>();
+  readonly #counters = new Counters();
+  readonly #waiters: Array<{ n: number; resolve: () => void }> = [];
+  #building = 0;
+  #failureStreak = 0;
+  #nextBuildAt = 0;
+  #timer: TimerHandle | undefined;
+  #closed = false;
+  /** Called for a tunnel that died or expired, after it left the pool. */
+  onTunnelGone: (tunnel: OwnedTunnel) => void = () => undefined;
+
+  constructor(options: TunnelPoolOptions) {
+    this.#engine = options.engine;
+    this.#peers = options.peers;
+    this.#self = options.self;
+    this.#o = {
+      target: options.target ?? 8,
+      hops: options.hops ?? 3,
+      pathSelection: options.pathSelection ?? 'master',
+      allowSameSubnet: options.allowSameSubnet ?? false,
+      lifetimeMs: options.lifetimeMs ?? 600_000,
+      buildConcurrency: options.buildConcurrency ?? 16,
+      buildTimeoutMs: options.buildTimeoutMs ?? 5_000,
+      probeIntervalMs: options.probeIntervalMs ?? 30_000,
+      probeTimeoutMs: options.probeTimeoutMs ?? 3_000,
+      clock: options.clock ?? systemClock,
+      logger: options.logger ?? silentLogger,
+    };
+    this.#schedule(0);
+  }
+
+  /** Resolves once at least `n` tunnels are up (and not draining). */
+  ready(n = this.#o.target, signal?: AbortSignal): Promise<void> {
+    if (this.usable().length >= n) return Promise.resolve();
+    return new Promise((resolve, reject) => {
+      const waiter = { n, resolve };
+      this.#waiters.push(waiter);
+      signal?.addEventListener('abort', () => {
+        const i = this.#waiters.indexOf(waiter);
+        if (i >= 0) this.#waiters.splice(i, 1);
+        reject(abortedError('ABORTED', 'waiting for tunnels was aborted'));
+      }, { once: true });
+    });
+  }
+
+  /** Tunnels that take new messages: up, and not about to expire. */
+  usable(): OwnedTunnel[] {
+    const cutoff = this.#o.clock.now() + DRAIN_BEFORE_MS;
+    return [...this.#tunnels.values()].filter((p) => p.tunnel.expiresAt > cutoff).map((p) => p.tunnel);
+  }
+
+  /** `count` distinct usable tunnels chosen uniformly at random, avoiding `exclude` when possible. */
+  pick(count: number, exclude: ReadonlySet<number> = new Set()): OwnedTunnel[] {
+    const usable = this.usable();
+    const fresh = usable.filter((t) => !exclude.has(t.localId));
+    const chosen = sample(fresh, count);
+    if (chosen.length < count) chosen.push(...sample(usable.filter((t) => exclude.has(t.localId)), count - chosen.length));
+    return chosen;
+  }
+
+  /** One usable tunnel chosen uniformly at random, if any. */
+  pickOne(): OwnedTunnel | undefined {
+    const usable = this.usable();
+    return usable.length === 0 ? undefined : usable[randomIndex(usable.length)];
+  }
+
+  /** The pool's tunnels for `tunnels.list()`. */
+  list(): TunnelInfo[] {
+    const cutoff = this.#o.clock.now() + DRAIN_BEFORE_MS;
+    return [...this.#tunnels.values()].map((p) => ({
+      id: p.tunnel.localId,
+      hops: p.tunnel.hopCount,
+      endpoint: p.tunnel.endpoint,
+      expiresAt: p.tunnel.expiresAt,
+      rttMs: p.rttMs,
+      draining: p.tunnel.expiresAt <= cutoff,
+    }));
+  }
+
+  /** A message through `tunnel` went unanswered: probe it now rather than at its turn. */
+  suspect(tunnel: OwnedTunnel): void {
+    const pooled = this.#tunnels.get(tunnel.localId);
+    if (pooled !== undefined && pooled.probe === undefined) pooled.nextProbeAt = 0;
+  }
+
+  /** A PROBE_REPLY arrived through `tunnel`. */
+  probeAnswered(tunnel: OwnedTunnel, probeId: Uint8Array): void {
+    const pooled = this.#tunnels.get(tunnel.localId);
+    const probe = pooled?.probe;
+    if (pooled === undefined || probe === undefined || probe.id !== Buffer.from(probeId).toString('hex')) return this.#counters.add('probe-replies-unmatched');
+    this.#o.clock.clearTimeout(probe.timer);
+    pooled.probe = undefined;
+    pooled.failures = 0;
+    pooled.rttMs = this.#o.clock.now() - probe.sentAt;
+    this.#counters.add('probes-answered');
+  }
+
+  /** The engine reports that one of our tunnels ended. */
+  tunnelClosed(tunnel: OwnedTunnel): void {
+    const pooled = this.#tunnels.get(tunnel.localId);
+    if (pooled === undefined) return;
+    this.#forget(pooled);
+    this.#counters.add('tunnels-lost');
+    this.onTunnelGone(tunnel);
+  }
+
+  /** Counters and sizes. */
+  stats(): { tunnels: number; usable: number; building: number; counters: Record<string, number> } {
+    return { tunnels: this.#tunnels.size, usable: this.usable().length, building: this.#building, counters: this.#counters.snapshot() };
+  }
+
+  /** Destroys every tunnel and stops. */
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    if (this.#timer !== undefined) this.#o.clock.clearTimeout(this.#timer);
+    for (const pooled of [...this.#tunnels.values()]) {
+      this.#forget(pooled);
+      this.#engine.destroy(pooled.tunnel, 'shutdown');
+    }
+  }
+
+  // ---- maintenance ------------------------------------------------------------------------
+
+  #schedule(ms: number): void {
+    this.#timer = this.#o.clock.setTimeout(() => {
+      this.#tick();
+      if (!this.#closed) this.#schedule(TICK_MS);
+    }, ms);
+  }
+
+  #tick(): void {
+    const now = this.#o.clock.now();
+    for (const pooled of [...this.#tunnels.values()]) {
+      if (pooled.probe === undefined && now >= pooled.nextProbeAt) this.#sendProbe(pooled);
+    }
+    // Tunnels within the rotation window are already being replaced: count them out.
+    const rotateCutoff = now + ROTATE_BEFORE_MS;
+    const lasting = [...this.#tunnels.values()].filter((p) => p.tunnel.expiresAt > rotateCutoff).length;
+    let deficit = this.#o.target - lasting - this.#building;
+    while (deficit > 0 && this.#building < this.#o.buildConcurrency && now >= this.#nextBuildAt) {
+      if (!this.#startBuild()) break;
+      deficit--;
+    }
+  }
+
+  #startBuild(): boolean {
+    const hops = this.#o.hops;
+    const exclude = new Set([this.#self]);
+    const mode = this.#o.pathSelection;
+    const path = this.#peers.pick(mode === 'master' ? hops : 1, { exclude, sameSubnet: this.#o.allowSameSubnet });
+    if (path.length < (mode === 'master' ? hops : 1)) {
+      this.#counters.add('builds-no-path');
+      this.#backoff();
+      return false;
+    }
+    this.#building++;
+    this.#counters.add('builds-started');
+    const plan =
+      mode === 'master'
+        ? { mode, hops: path, lifetimeMs: this.#o.lifetimeMs, timeoutMs: this.#o.buildTimeoutMs }
+        : { mode, firstHop: path[0]!, hopCount: hops, lifetimeMs: this.#o.lifetimeMs, timeoutMs: this.#o.buildTimeoutMs };
+    this.#engine.build(plan).then(
+      (tunnel) => {
+        this.#building--;
+        for (const hop of path) this.#peers.credit(hop.key);
+        this.#failureStreak = 0;
+        if (this.#closed) return this.#engine.destroy(tunnel, 'shutdown');
+        this.#tunnels.set(tunnel.localId, { tunnel, rttMs: undefined, failures: 0, nextProbeAt: this.#jitteredProbeTime(), probe: undefined });
+        this.#counters.add('builds-succeeded');
+        this.#wake();
+      },
+      (error: unknown) => {
+        this.#building--;
+        this.#counters.add('builds-failed');
+        // Blame the hop that refused or, on a timeout, every hop: we cannot tell which died.
+        const hop = error instanceof BuildError ? error.failure.hop : undefined;
+        const blamed = hop !== undefined && hop >= 0 && path[hop] !== undefined ? [path[hop]] : path;
+        for (const peer of blamed) this.#peers.blame(peer.key);
+        this.#backoff();
+        this.#o.logger.debug('pool: build failed', { error: String(error) });
+      },
+    );
+    return true;
+  }
+
+  /** Repeated failures slow building down (50 ms doubling to 5 s): no hot loop on a broken network. */
+  #backoff(): void {
+    this.#failureStreak++;
+    this.#nextBuildAt = this.#o.clock.now() + Math.min(50 * 2 ** Math.min(this.#failureStreak, 10), 5_000);
+  }
+
+  #sendProbe(pooled: Pooled): void {
+    const probeId = randomBytes(8);
+    const id = Buffer.from(probeId).toString('hex');
+    const timer = this.#o.clock.setTimeout(() => {
+      if (pooled.probe?.id !== id) return;
+      pooled.probe = undefined;
+      pooled.failures++;
+      this.#counters.add('probes-unanswered');
+      if (pooled.failures >= PROBE_FAILURES_DEAD) {
+        this.#counters.add('tunnels-dead');
+        this.#forget(pooled);
+        this.#engine.destroy(pooled.tunnel, 'closed');
+        this.onTunnelGone(pooled.tunnel);
+      } else {
+        pooled.nextProbeAt = 0;
+      }
+    }, this.#o.probeTimeoutMs);
+    pooled.probe = { id, sentAt: this.#o.clock.now(), timer };
+    pooled.nextProbeAt = this.#jitteredProbeTime();
+    this.#counters.add('probes-sent');
+    this.#engine.send(pooled.tunnel, encodeCellFrame({ type: 'probe', probeId }));
+  }
+
+  #jitteredProbeTime(): number {
+    const interval = this.#o.probeIntervalMs;
+    return this.#o.clock.now() + interval / 2 + randomIndex(Math.max(1, Math.floor(interval)));
+  }
+
+  #forget(pooled: Pooled): void {
+    this.#tunnels.delete(pooled.tunnel.localId);
+    if (pooled.probe !== undefined) this.#o.clock.clearTimeout(pooled.probe.timer);
+    pooled.probe = undefined;
+  }
+
+  #wake(): void {
+    const usable = this.usable().length;
+    for (let i = this.#waiters.length - 1; i >= 0; i--) {
+      const waiter = this.#waiters[i]!;
+      if (usable >= waiter.n) {
+        this.#waiters.splice(i, 1);
+        waiter.resolve();
+      }
+    }
+  }
+}

@@ -1,0 +1,212 @@
+/**
+ * createTestnet(): a mesh of deut nodes in one process (hyperdht's createTestnet), over the
+ * in-memory network or real UDP on 127.0.0.0/8, with an observer per node recording every
+ * link payload it sees, a plain UDP echo server, and abrupt kills for crash tests.
+ */
+import { addressKey, type Clock, type UdpAddress } from '@deut/common';
+import type { LinkPayloadEvent } from '@deut/link';
+import { DeutNode, type DeutNodeOptions, type SocketFactory } from '@deut/node';
+import { MemoryNetwork, bindUdp, type DatagramSocket, type LinkConditions, type MessageHandler, type SocketStats } from '@deut/transport';
+
+/** Options of {@link createTestnet}. */
+export interface TestnetOptions {
+  /** Relayer nodes (the first is everyone's bootstrap). @default 20 */
+  readonly relays?: number;
+  /** Master nodes. @default 2 */
+  readonly masters?: number;
+  /** @default 'memory' */
+  readonly transport?: 'memory' | 'udp';
+  /** Seed of the in-memory network. @default 1 */
+  readonly seed?: number;
+  /** Loss, delay, duplication, reordering of the in-memory network. */
+  readonly conditions?: LinkConditions;
+  /** Tunnels per master. @default 8 */
+  readonly tunnels?: number;
+  /** Options for every master (hops, fanout, pathSelection, ...). */
+  readonly master?: Partial<DeutNodeOptions>;
+  /** Options for every relayer. */
+  readonly relay?: Partial<DeutNodeOptions>;
+  /** Record every link payload each node sees. @default false */
+  readonly observe?: boolean;
+  /** Wait for every master's pool to be full before returning. @default true */
+  readonly waitForTunnels?: boolean;
+  readonly clock?: Clock;
+}
+
+/** A node of the testnet. */
+export interface TestnetNode {
+  readonly node: DeutNode;
+  readonly role: 'relay' | 'master';
+  /** Link payloads seen, when `observe` is on. */
+  readonly seen: LinkPayloadEvent[];
+  /** Every socket the node bound: its node port and its endpoint ports. */
+  readonly sockets: KillableSocket[];
+}
+
+/** A running testnet. */
+export interface Testnet {
+  readonly relays: TestnetNode[];
+  readonly masters: TestnetNode[];
+  readonly nodes: TestnetNode[];
+  readonly bootstrap: UdpAddress;
+  /** The in-memory network, when `transport` is 'memory'. */
+  readonly network: MemoryNetwork | undefined;
+  /** The node whose node port is `address`. */
+  byAddress(address: UdpAddress): TestnetNode | undefined;
+  /** Starts a plain UDP echo server (not a deut node) that records who sent what. */
+  echoServer(): Promise<EchoServer>;
+  /** Silences a node at once, as a crash would: no TunnelDestroy, no more datagrams in or out. */
+  kill(node: TestnetNode): void;
+  /** Closes every node and socket. */
+  close(): Promise<void>;
+}
+
+/** A plain UDP echo server. */
+export interface EchoServer {
+  readonly address: UdpAddress;
+  readonly received: Array<{ data: Uint8Array; from: UdpAddress }>;
+  close(): Promise<void>;
+}
+
+/** A socket that a test can kill: sends and deliveries then vanish silently. */
+export class KillableSocket implements DatagramSocket {
+  #dead = false;
+  #handler: MessageHandler | undefined;
+
+  constructor(private readonly inner: DatagramSocket) {
+    inner.onMessage((data, from) => {
+      if (!this.#dead) this.#handler?.(data, from);
+    });
+  }
+
+  get local(): UdpAddress {
+    return this.inner.local;
+  }
+
+  get stats(): SocketStats {
+    return this.inner.stats;
+  }
+
+  get dead(): boolean {
+    return this.#dead;
+  }
+
+  kill(): void {
+    this.#dead = true;
+  }
+
+  send(data: Uint8Array, to: UdpAddress): void {
+    if (!this.#dead) this.inner.send(data, to);
+  }
+
+  onMessage(handler: MessageHandler): void {
+    this.#handler = handler;
+  }
+
+  close(): Promise<void> {
+    return this.inner.close();
+  }
+}
+
+/** Starts `relays` relayers and `masters` masters on hosts 127.0.1.x and 127.0.2.x. */
+export async function createTestnet(options: TestnetOptions = {}): Promise<Testnet> {
+  const transport = options.transport ?? 'memory';
+  const network = transport === 'memory' ? new MemoryNetwork({ seed: options.seed ?? 1, ...(options.conditions ? { conditions: options.conditions } : {}), ...(options.clock ? { clock: options.clock } : {}) }) : undefined;
+  const nodes: TestnetNode[] = [];
+  const extraSockets: DatagramSocket[] = [];
+  const bindRaw = (address: UdpAddress): Promise<DatagramSocket> => (network !== undefined ? Promise.resolve(network.bind(address)) : bindUdp(address));
+
+  const start = async (role: 'relay' | 'master', host: string, extra: Partial<DeutNodeOptions>, bootstrap: UdpAddress[]): Promise<TestnetNode> => {
+    const sockets: KillableSocket[] = [];
+    const seen: LinkPayloadEvent[] = [];
+    const factory: SocketFactory = {
+      bind: async (address) => {
+        const socket = new KillableSocket(await bindRaw(address));
+        sockets.push(socket);
+        return socket;
+      },
+    };
+    const node = await DeutNode.start({
+      listen: { host, port: 0 },
+      bootstrap,
+      sockets: factory,
+      allowPrivateExits: true,
+      allowSameSubnet: true,
+      ...(options.clock ? { clock: options.clock } : {}),
+      ...(options.observe === true ? { observer: (event: LinkPayloadEvent) => seen.push({ ...event, payload: event.payload.slice() }) } : {}),
+      ...extra,
+    });
+    const entry = { node, role, seen, sockets };
+    nodes.push(entry);
+    return entry;
+  };
+
+  const close = async (): Promise<void> => {
+    await Promise.allSettled(nodes.map((n) => n.node.close()));
+    await Promise.allSettled(extraSockets.map((s) => s.close()));
+    await network?.close();
+  };
+
+  try {
+    const relayCount = options.relays ?? 20;
+    const first = await start('relay', '127.0.1.1', { relay: true, ...options.relay }, []);
+    const bootstrap = first.node.address;
+    const relays = [first];
+    for (let i = 1; i < relayCount; i++) relays.push(await start('relay', `127.0.1.${i + 1}`, { relay: true, ...options.relay }, [bootstrap]));
+    await until(() => first.node.stats().peers >= relayCount - 1, 30_000, 'relayers announced to the bootstrap');
+    const masters: TestnetNode[] = [];
+    for (let i = 0; i < (options.masters ?? 2); i++) {
+      masters.push(await start('master', `127.0.2.${i + 1}`, { relay: false, tunnels: options.tunnels ?? 8, ...options.master }, [bootstrap]));
+    }
+    if (options.waitForTunnels !== false) {
+      await Promise.all(masters.map((m) => withDeadline(m.node.tunnels.ready(options.tunnels ?? 8), 60_000, 'tunnel pools to fill')));
+    }
+    return {
+      relays,
+      masters,
+      nodes,
+      bootstrap,
+      network,
+      byAddress: (address) => nodes.find((n) => addressKey(n.node.address) === addressKey(address)),
+      echoServer: async () => {
+        const socket = await bindRaw({ host: '127.0.3.1', port: 0 });
+        extraSockets.push(socket);
+        const received: EchoServer['received'] = [];
+        socket.onMessage((data, from) => {
+          received.push({ data, from });
+          socket.send(data, from);
+        });
+        return { address: socket.local, received, close: () => socket.close() };
+      },
+      kill: (node) => {
+        for (const socket of node.sockets) socket.kill();
+      },
+      close,
+    };
+  } catch (error) {
+    await close();
+    throw error;
+  }
+}
+
+/** Polls `predicate` on the event loop until it holds; rejects after `ms`. */
+export async function until(predicate: () => boolean, ms = 10_000, what = 'condition'): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (!predicate()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 5));
+  }
+}
+
+/** Rejects if `promise` has not settled within `ms`, while keeping the event loop alive. */
+export async function withDeadline<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const deadline = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms waiting for ${what}`)), ms);
+  });
+  try {
+    return await Promise.race([promise, deadline]);
+  } finally {
+    clearTimeout(timer);
+  }
+}

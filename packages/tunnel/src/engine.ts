@@ -1,0 +1,776 @@
+/**
+ * The tunnel engine (PROTOCOL.md §4-§5, §8): one per node, for every role at once. As a
+ * hop it opens build records, admits or refuses, forwards builds and responses, and relays
+ * cells, peeling or adding one layer; as an endpoint it hands cell plaintext to the node and
+ * seals the node's answers; as a master it builds tunnels and carries their cells. Policy
+ * (admission, exits, next-hop choice) is injected; every drop of remote input is counted.
+ *
+ * INVARIANT: state is re-checked after every await (a tunnel may be destroyed meanwhile).
+ */
+import {
+  Counters,
+  DeutError,
+  ProtocolError,
+  ReplayWindow,
+  addressKey,
+  silentLogger,
+  systemClock,
+  type Clock,
+  type Logger,
+  type TimerHandle,
+  type UdpAddress,
+} from '@deut/common';
+import { CELL_PLAINTEXT_BYTES as CRYPTO_PLAINTEXT_BYTES, addInboundLayer, openOutbound, peelOutbound, randomBytes, sealInbound, type KeyPair } from '@deut/crypto';
+import type { Link, LinkPeer } from '@deut/link';
+import {
+  CELL_BYTES,
+  CELL_PLAINTEXT_BYTES,
+  MAX_HOPS,
+  RELAYER_FILLER_BYTES,
+  decodeTunnelMessage,
+  encodeCellInto,
+  encodeTunnelMessage,
+  tunnelId,
+  type BuildInstructions,
+  type BuildReply,
+  type BuildRefusalReason,
+  type TunnelId,
+  type TunnelMessage,
+} from '@deut/wire';
+import {
+  acceptRecord,
+  acceptRelayerHop,
+  addResponseSlot,
+  openRecord,
+  prepareMasterBuild,
+  prepareRelayerBuild,
+  readMasterResponse,
+  readRelayerResponse,
+  sealReplySlot,
+  transformRequestRecords,
+  type HopKeys,
+  type HopOutcome,
+} from './build-crypto.js';
+import {
+  BUILD_HOP_TIMEOUT_MS,
+  BUILD_MAX_AGE_S,
+  BUILD_TIMEOUT_MS,
+  CELL_REPLAY_WINDOW,
+  CLOCK_SKEW_S,
+  MAX_TRANSIT_TUNNELS,
+  MAX_TUNNEL_LIFETIME_MS,
+  TUNNEL_LIFETIME_MS,
+  TUNNEL_TICK_MS,
+} from './constants.js';
+import { OwnedTunnel, randomCounterStart, type PathHop } from './owned-tunnel.js';
+
+/** Reasons a hop refuses a build (PROTOCOL.md §4.3), as named by @deut/wire. */
+export type RefusalReason = BuildRefusalReason;
+
+/** DESTROY reasons (PROTOCOL.md §4.1). */
+export const DESTROY_REASONS = { closed: 0, expired: 1, 'bad-cell': 2, 'neighbour-lost': 3, shutdown: 4 } as const;
+/** Name of a DESTROY reason. */
+export type DestroyReason = keyof typeof DESTROY_REASONS;
+
+/** An endpoint tunnel as the node's exit code sees it. */
+export interface EndpointTunnel {
+  /** Local handle, unique within this engine. */
+  readonly handle: number;
+  /** The previous hop (for a 1-hop tunnel, the master itself). */
+  readonly upstream: LinkPeer;
+  readonly expiresAt: number;
+}
+
+/** A relayer candidate: address and the static key to expect there. */
+export interface PeerCandidate {
+  readonly address: UdpAddress;
+  readonly publicKey: Uint8Array;
+}
+
+/** What the node decides for the engine. */
+export interface TunnelPolicy {
+  /** Admission of a transit tunnel (rate limits, caps); a reason refuses it. */
+  admit(from: LinkPeer, role: 'relay' | 'endpoint'): RefusalReason | undefined;
+  /** Endpoint setup (bind a port); resolves to the address to report, or a refusal reason. */
+  openEndpoint(tunnel: EndpointTunnel): Promise<UdpAddress | RefusalReason>;
+  /** Endpoint teardown: release the port. Called once for every opened endpoint. */
+  closeEndpoint(tunnel: EndpointTunnel, reason: DestroyReason): void;
+  /** Cell plaintext that arrived at an endpoint. */
+  endpointFrame(tunnel: EndpointTunnel, plaintext: Uint8Array): void;
+  /** Relayer mode: a random next hop other than the excluded address keys. */
+  pickNextHop(exclude: ReadonlySet<string>): PeerCandidate | undefined;
+}
+
+/** What the master learns about a build that failed. */
+export interface BuildFailure {
+  /** Index of the hop that refused or failed, when known. */
+  readonly hop?: number;
+  readonly reason?: RefusalReason | 'invalid' | 'timeout';
+}
+
+/** Parameters of a build. */
+export type BuildPlan =
+  | { readonly mode: 'master'; readonly hops: readonly PeerCandidate[]; readonly lifetimeMs?: number; readonly timeoutMs?: number }
+  | { readonly mode: 'relayer'; readonly firstHop: PeerCandidate; readonly hopCount: number; readonly lifetimeMs?: number; readonly timeoutMs?: number };
+
+/** Options of {@link TunnelEngine}. */
+export interface TunnelEngineOptions {
+  readonly link: Link;
+  readonly identity: KeyPair;
+  readonly policy: TunnelPolicy;
+  /** Transit tunnels carried at most (relay and endpoint). @default 10,000 */
+  readonly maxTransit?: number;
+  /** @default systemClock */
+  readonly clock?: Clock;
+  /** @default silentLogger */
+  readonly logger?: Logger;
+}
+
+interface Acceptance {
+  readonly keys: HopKeys;
+  readonly Y: Uint8Array;
+  readonly replyKey: Uint8Array;
+  readonly responseLayerKey: Uint8Array;
+}
+
+/** A hop-table entry: this node's part in someone else's tunnel (PROTOCOL.md §5.4). */
+interface HopEntry {
+  readonly handle: number;
+  readonly role: 'relay' | 'endpoint';
+  readonly prev: LinkPeer;
+  readonly prevKey: string;
+  readonly prevId: TunnelId;
+  next?: PeerCandidate;
+  nextKey?: string;
+  nextId?: TunnelId;
+  readonly acceptance: Acceptance;
+  readonly outWindow: ReplayWindow;
+  readonly inWindow: ReplayWindow;
+  state: 'pending' | 'active';
+  /** Pending: when the build gives up; active: when the tunnel expires. */
+  deadline: number;
+  readonly expiresAt: number;
+  /** Endpoint only: counter of cells sent toward the master. */
+  inboundCounter: number;
+  endpointOpen: boolean;
+}
+
+interface PendingBuild {
+  readonly key: string;
+  readonly plan: BuildPlan;
+  readonly linkId: TunnelId;
+  readonly firstHop: PeerCandidate;
+  readonly hopCount: number;
+  readonly lifetimeMs: number;
+  readonly read: (slots: Uint8Array) => HopOutcome[];
+  readonly resolve: (tunnel: OwnedTunnel) => void;
+  readonly reject: (error: DeutError) => void;
+  readonly timer: TimerHandle;
+}
+
+const REPLAY_CACHE_LIMIT = 200_000;
+const RELAYER_REPLAY_TTL_MS = TUNNEL_LIFETIME_MS + CLOCK_SKEW_S * 1000;
+const MASTER_REPLAY_TTL_MS = (BUILD_MAX_AGE_S + CLOCK_SKEW_S) * 1000;
+
+/** Error raised when a build fails; `failure` says where and why. */
+export class BuildError extends DeutError {
+  constructor(
+    code: string,
+    message: string,
+    readonly failure: BuildFailure,
+  ) {
+    super(failure.reason === 'timeout' ? 'timeout' : 'protocol', code, message);
+    this.name = 'BuildError';
+  }
+}
+
+/** The per-node tunnel state machine. */
+export class TunnelEngine {
+  readonly #link: Link;
+  readonly #identity: KeyPair;
+  readonly #policy: TunnelPolicy;
+  readonly #clock: Clock;
+  readonly #logger: Logger;
+  readonly #maxTransit: number;
+  readonly #counters = new Counters();
+  /** Hop entries by (upstream peer, id chosen by it). */
+  readonly #byUpstream = new Map<string, HopEntry>();
+  /** Hop entries by (downstream peer, id we chose). */
+  readonly #byDownstream = new Map<string, HopEntry>();
+  /** Our own tunnels by (first hop, id we chose). */
+  readonly #owned = new Map<string, OwnedTunnel>();
+  readonly #pendingBuilds = new Map<string, PendingBuild>();
+  /** Endpoint entries by handle, for the node's exit code. */
+  readonly #endpoints = new Map<number, HopEntry>();
+  /** Build ephemeral keys seen, with the time they may be forgotten. */
+  readonly #seenEphemerals = new Map<string, number>();
+  #nextHandle = 1;
+  #timer: TimerHandle | undefined;
+  #closed = false;
+  /** Inbound cell plaintext of an owned tunnel. */
+  onTunnelFrame: (tunnel: OwnedTunnel, plaintext: Uint8Array) => void = () => undefined;
+  /** An owned tunnel ended (destroyed by a hop, or expired). */
+  onTunnelClosed: (tunnel: OwnedTunnel, reason: DestroyReason) => void = () => undefined;
+
+  constructor(options: TunnelEngineOptions) {
+    this.#link = options.link;
+    this.#identity = options.identity;
+    this.#policy = options.policy;
+    this.#clock = options.clock ?? systemClock;
+    this.#logger = options.logger ?? silentLogger;
+    this.#maxTransit = options.maxTransit ?? MAX_TRANSIT_TUNNELS;
+    this.#link.on('unreachable', ({ address }) => this.#onNeighbourLost(addressKey(address)));
+    this.#schedule();
+  }
+
+  /** Handles one tunnel-layer link payload. Never throws for remote input. */
+  handle(payload: Uint8Array, from: LinkPeer): void {
+    if (this.#closed) return;
+    let message: TunnelMessage;
+    try {
+      message = decodeTunnelMessage(payload);
+    } catch (error) {
+      if (error instanceof ProtocolError) return this.#drop(`decode-${error.code.toLowerCase()}`);
+      throw error;
+    }
+    try {
+      this.#dispatch(message, from);
+    } catch (error) {
+      if (error instanceof ProtocolError) return this.#drop(error.code.toLowerCase());
+      this.#drop('internal-error');
+      this.#logger.error('tunnel: unexpected error handling a message', { error: String(error) });
+    }
+  }
+
+  // ---- master --------------------------------------------------------------------------
+
+  /**
+   * Builds a tunnel: one request out, one response back. Rejects with a BuildError naming
+   * the hop that refused, or a timeout; the partial tunnel is torn down either way.
+   */
+  build(plan: BuildPlan): Promise<OwnedTunnel> {
+    if (this.#closed) return Promise.reject(new BuildError('ENGINE_CLOSED', 'tunnel engine is closed', {}));
+    const lifetimeMs = Math.min(plan.lifetimeMs ?? TUNNEL_LIFETIME_MS, MAX_TUNNEL_LIFETIME_MS);
+    const firstHop = plan.mode === 'master' ? plan.hops[0] : plan.firstHop;
+    const hopCount = plan.mode === 'master' ? plan.hops.length : plan.hopCount;
+    if (firstHop === undefined || hopCount < 1 || hopCount > MAX_HOPS) {
+      return Promise.reject(new BuildError('BAD_PATH', `a path has 1..${MAX_HOPS} hops`, {}));
+    }
+    const firstKey = addressKey(firstHop.address);
+    const linkId = this.#chooseId(firstKey);
+    const key = `${firstKey}|${linkId}`;
+    let message: TunnelMessage;
+    let read: (slots: Uint8Array) => HopOutcome[];
+    if (plan.mode === 'master') {
+      const now = this.#clock.now();
+      const build = prepareMasterBuild(
+        plan.hops.map((hop, i) => ({ staticKey: hop.publicKey, instructions: this.#instructions(plan.hops[i + 1], now, lifetimeMs) })),
+      );
+      message = { type: 'build-request', tunnelId: linkId, records: build.records };
+      read = (slots) => readMasterResponse(build, slots);
+    } else {
+      const build = prepareRelayerBuild();
+      message = { type: 'build-request-relayer', tunnelId: linkId, ttl: hopCount - 1, ephemeralKey: build.E, filler: randomBytes(RELAYER_FILLER_BYTES) };
+      read = (slots) => readRelayerResponse(build, hopCount, slots);
+    }
+    this.#counters.add('builds-started');
+    return new Promise((resolve, reject) => {
+      const timer = this.#clock.setTimeout(() => {
+        if (this.#pendingBuilds.get(key)?.timer !== timer) return;
+        this.#pendingBuilds.delete(key);
+        this.#counters.add('builds-timed-out');
+        this.#sendDestroy(firstHop.address, 'destroy-out', linkId, 'closed');
+        reject(new BuildError('BUILD_TIMEOUT', 'no build response in time', { reason: 'timeout' }));
+      }, plan.timeoutMs ?? BUILD_TIMEOUT_MS);
+      this.#pendingBuilds.set(key, { key, plan, linkId, firstHop, hopCount, lifetimeMs, read, resolve, reject, timer });
+      this.#link.send(firstHop.address, encodeTunnelMessage(message), { expectedKey: firstHop.publicKey });
+    });
+  }
+
+  /** Sends one cell of plaintext (CELL_PLAINTEXT_BYTES) through an owned tunnel. */
+  send(tunnel: OwnedTunnel, plaintext: Uint8Array): boolean {
+    if (this.#owned.get(`${tunnel.firstHopKey}|${tunnel.linkId}`) !== tunnel) return false;
+    this.#link.send(tunnel.firstHop, tunnel.sealCell(plaintext));
+    this.#counters.add('cells-sent');
+    return true;
+  }
+
+  /** Tears down an owned tunnel (TunnelDestroy hop by hop). */
+  destroy(tunnel: OwnedTunnel, reason: DestroyReason = 'closed'): void {
+    const key = `${tunnel.firstHopKey}|${tunnel.linkId}`;
+    if (this.#owned.get(key) !== tunnel) return;
+    this.#owned.delete(key);
+    this.#sendDestroy(tunnel.firstHop, 'destroy-out', tunnel.linkId, reason);
+  }
+
+  /** Live owned tunnels. */
+  ownedTunnels(): OwnedTunnel[] {
+    return [...this.#owned.values()];
+  }
+
+  // ---- endpoint ------------------------------------------------------------------------
+
+  /** Sends cell plaintext from an endpoint tunnel toward its master. */
+  sendFromEndpoint(tunnel: EndpointTunnel, plaintext: Uint8Array): boolean {
+    const entry = this.#entryByHandle(tunnel);
+    if (entry === undefined || entry.state !== 'active') return false;
+    const counter = entry.inboundCounter++;
+    const cell = new Uint8Array(CELL_BYTES);
+    encodeCellInto(cell, 'cell-in', entry.prevId, counter, sealInbound(entry.acceptance.keys.inboundKey, counter, plaintext));
+    this.#link.send(entry.prev.address, cell);
+    this.#counters.add('endpoint-cells-sent');
+    return true;
+  }
+
+  /** Tears down an endpoint tunnel from the endpoint's side (e.g. exit abuse). */
+  closeEndpoint(tunnel: EndpointTunnel, reason: DestroyReason = 'closed'): void {
+    const entry = this.#entryByHandle(tunnel);
+    if (entry === undefined) return;
+    this.#sendDestroy(entry.prev.address, 'destroy-in', entry.prevId, reason);
+    this.#remove(entry, reason);
+  }
+
+  // ---- stats and lifecycle -------------------------------------------------------------
+
+  /** Table sizes and counters (drops by reason, cells relayed, builds). */
+  stats(): { transit: number; relaying: number; endpoints: number; owned: number; pendingBuilds: number; replayCache: number; counters: Record<string, number> } {
+    let endpoints = 0;
+    for (const entry of this.#byUpstream.values()) if (entry.role === 'endpoint') endpoints++;
+    return {
+      transit: this.#byUpstream.size,
+      relaying: this.#byUpstream.size - endpoints,
+      endpoints,
+      owned: this.#owned.size,
+      pendingBuilds: this.#pendingBuilds.size,
+      replayCache: this.#seenEphemerals.size,
+      counters: this.#counters.snapshot(),
+    };
+  }
+
+  /** Destroys every tunnel (owned and transit), fails pending builds, stops timers. */
+  close(): void {
+    if (this.#closed) return;
+    for (const tunnel of [...this.#owned.values()]) this.destroy(tunnel, 'shutdown');
+    for (const entry of [...this.#byUpstream.values()]) {
+      this.#sendDestroy(entry.prev.address, 'destroy-in', entry.prevId, 'shutdown');
+      if (entry.next !== undefined && entry.nextId !== undefined) this.#sendDestroy(entry.next.address, 'destroy-out', entry.nextId, 'shutdown');
+      this.#remove(entry, 'shutdown');
+    }
+    for (const pending of [...this.#pendingBuilds.values()]) {
+      this.#clock.clearTimeout(pending.timer);
+      pending.reject(new BuildError('ENGINE_CLOSED', 'tunnel engine closed', {}));
+    }
+    this.#pendingBuilds.clear();
+    this.#closed = true;
+    if (this.#timer !== undefined) this.#clock.clearTimeout(this.#timer);
+  }
+
+  // ---- dispatch ------------------------------------------------------------------------
+
+  #dispatch(message: TunnelMessage, from: LinkPeer): void {
+    const fromKey = addressKey(from.address);
+    switch (message.type) {
+      case 'cell-out':
+        return this.#onCellOut(`${fromKey}|${message.tunnelId}`, message.seq, message.body);
+      case 'cell-in':
+        return this.#onCellIn(`${fromKey}|${message.tunnelId}`, message.seq, message.body);
+      case 'build-request':
+        return this.#onBuildRequest(from, fromKey, message.tunnelId, message.records);
+      case 'build-request-relayer':
+        return this.#onRelayerBuildRequest(from, fromKey, message.tunnelId, message.ttl, message.ephemeralKey);
+      case 'build-response':
+        return this.#onBuildResponse(`${fromKey}|${message.tunnelId}`, message.slots);
+      case 'destroy-out':
+        return this.#onDestroyOut(`${fromKey}|${message.tunnelId}`);
+      case 'destroy-in':
+        return this.#onDestroyIn(`${fromKey}|${message.tunnelId}`);
+    }
+  }
+
+  // ---- builds at a hop -------------------------------------------------------------------
+
+  #onBuildRequest(from: LinkPeer, fromKey: string, prevId: TunnelId, records: Uint8Array): void {
+    if (this.#byUpstream.has(`${fromKey}|${prevId}`)) return this.#drop('build-duplicate-id');
+    const opened = openRecord(this.#identity, records);
+    if (opened === null) return this.#drop('build-bad-record');
+    if (!this.#rememberEphemeral(opened.ephemeral, MASTER_REPLAY_TTL_MS)) return this.#drop('build-replay');
+    const acceptance = acceptRecord(this.#identity, opened);
+    const { instructions } = opened;
+    const role = instructions.role;
+    const nowS = this.#clock.now() / 1000;
+    if (instructions.timeSeconds > nowS + CLOCK_SKEW_S || instructions.timeSeconds < nowS - BUILD_MAX_AGE_S - CLOCK_SKEW_S) {
+      this.#counters.add('build-refused-stale');
+      return this.#refuse(from, prevId, acceptance, 'stale');
+    }
+    const refusal = this.#admit(from, role);
+    if (refusal !== undefined) return this.#refuse(from, prevId, acceptance, refusal);
+    const lifetimeMs = Math.min(instructions.lifetimeSeconds * 1000, MAX_TUNNEL_LIFETIME_MS);
+    const entry = this.#addEntry(role, from, fromKey, prevId, acceptance, lifetimeMs);
+    if (role === 'endpoint') return this.#openEndpoint(entry);
+    const next = { address: instructions.next.address, publicKey: instructions.next.staticKey };
+    this.#forwardBuild(entry, next, (nextId) => ({ type: 'build-request', tunnelId: nextId, records: transformRequestRecords(records, opened.requestLayerKey) }));
+  }
+
+  #onRelayerBuildRequest(from: LinkPeer, fromKey: string, prevId: TunnelId, ttl: number, ephemeral: Uint8Array): void {
+    if (this.#byUpstream.has(`${fromKey}|${prevId}`)) return this.#drop('build-duplicate-id');
+    if (!this.#rememberEphemeral(ephemeral, RELAYER_REPLAY_TTL_MS)) return this.#drop('build-replay');
+    const hop = acceptRelayerHop(ephemeral);
+    const role = ttl === 0 ? 'endpoint' : 'relay';
+    const refusal = this.#admit(from, role);
+    if (refusal !== undefined) return this.#refuse(from, prevId, hop, refusal);
+    const entry = this.#addEntry(role, from, fromKey, prevId, hop, TUNNEL_LIFETIME_MS);
+    if (role === 'endpoint') return this.#openEndpoint(entry);
+    const next = this.#policy.pickNextHop(new Set([fromKey, addressKey(this.#link.address)]));
+    if (next === undefined) {
+      this.#remove(entry, 'closed');
+      return this.#refuse(from, prevId, hop, 'next-hop-unreachable');
+    }
+    this.#forwardBuild(entry, next, (nextId) => ({
+      type: 'build-request-relayer',
+      tunnelId: nextId,
+      ttl: ttl - 1,
+      ephemeralKey: hop.nextE,
+      filler: randomBytes(RELAYER_FILLER_BYTES),
+    }));
+  }
+
+  #admit(from: LinkPeer, role: 'relay' | 'endpoint'): RefusalReason | undefined {
+    if (this.#byUpstream.size >= this.#maxTransit) {
+      this.#counters.add('build-refused-transit-cap');
+      return 'overloaded';
+    }
+    const refusal = this.#policy.admit(from, role);
+    if (refusal !== undefined) this.#counters.add(`build-refused-${refusal}`);
+    return refusal;
+  }
+
+  #addEntry(role: 'relay' | 'endpoint', prev: LinkPeer, prevKey: string, prevId: TunnelId, acceptance: Acceptance, lifetimeMs: number): HopEntry {
+    const now = this.#clock.now();
+    const entry: HopEntry = {
+      handle: this.#nextHandle++,
+      role,
+      prev,
+      prevKey,
+      prevId,
+      acceptance,
+      outWindow: new ReplayWindow(CELL_REPLAY_WINDOW),
+      inWindow: new ReplayWindow(CELL_REPLAY_WINDOW),
+      state: 'pending',
+      deadline: now + BUILD_HOP_TIMEOUT_MS,
+      expiresAt: now + lifetimeMs,
+      inboundCounter: randomCounterStart(),
+      endpointOpen: false,
+    };
+    this.#byUpstream.set(`${prevKey}|${prevId}`, entry);
+    if (role === 'endpoint') this.#endpoints.set(entry.handle, entry);
+    return entry;
+  }
+
+  #forwardBuild(entry: HopEntry, next: PeerCandidate, request: (nextId: TunnelId) => TunnelMessage): void {
+    const nextKey = addressKey(next.address);
+    if (nextKey === entry.prevKey || nextKey === addressKey(this.#link.address)) {
+      this.#remove(entry, 'closed');
+      return this.#refuse(entry.prev, entry.prevId, entry.acceptance, 'bad-record');
+    }
+    const nextId = this.#chooseId(nextKey);
+    entry.next = next;
+    entry.nextKey = nextKey;
+    entry.nextId = nextId;
+    this.#byDownstream.set(`${nextKey}|${nextId}`, entry);
+    this.#link.connect(next.address, { expectedKey: next.publicKey }).then(
+      () => {
+        if (this.#byDownstream.get(`${nextKey}|${nextId}`) !== entry || entry.state !== 'pending') return;
+        this.#link.send(next.address, encodeTunnelMessage(request(nextId)));
+        this.#counters.add('builds-forwarded');
+      },
+      () => {
+        if (this.#byDownstream.get(`${nextKey}|${nextId}`) !== entry || entry.state !== 'pending') return;
+        this.#counters.add('build-refused-next-hop-unreachable');
+        this.#remove(entry, 'closed');
+        this.#refuse(entry.prev, entry.prevId, entry.acceptance, 'next-hop-unreachable');
+      },
+    );
+  }
+
+  #openEndpoint(entry: HopEntry): void {
+    const tunnel = this.#endpointView(entry);
+    this.#policy.openEndpoint(tunnel).then(
+      (result) => {
+        if (this.#byUpstream.get(`${entry.prevKey}|${entry.prevId}`) !== entry) {
+          // Torn down while the port was being bound: give it back.
+          if (typeof result !== 'string') this.#policy.closeEndpoint(tunnel, 'closed');
+          return;
+        }
+        if (typeof result === 'string') {
+          this.#counters.add(`build-refused-${result}`);
+          this.#remove(entry, 'closed');
+          return this.#refuse(entry.prev, entry.prevId, entry.acceptance, result);
+        }
+        entry.endpointOpen = true;
+        this.#activate(entry);
+        this.#counters.add('endpoints-opened');
+        this.#reply(entry.prev, entry.prevId, entry.acceptance, { status: 'accepted', reason: 'none', endpoint: result }, undefined);
+      },
+      (error: unknown) => {
+        this.#logger.error('tunnel: endpoint setup failed', { error: String(error) });
+        if (this.#byUpstream.get(`${entry.prevKey}|${entry.prevId}`) !== entry) return;
+        this.#remove(entry, 'closed');
+        this.#refuse(entry.prev, entry.prevId, entry.acceptance, 'exit-policy');
+      },
+    );
+  }
+
+  #onBuildResponse(key: string, slots: Uint8Array): void {
+    const pending = this.#pendingBuilds.get(key);
+    if (pending !== undefined) return this.#onOwnBuildResponse(pending, slots);
+    const entry = this.#byDownstream.get(key);
+    if (entry === undefined || entry.state !== 'pending') return this.#drop('build-response-unknown');
+    this.#activate(entry);
+    this.#reply(entry.prev, entry.prevId, entry.acceptance, { status: 'accepted', reason: 'none', endpoint: null }, slots);
+  }
+
+  #onOwnBuildResponse(pending: PendingBuild, slots: Uint8Array): void {
+    this.#pendingBuilds.delete(pending.key);
+    this.#clock.clearTimeout(pending.timer);
+    const outcomes = pending.read(slots);
+    const failedAt = outcomes.findIndex((o) => o.status !== 'accepted');
+    if (failedAt >= 0 || outcomes.length !== pending.hopCount) {
+      const outcome = outcomes[failedAt];
+      const reason = outcome?.status === 'refused' ? outcome.reply.reason : 'invalid';
+      this.#counters.add(`builds-failed-${reason}`);
+      this.#sendDestroy(pending.firstHop.address, 'destroy-out', pending.linkId, 'closed');
+      pending.reject(new BuildError('BUILD_REFUSED', `hop ${failedAt} ${reason === 'invalid' ? 'sent an invalid reply' : `refused: ${reason}`}`, { hop: failedAt, reason }));
+      return;
+    }
+    const keys: HopKeys[] = [];
+    let endpointReply: BuildReply | undefined;
+    for (const outcome of outcomes) {
+      if (outcome.status !== 'accepted') return;
+      keys.push(outcome.keys);
+      endpointReply = outcome.reply;
+    }
+    const endpointAddress = endpointReply?.endpoint;
+    if (endpointAddress === null || endpointAddress === undefined) {
+      this.#sendDestroy(pending.firstHop.address, 'destroy-out', pending.linkId, 'closed');
+      pending.reject(new BuildError('BUILD_REFUSED', 'the endpoint did not report its port', { hop: pending.hopCount - 1, reason: 'invalid' }));
+      return;
+    }
+    const plan = pending.plan;
+    const path: PathHop[] = plan.mode === 'master' ? plan.hops.map((h) => ({ address: h.address, publicKey: h.publicKey })) : [plan.firstHop];
+    const last = plan.mode === 'master' ? plan.hops[plan.hops.length - 1] : undefined;
+    // An endpoint that does not know its public address reports '::' (PROTOCOL.md §4.3).
+    const endpoint = endpointAddress.host === '::' && last !== undefined ? { host: last.address.host, port: endpointAddress.port } : endpointAddress;
+    const now = this.#clock.now();
+    const tunnel = new OwnedTunnel({
+      localId: this.#nextHandle++,
+      linkId: pending.linkId,
+      mode: plan.mode,
+      path,
+      hopCount: pending.hopCount,
+      keys,
+      endpoint,
+      createdAt: now,
+      expiresAt: now + pending.lifetimeMs,
+    });
+    this.#owned.set(pending.key, tunnel);
+    this.#counters.add('builds-succeeded');
+    pending.resolve(tunnel);
+  }
+
+  #refuse(to: LinkPeer, prevId: TunnelId, acceptance: Acceptance, reason: RefusalReason): void {
+    this.#reply(to, prevId, acceptance, { status: 'refused', reason, endpoint: null }, undefined);
+  }
+
+  #reply(to: LinkPeer, prevId: TunnelId, acceptance: Acceptance, reply: BuildReply, slots: Uint8Array | undefined): void {
+    const slot = sealReplySlot(acceptance, reply);
+    const response = addResponseSlot(slots, slot, acceptance.responseLayerKey);
+    this.#link.send(to.address, encodeTunnelMessage({ type: 'build-response', tunnelId: prevId, slots: response }));
+  }
+
+  #activate(entry: HopEntry): void {
+    entry.state = 'active';
+    entry.deadline = entry.expiresAt;
+  }
+
+  #instructions(next: PeerCandidate | undefined, now: number, lifetimeMs: number): BuildInstructions {
+    const timeSeconds = Math.floor(now / 1000);
+    const lifetimeSeconds = Math.ceil(lifetimeMs / 1000);
+    if (next === undefined) return { role: 'endpoint', timeSeconds, lifetimeSeconds };
+    return { role: 'relay', timeSeconds, lifetimeSeconds, next: { address: next.address, staticKey: next.publicKey } };
+  }
+
+  // ---- cells -----------------------------------------------------------------------------
+
+  #onCellOut(key: string, seq: number, body: Uint8Array): void {
+    const entry = this.#byUpstream.get(key);
+    if (entry === undefined) return this.#drop('cell-unknown-tunnel');
+    if (entry.state !== 'active') return this.#drop('cell-not-ready');
+    if (!entry.outWindow.check(seq)) return this.#drop('cell-replay');
+    const { keys } = entry.acceptance;
+    if (entry.role === 'endpoint') {
+      const plaintext = openOutbound(keys.outboundKey, seq, body);
+      if (plaintext === null) return this.#badCell(entry);
+      entry.outWindow.mark(seq);
+      this.#counters.add('endpoint-cells-received');
+      this.#policy.endpointFrame(this.#endpointView(entry), plaintext.length === CELL_PLAINTEXT_BYTES ? plaintext : plaintext.subarray(0, CRYPTO_PLAINTEXT_BYTES));
+      return;
+    }
+    const peeled = peelOutbound(keys.outboundKey, seq, body);
+    if (peeled === null) return this.#badCell(entry);
+    entry.outWindow.mark(seq);
+    const cell = new Uint8Array(CELL_BYTES);
+    encodeCellInto(cell, 'cell-out', entry.nextId!, seq + keys.outboundOffset, peeled);
+    this.#link.send(entry.next!.address, cell);
+    this.#counters.add('cells-relayed');
+  }
+
+  #onCellIn(key: string, seq: number, body: Uint8Array): void {
+    const tunnel = this.#owned.get(key);
+    if (tunnel !== undefined) {
+      const result = tunnel.openCell(seq, body);
+      if (result === 'replay') return this.#drop('cell-replay');
+      if (result === 'bad-tag') return this.#drop('cell-bad-tag');
+      this.#counters.add('cells-received');
+      this.onTunnelFrame(tunnel, result);
+      return;
+    }
+    const entry = this.#byDownstream.get(key);
+    if (entry === undefined) return this.#drop('cell-unknown-tunnel');
+    if (entry.state !== 'active') return this.#drop('cell-not-ready');
+    if (!entry.inWindow.mark(seq)) return this.#drop('cell-replay');
+    const { keys } = entry.acceptance;
+    const cell = new Uint8Array(CELL_BYTES);
+    encodeCellInto(cell, 'cell-in', entry.prevId, seq + keys.inboundOffset, addInboundLayer(keys.inboundKey, seq, body));
+    this.#link.send(entry.prev.address, cell);
+    this.#counters.add('cells-relayed');
+  }
+
+  /** A tag failed: tagging or corruption. Drop, count, and tear the tunnel down both ways. */
+  #badCell(entry: HopEntry): void {
+    this.#drop('cell-bad-tag');
+    this.#sendDestroy(entry.prev.address, 'destroy-in', entry.prevId, 'bad-cell');
+    if (entry.next !== undefined && entry.nextId !== undefined) this.#sendDestroy(entry.next.address, 'destroy-out', entry.nextId, 'bad-cell');
+    this.#remove(entry, 'bad-cell');
+  }
+
+  // ---- teardown --------------------------------------------------------------------------
+
+  #onDestroyOut(key: string): void {
+    const entry = this.#byUpstream.get(key);
+    if (entry === undefined) return this.#drop('destroy-unknown-tunnel');
+    if (entry.next !== undefined && entry.nextId !== undefined) this.#sendDestroy(entry.next.address, 'destroy-out', entry.nextId, 'closed');
+    this.#remove(entry, 'closed');
+    this.#counters.add('destroys-received');
+  }
+
+  #onDestroyIn(key: string): void {
+    const tunnel = this.#owned.get(key);
+    if (tunnel !== undefined) {
+      this.#owned.delete(key);
+      this.#counters.add('destroys-received');
+      this.onTunnelClosed(tunnel, 'closed');
+      return;
+    }
+    const entry = this.#byDownstream.get(key);
+    if (entry === undefined) return this.#drop('destroy-unknown-tunnel');
+    this.#sendDestroy(entry.prev.address, 'destroy-in', entry.prevId, 'closed');
+    this.#remove(entry, 'closed');
+    this.#counters.add('destroys-received');
+  }
+
+  #onNeighbourLost(peerKey: string): void {
+    for (const entry of [...this.#byUpstream.values()]) {
+      if (entry.prevKey === peerKey && entry.next !== undefined && entry.nextId !== undefined) {
+        this.#sendDestroy(entry.next.address, 'destroy-out', entry.nextId, 'neighbour-lost');
+        this.#remove(entry, 'neighbour-lost');
+      } else if (entry.nextKey === peerKey) {
+        this.#sendDestroy(entry.prev.address, 'destroy-in', entry.prevId, 'neighbour-lost');
+        this.#remove(entry, 'neighbour-lost');
+      } else if (entry.prevKey === peerKey) {
+        this.#remove(entry, 'neighbour-lost');
+      }
+    }
+    for (const [key, tunnel] of [...this.#owned]) {
+      if (tunnel.firstHopKey !== peerKey) continue;
+      this.#owned.delete(key);
+      this.onTunnelClosed(tunnel, 'neighbour-lost');
+    }
+  }
+
+  #remove(entry: HopEntry, reason: DestroyReason): void {
+    const upKey = `${entry.prevKey}|${entry.prevId}`;
+    if (this.#byUpstream.get(upKey) === entry) this.#byUpstream.delete(upKey);
+    if (this.#endpoints.get(entry.handle) === entry) this.#endpoints.delete(entry.handle);
+    if (entry.nextKey !== undefined && entry.nextId !== undefined) {
+      const downKey = `${entry.nextKey}|${entry.nextId}`;
+      if (this.#byDownstream.get(downKey) === entry) this.#byDownstream.delete(downKey);
+    }
+    if (entry.endpointOpen) {
+      entry.endpointOpen = false;
+      this.#policy.closeEndpoint(this.#endpointView(entry), reason);
+    }
+  }
+
+  #sendDestroy(to: UdpAddress, type: 'destroy-out' | 'destroy-in', id: TunnelId, reason: DestroyReason): void {
+    if (this.#closed) return;
+    this.#link.send(to, encodeTunnelMessage({ type, tunnelId: id, reason: DESTROY_REASONS[reason] }));
+  }
+
+  // ---- housekeeping ----------------------------------------------------------------------
+
+  #schedule(): void {
+    this.#timer = this.#clock.setTimeout(() => {
+      this.#tick();
+      if (!this.#closed) this.#schedule();
+    }, TUNNEL_TICK_MS);
+  }
+
+  #tick(): void {
+    const now = this.#clock.now();
+    for (const entry of [...this.#byUpstream.values()]) {
+      if (entry.deadline > now) continue;
+      this.#counters.add(entry.state === 'pending' ? 'transit-build-expired' : 'transit-expired');
+      this.#remove(entry, 'expired');
+    }
+    for (const [key, tunnel] of [...this.#owned]) {
+      if (tunnel.expiresAt > now) continue;
+      this.#owned.delete(key);
+      this.#sendDestroy(tunnel.firstHop, 'destroy-out', tunnel.linkId, 'expired');
+      this.onTunnelClosed(tunnel, 'expired');
+    }
+    for (const [ephemeral, until] of this.#seenEphemerals) if (until <= now) this.#seenEphemerals.delete(ephemeral);
+  }
+
+  // ---- helpers ---------------------------------------------------------------------------
+
+  /** false if `ephemeral` was seen (a replayed build) or the cache is full (refuse, never forget early). */
+  #rememberEphemeral(ephemeral: Uint8Array, ttlMs: number): boolean {
+    const key = Buffer.from(ephemeral).toString('base64');
+    if (this.#seenEphemerals.has(key)) return false;
+    if (this.#seenEphemerals.size >= REPLAY_CACHE_LIMIT) return false;
+    this.#seenEphemerals.set(key, this.#clock.now() + ttlMs);
+    return true;
+  }
+
+  /** A random link tunnel id not used toward `peerKey` by any of our tables. */
+  #chooseId(peerKey: string): TunnelId {
+    for (;;) {
+      const bytes = randomBytes(4);
+      const id = tunnelId(((bytes[0]! << 24) | (bytes[1]! << 16) | (bytes[2]! << 8) | bytes[3]!) >>> 0);
+      const key = `${peerKey}|${id}`;
+      if (!this.#byDownstream.has(key) && !this.#owned.has(key) && !this.#pendingBuilds.has(key)) return id;
+    }
+  }
+
+  #entryByHandle(tunnel: EndpointTunnel): HopEntry | undefined {
+    return this.#endpoints.get(tunnel.handle);
+  }
+
+  #endpointView(entry: HopEntry): EndpointTunnel {
+    return { handle: entry.handle, upstream: entry.prev, expiresAt: entry.expiresAt };
+  }
+
+  #drop(reason: string): void {
+    this.#counters.add(`drop:${reason}`);
+  }
+}
