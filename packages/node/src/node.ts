@@ -63,6 +63,10 @@ export interface DeutNodeOptions {
   readonly sockets?: SocketFactory;
   /** @default 600,000 */
   readonly tunnelLifetimeMs?: number;
+  /** Build a tunnel's replacement this long before it expires. @default 60,000 */
+  readonly tunnelRotateBeforeMs?: number;
+  /** Stop sending through a tunnel this long before it expires. @default 30,000 */
+  readonly tunnelDrainBeforeMs?: number;
   /** @default 5,000 */
   readonly buildTimeoutMs?: number;
   /** @default 30,000 */
@@ -179,6 +183,8 @@ export class DeutNode extends EventEmitter<DeutNodeEvents> {
         clock: this.#clock,
         logger,
         ...(options.tunnelLifetimeMs !== undefined ? { lifetimeMs: options.tunnelLifetimeMs } : {}),
+        ...(options.tunnelRotateBeforeMs !== undefined ? { rotateBeforeMs: options.tunnelRotateBeforeMs } : {}),
+        ...(options.tunnelDrainBeforeMs !== undefined ? { drainBeforeMs: options.tunnelDrainBeforeMs } : {}),
         ...(options.buildTimeoutMs !== undefined ? { buildTimeoutMs: options.buildTimeoutMs } : {}),
         ...(options.probeIntervalMs !== undefined ? { probeIntervalMs: options.probeIntervalMs } : {}),
       });

@@ -28,6 +28,13 @@ export interface TunnelPoolOptions {
   readonly allowSameSubnet?: boolean;
   /** @default 600,000 */
   readonly lifetimeMs?: number;
+  /** Start building a replacement this long before a tunnel expires. @default 60,000 */
+  readonly rotateBeforeMs?: number;
+  /**
+   * Stop sending new messages through a tunnel this long before it expires; it keeps
+   * receiving until it expires, so replies to its endpoint still arrive. @default 30,000
+   */
+  readonly drainBeforeMs?: number;
   /** Builds in flight at once. @default 16 */
   readonly buildConcurrency?: number;
   /** @default 5,000 */
@@ -61,10 +68,6 @@ interface Pooled {
   probe: { id: string; sentAt: number; timer: TimerHandle } | undefined;
 }
 
-/** Start building a replacement this long before a tunnel expires. */
-const ROTATE_BEFORE_MS = 60_000;
-/** Stop sending new messages through a tunnel this long before it expires. */
-const DRAIN_BEFORE_MS = 30_000;
 /** Consecutive unanswered probes that make a tunnel dead. */
 const PROBE_FAILURES_DEAD = 2;
 const TICK_MS = 250;
@@ -96,6 +99,8 @@ export class TunnelPool {
       pathSelection: options.pathSelection ?? 'master',
       allowSameSubnet: options.allowSameSubnet ?? false,
       lifetimeMs: options.lifetimeMs ?? 600_000,
+      rotateBeforeMs: options.rotateBeforeMs ?? 60_000,
+      drainBeforeMs: options.drainBeforeMs ?? 30_000,
       buildConcurrency: options.buildConcurrency ?? 16,
       buildTimeoutMs: options.buildTimeoutMs ?? 5_000,
       probeIntervalMs: options.probeIntervalMs ?? 30_000,
@@ -122,7 +127,7 @@ export class TunnelPool {
 
   /** Tunnels that take new messages: up, and not about to expire. */
   usable(): OwnedTunnel[] {
-    const cutoff = this.#o.clock.now() + DRAIN_BEFORE_MS;
+    const cutoff = this.#o.clock.now() + this.#o.drainBeforeMs;
     return [...this.#tunnels.values()].filter((p) => p.tunnel.expiresAt > cutoff).map((p) => p.tunnel);
   }
 
@@ -143,7 +148,7 @@ export class TunnelPool {
 
   /** The pool's tunnels for `tunnels.list()`. */
   list(): TunnelInfo[] {
-    const cutoff = this.#o.clock.now() + DRAIN_BEFORE_MS;
+    const cutoff = this.#o.clock.now() + this.#o.drainBeforeMs;
     return [...this.#tunnels.values()].map((p) => ({
       id: p.tunnel.localId,
       hops: p.tunnel.hopCount,
@@ -212,7 +217,7 @@ export class TunnelPool {
       if (pooled.probe === undefined && now >= pooled.nextProbeAt) this.#sendProbe(pooled);
     }
     // Tunnels within the rotation window are already being replaced: count them out.
-    const rotateCutoff = now + ROTATE_BEFORE_MS;
+    const rotateCutoff = now + this.#o.rotateBeforeMs;
     const lasting = [...this.#tunnels.values()].filter((p) => p.tunnel.expiresAt > rotateCutoff).length;
     let deficit = this.#o.target - lasting - this.#building;
     while (deficit > 0 && this.#building < this.#o.buildConcurrency && now >= this.#nextBuildAt) {
