@@ -158,10 +158,8 @@ export class DeutNode extends EventEmitter<DeutNodeEvents> {
       logger,
       ...(options.maxTransit !== undefined ? { maxTransit: options.maxTransit } : {}),
       policy: {
-        admit: (from: LinkPeer): RefusalReason | undefined => {
-          if (!relay) return 'overloaded';
-          return perNeighbour.take(from.address.host) && global.take() ? undefined : 'rate-limited';
-        },
+        allowBuildFrom: (from: LinkPeer) => perNeighbour.take(from.address.host) && global.take(),
+        admit: (): RefusalReason | undefined => (relay ? undefined : 'overloaded'),
         openEndpoint: (tunnel) => this.#exits.open(tunnel),
         closeEndpoint: (tunnel) => this.#exits.close(tunnel),
         endpointFrame: (tunnel, plaintext) => this.#exits.frame(tunnel, plaintext),

@@ -20,11 +20,10 @@ import {
   type TimerHandle,
   type UdpAddress,
 } from '@deut/common';
-import { CELL_PLAINTEXT_BYTES as CRYPTO_PLAINTEXT_BYTES, addInboundLayer, openOutbound, peelOutbound, randomBytes, sealInbound, type KeyPair } from '@deut/crypto';
+import { addInboundLayer, openOutbound, peelOutbound, randomBytes, sealInbound, type KeyPair } from '@deut/crypto';
 import type { Link, LinkPeer } from '@deut/link';
 import {
   CELL_BYTES,
-  CELL_PLAINTEXT_BYTES,
   MAX_HOPS,
   RELAYER_FILLER_BYTES,
   decodeTunnelMessage,
@@ -48,6 +47,7 @@ import {
   readRelayerResponse,
   sealReplySlot,
   transformRequestRecords,
+  wipeAcceptance,
   type HopKeys,
   type HopOutcome,
 } from './build-crypto.js';
@@ -89,7 +89,12 @@ export interface PeerCandidate {
 
 /** What the node decides for the engine. */
 export interface TunnelPolicy {
-  /** Admission of a transit tunnel (rate limits, caps); a reason refuses it. */
+  /**
+   * Build-rate admission, asked before any cryptography so that a flooding neighbour costs
+   * no key exchange; false drops the request silently (no reply is possible without keys).
+   */
+  allowBuildFrom(from: LinkPeer): boolean;
+  /** Admission of a transit tunnel in a role (this node does not relay, ...); a reason refuses it. */
   admit(from: LinkPeer, role: 'relay' | 'endpoint'): RefusalReason | undefined;
   /** Endpoint setup (bind a port); resolves to the address to report, or a refusal reason. */
   openEndpoint(tunnel: EndpointTunnel): Promise<UdpAddress | RefusalReason>;
@@ -143,7 +148,9 @@ interface HopEntry {
   next?: PeerCandidate;
   nextKey?: string;
   nextId?: TunnelId;
-  readonly acceptance: Acceptance;
+  readonly keys: HopKeys;
+  /** Reply secrets, needed until this hop's reply slot is sent, then wiped and dropped. */
+  acceptance: Acceptance | undefined;
   readonly outWindow: ReplayWindow;
   readonly inWindow: ReplayWindow;
   state: 'pending' | 'active';
@@ -316,7 +323,7 @@ export class TunnelEngine {
     if (entry === undefined || entry.state !== 'active') return false;
     const counter = entry.inboundCounter++;
     const cell = new Uint8Array(CELL_BYTES);
-    encodeCellInto(cell, 'cell-in', entry.prevId, counter, sealInbound(entry.acceptance.keys.inboundKey, counter, plaintext));
+    encodeCellInto(cell, 'cell-in', entry.prevId, counter, sealInbound(entry.keys.inboundKey, counter, plaintext));
     this.#link.send(entry.prev.address, cell);
     this.#counters.add('endpoint-cells-sent');
     return true;
@@ -391,6 +398,7 @@ export class TunnelEngine {
 
   #onBuildRequest(from: LinkPeer, fromKey: string, prevId: TunnelId, records: Uint8Array): void {
     if (this.#byUpstream.has(`${fromKey}|${prevId}`)) return this.#drop('build-duplicate-id');
+    if (!this.#policy.allowBuildFrom(from)) return this.#drop('build-rate-limited');
     const opened = openRecord(this.#identity, records);
     if (opened === null) return this.#drop('build-bad-record');
     if (!this.#rememberEphemeral(opened.ephemeral, MASTER_REPLAY_TTL_MS)) return this.#drop('build-replay');
@@ -413,6 +421,7 @@ export class TunnelEngine {
 
   #onRelayerBuildRequest(from: LinkPeer, fromKey: string, prevId: TunnelId, ttl: number, ephemeral: Uint8Array): void {
     if (this.#byUpstream.has(`${fromKey}|${prevId}`)) return this.#drop('build-duplicate-id');
+    if (!this.#policy.allowBuildFrom(from)) return this.#drop('build-rate-limited');
     if (!this.#rememberEphemeral(ephemeral, RELAYER_REPLAY_TTL_MS)) return this.#drop('build-replay');
     const hop = acceptRelayerHop(ephemeral);
     const role = ttl === 0 ? 'endpoint' : 'relay';
@@ -452,6 +461,7 @@ export class TunnelEngine {
       prev,
       prevKey,
       prevId,
+      keys: acceptance.keys,
       acceptance,
       outWindow: new ReplayWindow(CELL_REPLAY_WINDOW),
       inWindow: new ReplayWindow(CELL_REPLAY_WINDOW),
@@ -470,7 +480,7 @@ export class TunnelEngine {
     const nextKey = addressKey(next.address);
     if (nextKey === entry.prevKey || nextKey === addressKey(this.#link.address)) {
       this.#remove(entry, 'closed');
-      return this.#refuse(entry.prev, entry.prevId, entry.acceptance, 'bad-record');
+      return this.#entryReply(entry, { status: 'refused', reason: 'bad-record', endpoint: null }, undefined);
     }
     const nextId = this.#chooseId(nextKey);
     entry.next = next;
@@ -487,7 +497,7 @@ export class TunnelEngine {
         if (this.#byDownstream.get(`${nextKey}|${nextId}`) !== entry || entry.state !== 'pending') return;
         this.#counters.add('build-refused-next-hop-unreachable');
         this.#remove(entry, 'closed');
-        this.#refuse(entry.prev, entry.prevId, entry.acceptance, 'next-hop-unreachable');
+        this.#entryReply(entry, { status: 'refused', reason: 'next-hop-unreachable', endpoint: null }, undefined);
       },
     );
   }
@@ -504,18 +514,18 @@ export class TunnelEngine {
         if (typeof result === 'string') {
           this.#counters.add(`build-refused-${result}`);
           this.#remove(entry, 'closed');
-          return this.#refuse(entry.prev, entry.prevId, entry.acceptance, result);
+          return this.#entryReply(entry, { status: 'refused', reason: result, endpoint: null }, undefined);
         }
         entry.endpointOpen = true;
         this.#activate(entry);
         this.#counters.add('endpoints-opened');
-        this.#reply(entry.prev, entry.prevId, entry.acceptance, { status: 'accepted', reason: 'none', endpoint: result }, undefined);
+        this.#entryReply(entry, { status: 'accepted', reason: 'none', endpoint: result }, undefined);
       },
       (error: unknown) => {
         this.#logger.error('tunnel: endpoint setup failed', { error: String(error) });
         if (this.#byUpstream.get(`${entry.prevKey}|${entry.prevId}`) !== entry) return;
         this.#remove(entry, 'closed');
-        this.#refuse(entry.prev, entry.prevId, entry.acceptance, 'exit-policy');
+        this.#entryReply(entry, { status: 'refused', reason: 'exit-policy', endpoint: null }, undefined);
       },
     );
   }
@@ -526,7 +536,7 @@ export class TunnelEngine {
     const entry = this.#byDownstream.get(key);
     if (entry === undefined || entry.state !== 'pending') return this.#drop('build-response-unknown');
     this.#activate(entry);
-    this.#reply(entry.prev, entry.prevId, entry.acceptance, { status: 'accepted', reason: 'none', endpoint: null }, slots);
+    this.#entryReply(entry, { status: 'accepted', reason: 'none', endpoint: null }, slots);
   }
 
   #onOwnBuildResponse(pending: PendingBuild, slots: Uint8Array): void {
@@ -577,8 +587,18 @@ export class TunnelEngine {
     pending.resolve(tunnel);
   }
 
+  /** Sends this hop's reply for `entry` once, then wipes and drops the reply secrets. */
+  #entryReply(entry: HopEntry, reply: BuildReply, slots: Uint8Array | undefined): void {
+    const acceptance = entry.acceptance;
+    if (acceptance === undefined) return;
+    entry.acceptance = undefined;
+    this.#reply(entry.prev, entry.prevId, acceptance, reply, slots);
+    wipeAcceptance(acceptance);
+  }
+
   #refuse(to: LinkPeer, prevId: TunnelId, acceptance: Acceptance, reason: RefusalReason): void {
     this.#reply(to, prevId, acceptance, { status: 'refused', reason, endpoint: null }, undefined);
+    wipeAcceptance(acceptance);
   }
 
   #reply(to: LinkPeer, prevId: TunnelId, acceptance: Acceptance, reply: BuildReply, slots: Uint8Array | undefined): void {
@@ -606,13 +626,13 @@ export class TunnelEngine {
     if (entry === undefined) return this.#drop('cell-unknown-tunnel');
     if (entry.state !== 'active') return this.#drop('cell-not-ready');
     if (!entry.outWindow.check(seq)) return this.#drop('cell-replay');
-    const { keys } = entry.acceptance;
+    const { keys } = entry;
     if (entry.role === 'endpoint') {
       const plaintext = openOutbound(keys.outboundKey, seq, body);
       if (plaintext === null) return this.#badCell(entry);
       entry.outWindow.mark(seq);
       this.#counters.add('endpoint-cells-received');
-      this.#policy.endpointFrame(this.#endpointView(entry), plaintext.length === CELL_PLAINTEXT_BYTES ? plaintext : plaintext.subarray(0, CRYPTO_PLAINTEXT_BYTES));
+      this.#policy.endpointFrame(this.#endpointView(entry), plaintext);
       return;
     }
     const peeled = peelOutbound(keys.outboundKey, seq, body);
@@ -638,7 +658,7 @@ export class TunnelEngine {
     if (entry === undefined) return this.#drop('cell-unknown-tunnel');
     if (entry.state !== 'active') return this.#drop('cell-not-ready');
     if (!entry.inWindow.mark(seq)) return this.#drop('cell-replay');
-    const { keys } = entry.acceptance;
+    const { keys } = entry;
     const cell = new Uint8Array(CELL_BYTES);
     encodeCellInto(cell, 'cell-in', entry.prevId, seq + keys.inboundOffset, addInboundLayer(keys.inboundKey, seq, body));
     this.#link.send(entry.prev.address, cell);

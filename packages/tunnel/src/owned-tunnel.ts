@@ -5,7 +5,7 @@
  */
 import { ReplayWindow, addressKey, type UdpAddress } from '@deut/common';
 import { openInbound, randomBytes, sealOutbound, type LayerKey } from '@deut/crypto';
-import { CELL_PLAINTEXT_BYTES, encodeCellInto, CELL_BYTES, type TunnelId } from '@deut/wire';
+import { CELL_BYTES, encodeCellInto, type TunnelId } from '@deut/wire';
 import type { HopKeys } from './build-crypto.js';
 import { CELL_COUNTER_START_LIMIT, CELL_REPLAY_WINDOW } from './constants.js';
 
@@ -127,6 +127,6 @@ export class OwnedTunnel {
     if (plaintext === null) return 'bad-tag';
     this.#window.mark(seq);
     this.#cellsIn++;
-    return plaintext.length === CELL_PLAINTEXT_BYTES ? plaintext : plaintext.subarray(0, CELL_PLAINTEXT_BYTES);
+    return plaintext;
   }
 }
