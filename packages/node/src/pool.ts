@@ -216,9 +216,17 @@ export class TunnelPool {
     for (const pooled of [...this.#tunnels.values()]) {
       if (pooled.probe === undefined && now >= pooled.nextProbeAt) this.#sendProbe(pooled);
     }
+    this.#fill();
+  }
+
+  /** Starts builds while the pool is short, within the concurrency limit and any backoff. */
+  #fill(): void {
+    if (this.#closed) return;
+    const now = this.#o.clock.now();
     // Tunnels within the rotation window are already being replaced: count them out.
     const rotateCutoff = now + this.#o.rotateBeforeMs;
-    const lasting = [...this.#tunnels.values()].filter((p) => p.tunnel.expiresAt > rotateCutoff).length;
+    let lasting = 0;
+    for (const pooled of this.#tunnels.values()) if (pooled.tunnel.expiresAt > rotateCutoff) lasting++;
     let deficit = this.#o.target - lasting - this.#building;
     while (deficit > 0 && this.#building < this.#o.buildConcurrency && now >= this.#nextBuildAt) {
       if (!this.#startBuild()) break;
@@ -251,6 +259,8 @@ export class TunnelPool {
         this.#tunnels.set(tunnel.localId, { tunnel, rttMs: undefined, failures: 0, nextProbeAt: this.#jitteredProbeTime(), probe: undefined });
         this.#counters.add('builds-succeeded');
         this.#wake();
+        // Keep the pipeline full: start the next build now rather than at the next tick.
+        this.#fill();
       },
       (error: unknown) => {
         this.#building--;
