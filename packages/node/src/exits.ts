@@ -126,8 +126,8 @@ export class EndpointExits {
   }
 
   /** Counters of this role. */
-  stats(): { ports: number; reassembly: ReturnType<Reassembler['stats']>; counters: Record<string, number> } {
-    return { ports: this.#open.size, reassembly: this.#reassembler.stats(), counters: this.#counters.snapshot() };
+  stats(): { ports: number; reassembly: ReturnType<Reassembler['stats']>; policy: ReturnType<ExitPolicy['stats']>; counters: Record<string, number> } {
+    return { ports: this.#open.size, reassembly: this.#reassembler.stats(), policy: this.#options.policy.stats(), counters: this.#counters.snapshot() };
   }
 
   /** Closes every port (the engine also reports each close; this is for shutdown). */

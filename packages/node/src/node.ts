@@ -4,6 +4,7 @@
  * exchange, and, as a master, a tunnel pool and messaging. Public API of issue #3.
  */
 import { EventEmitter } from 'node:events';
+import { networkInterfaces } from 'node:os';
 import {
   Counters,
   KeyedRateLimiter,
@@ -69,6 +70,8 @@ export interface DeutNodeOptions {
   readonly tunnelDrainBeforeMs?: number;
   /** @default 5,000 */
   readonly buildTimeoutMs?: number;
+  /** Tunnel builds in flight at once. @default 16 */
+  readonly buildConcurrency?: number;
   /** @default 30,000 */
   readonly probeIntervalMs?: number;
   /** Build requests admitted per neighbour (Tor: 3/s, burst 90). */
@@ -109,6 +112,20 @@ const PEERS_WANTED = 24;
 const PEER_LIST_ANSWER = 20;
 const PEER_REQUEST_VALID_MS = 30_000;
 
+/**
+ * The addresses of this node's own port, which its endpoints must never send to. A node
+ * listening on a wildcard address is reachable on every interface address.
+ */
+function ownNodeAddresses(local: UdpAddress): string[] {
+  const wildcard = local.host === '0.0.0.0' || local.host === '::';
+  if (!wildcard) return [addressKey(local)];
+  const hosts = new Set<string>([local.host]);
+  for (const entries of Object.values(networkInterfaces())) {
+    for (const entry of entries ?? []) if (local.host === '::' || entry.family === 'IPv4') hosts.add(entry.address.split('%')[0]!);
+  }
+  return [...hosts].map((host) => addressKey({ host, port: local.port }));
+}
+
 /** A deut node. */
 export class DeutNode extends EventEmitter<DeutNodeEvents> {
   readonly #link: Link;
@@ -137,7 +154,7 @@ export class DeutNode extends EventEmitter<DeutNodeEvents> {
     const logger = options.logger ?? silentLogger;
     const self = addressKey(link.address);
     this.#peers = new PeerTable(self, () => this.#clock.now());
-    const policy = new ExitPolicy({ ...options.exit, allowPrivateExits: options.allowPrivateExits ?? false, ownAddresses: [self], clock: this.#clock });
+    const policy = new ExitPolicy({ ...options.exit, allowPrivateExits: options.allowPrivateExits ?? false, ownAddresses: ownNodeAddresses(link.address), clock: this.#clock });
     const listenHost = link.address.host;
     this.#exits = new EndpointExits({
       policy,
@@ -184,6 +201,7 @@ export class DeutNode extends EventEmitter<DeutNodeEvents> {
         ...(options.tunnelRotateBeforeMs !== undefined ? { rotateBeforeMs: options.tunnelRotateBeforeMs } : {}),
         ...(options.tunnelDrainBeforeMs !== undefined ? { drainBeforeMs: options.tunnelDrainBeforeMs } : {}),
         ...(options.buildTimeoutMs !== undefined ? { buildTimeoutMs: options.buildTimeoutMs } : {}),
+        ...(options.buildConcurrency !== undefined ? { buildConcurrency: options.buildConcurrency } : {}),
         ...(options.probeIntervalMs !== undefined ? { probeIntervalMs: options.probeIntervalMs } : {}),
       });
       this.#pool.onTunnelGone = (tunnel) => this.#reassembler.forget(String(tunnel.localId));
@@ -257,12 +275,16 @@ export class DeutNode extends EventEmitter<DeutNodeEvents> {
     return this.#requireMaster().request(to, payload, options);
   }
 
-  /** Sends one datagram to any UDP destination, from one of our endpoints. */
-  async send(to: UdpAddress, payload: Uint8Array, options: { signal?: AbortSignal } = {}): Promise<void> {
+  /**
+   * Sends one datagram to any UDP destination, from one of our endpoints: a random one, or
+   * the tunnel `options.tunnel` (a `DatagramInfo.tunnel`), so that an answer to a peer
+   * leaves from the endpoint the peer contacted.
+   */
+  async send(to: UdpAddress, payload: Uint8Array, options: { signal?: AbortSignal; tunnel?: number } = {}): Promise<void> {
     const pool = this.#pool;
     if (pool === undefined) throw configError('NOT_A_MASTER', 'this node keeps no tunnels');
     await pool.ready(1, options.signal);
-    const tunnel = pool.pickOne();
+    const tunnel = (options.tunnel !== undefined ? pool.usableById(options.tunnel) : undefined) ?? pool.pickOne();
     if (tunnel === undefined) throw configError('NO_TUNNELS', 'no usable tunnel');
     this.#transmit(tunnel, to, payload);
   }

@@ -140,6 +140,11 @@ export class TunnelPool {
     return chosen;
   }
 
+  /** The usable tunnel with local id `id`, if it is still in the pool and not draining. */
+  usableById(id: number): OwnedTunnel | undefined {
+    return this.usable().find((t) => t.localId === id);
+  }
+
   /** One usable tunnel chosen uniformly at random, if any. */
   pickOne(): OwnedTunnel | undefined {
     const usable = this.usable();
@@ -265,9 +270,11 @@ export class TunnelPool {
       (error: unknown) => {
         this.#building--;
         this.#counters.add('builds-failed');
-        // Blame the hop that refused or, on a timeout, every hop: we cannot tell which died.
+        // Blame the hop that refused or, on a timeout, every hop we chose: we cannot tell
+        // which died. In relayer mode we chose only the first hop, so a refusal further on
+        // names a relayer we do not know, and nobody in our table is blamed for it.
         const hop = error instanceof BuildError ? error.failure.hop : undefined;
-        const blamed = hop !== undefined && hop >= 0 && path[hop] !== undefined ? [path[hop]] : path;
+        const blamed = hop === undefined || hop < 0 ? path : path[hop] !== undefined ? [path[hop]] : [];
         for (const peer of blamed) this.#peers.blame(peer.key);
         this.#backoff();
         this.#o.logger.debug('pool: build failed', { error: String(error) });

@@ -431,8 +431,9 @@ export class TunnelEngine {
     if (role === 'endpoint') return this.#openEndpoint(entry);
     const next = this.#policy.pickNextHop(new Set([fromKey, addressKey(this.#link.address)]));
     if (next === undefined) {
+      this.#counters.add('build-refused-next-hop-unreachable');
       this.#remove(entry, 'closed');
-      return this.#refuse(from, prevId, hop, 'next-hop-unreachable');
+      return this.#entryReply(entry, { status: 'refused', reason: 'next-hop-unreachable', endpoint: null }, undefined);
     }
     this.#forwardBuild(entry, next, (nextId) => ({
       type: 'build-request-relayer',
