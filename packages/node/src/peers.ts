@@ -3,9 +3,9 @@
  * authenticated or was told to expect. Masters pick paths from it; relayers in relayer
  * mode pick next hops from it; PEER_LIST answers sample it.
  */
-import { isIP } from 'node:net';
 import { addressKey, type UdpAddress } from '@deut/common';
 import type { PeerCandidate } from '@deut/tunnel';
+import { parseIp } from '@deut/wire';
 import { shuffled } from './random.js';
 
 /** A relayer in the table. */
@@ -17,11 +17,14 @@ export interface PeerRecord extends PeerCandidate {
   avoidUntil: number;
 }
 
-/** The /16 of an IPv4 address or the /32 of an IPv6 one: at most one hop per group (I2P's rule). */
+/**
+ * The /16 of an IPv4 address or the /32 of an IPv6 one: at most one hop per group (I2P's
+ * rule). Computed from the parsed address bytes, so every spelling of an address (and an
+ * IPv4-mapped IPv6 one) lands in the same group.
+ */
 export function subnetGroup(host: string): string {
-  if (isIP(host) === 4) return host.split('.').slice(0, 2).join('.');
-  const groups = host.split(':');
-  return `${groups[0] ?? ''}:${groups[1] ?? ''}`;
+  const { family, bytes } = parseIp(host);
+  return family === 4 ? `4:${bytes[12]}.${bytes[13]}` : `6:${Buffer.from(bytes.subarray(0, 4)).toString('hex')}`;
 }
 
 /** Relayers known to this node, bounded. */
