@@ -201,16 +201,19 @@ export class Messenger {
   }
 
   #serve(key: string, envelope: Envelope, from: UdpAddress): void {
+    const replyTo = envelope.replyTo.length > 0 ? envelope.replyTo : [from];
     const seen = this.#seen.get(key);
     if (seen !== undefined && seen.until > this.#clock.now()) {
       this.#counters.add('duplicates-dropped');
-      // The first answer may have been lost: send it again rather than run the handler twice.
-      if (seen.response !== undefined) this.#reply(seen.response, seen.replyTo);
+      // The first answer may have been lost: send it again rather than run the handler
+      // twice, to the addresses this copy names (a retry names the requester's current
+      // endpoints; the first copy's may be gone). A reply still being computed goes there too.
+      seen.replyTo = replyTo;
+      if (seen.response !== undefined) this.#reply(seen.response, replyTo);
       return;
     }
     const handler = this.#handler;
     if (handler === undefined) return this.#counters.add('drop:no-handler');
-    const replyTo = envelope.replyTo.length > 0 ? envelope.replyTo : [from];
     const entry = this.#remember(key, replyTo);
     this.#counters.add(envelope.kind === 'request' ? 'requests-served' : 'oneway-received');
     Promise.resolve()
@@ -220,7 +223,7 @@ export class Messenger {
           if (envelope.kind !== 'request' || reply === undefined) return;
           const response = encodeEnvelope({ kind: 'response', messageId: envelope.messageId, replyTo: [], payload: reply });
           entry.response = response;
-          this.#reply(response, replyTo);
+          this.#reply(response, entry.replyTo);
         },
         (error: unknown) => {
           this.#counters.add('handler-errors');
