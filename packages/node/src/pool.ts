@@ -28,11 +28,12 @@ export interface TunnelPoolOptions {
   readonly allowSameSubnet?: boolean;
   /** @default 600,000 */
   readonly lifetimeMs?: number;
-  /** Start building a replacement this long before a tunnel expires. @default 60,000 */
+  /** Start building a replacement this long before a tunnel expires (at most half the lifetime). @default 60,000 */
   readonly rotateBeforeMs?: number;
   /**
    * Stop sending new messages through a tunnel this long before it expires; it keeps
-   * receiving until it expires, so replies to its endpoint still arrive. @default 30,000
+   * receiving until it expires, so replies to its endpoint still arrive (at most a
+   * quarter of the lifetime). @default 30,000
    */
   readonly drainBeforeMs?: number;
   /** Builds in flight at once. @default 16 */
@@ -99,8 +100,10 @@ export class TunnelPool {
       pathSelection: options.pathSelection ?? 'master',
       allowSameSubnet: options.allowSameSubnet ?? false,
       lifetimeMs: options.lifetimeMs ?? 600_000,
-      rotateBeforeMs: options.rotateBeforeMs ?? 60_000,
-      drainBeforeMs: options.drainBeforeMs ?? 30_000,
+      // INVARIANT: drain < rotate < lifetime. A window as long as the lifetime would put every
+      // tunnel in rotation from birth: endless builds, and no tunnel ever usable.
+      rotateBeforeMs: Math.min(options.rotateBeforeMs ?? 60_000, (options.lifetimeMs ?? 600_000) / 2),
+      drainBeforeMs: Math.min(options.drainBeforeMs ?? 30_000, (options.lifetimeMs ?? 600_000) / 4),
       buildConcurrency: options.buildConcurrency ?? 16,
       buildTimeoutMs: options.buildTimeoutMs ?? 5_000,
       probeIntervalMs: options.probeIntervalMs ?? 30_000,
