@@ -564,7 +564,11 @@ test('pool - a relayer killed mid-run is detected, tunnels are rebuilt, and ever
     await until(() => issued >= 100, 10_000, 'traffic before the kill');
     net.kill(victim);
     const killedAt = Date.now();
-    const lostTunnels = (): number => counter(a.stats().pool?.counters, 'tunnels-dead') + counter(a.stats().pool?.counters, 'tunnels-lost');
+    // Dead by probes, or lost by a teardown (counted per DESTROY reason as tunnels-lost-<reason>).
+    const lostTunnels = (): number =>
+      Object.entries(a.stats().pool?.counters ?? {})
+        .filter(([name]) => name === 'tunnels-dead' || name.startsWith('tunnels-lost'))
+        .reduce((sum, [, n]) => sum + n, 0);
     await until(() => lostTunnels() >= doomed && (a.stats().pool?.usable ?? 0) >= target, 45_000, 'the pool to drop the dead tunnels and refill');
     const recoveryMs = Date.now() - killedAt;
     const issuedAtRecovery = issued;

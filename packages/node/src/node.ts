@@ -72,8 +72,10 @@ export interface DeutNodeOptions {
   readonly buildTimeoutMs?: number;
   /** Tunnel builds in flight at once. @default 16 */
   readonly buildConcurrency?: number;
-  /** @default 30,000 */
+  /** Mean time between probes of one tunnel. @default 30,000 */
   readonly probeIntervalMs?: number;
+  /** How long a probe waits for its reply. @default 3,000 */
+  readonly probeTimeoutMs?: number;
   /** Build requests admitted per neighbour (Tor: 3/s, burst 90). */
   readonly buildRatePerNeighbour?: RateLimit;
   /** Build requests admitted in all. @default { perSecond: 500, burst: 1000 } */
@@ -203,6 +205,7 @@ export class DeutNode extends EventEmitter<DeutNodeEvents> {
         ...(options.buildTimeoutMs !== undefined ? { buildTimeoutMs: options.buildTimeoutMs } : {}),
         ...(options.buildConcurrency !== undefined ? { buildConcurrency: options.buildConcurrency } : {}),
         ...(options.probeIntervalMs !== undefined ? { probeIntervalMs: options.probeIntervalMs } : {}),
+        ...(options.probeTimeoutMs !== undefined ? { probeTimeoutMs: options.probeTimeoutMs } : {}),
       });
       this.#pool.onTunnelGone = (tunnel) => this.#reassembler.forget(String(tunnel.localId));
       this.#messenger = new Messenger({
@@ -214,9 +217,9 @@ export class DeutNode extends EventEmitter<DeutNodeEvents> {
       });
     }
     this.#engine.onTunnelFrame = (tunnel, plaintext) => this.#onTunnelFrame(tunnel, plaintext);
-    this.#engine.onTunnelClosed = (tunnel) => {
+    this.#engine.onTunnelClosed = (tunnel, reason) => {
       this.#reassembler.forget(String(tunnel.localId));
-      this.#pool?.tunnelClosed(tunnel);
+      this.#pool?.tunnelClosed(tunnel, reason);
     };
     link.onPayload((payload, from) => (isPeerExchange(payload) ? this.#onPeerExchange(payload, from) : this.#engine.handle(payload, from)));
     const pool = this.#pool;
@@ -333,6 +336,7 @@ export class DeutNode extends EventEmitter<DeutNodeEvents> {
   }
 
   #onTunnelFrame(tunnel: OwnedTunnel, plaintext: Uint8Array): void {
+    this.#pool?.heardFrom(tunnel);
     let frame: CellFrame;
     try {
       frame = decodeCellFrame(plaintext);

@@ -6,7 +6,7 @@
  * it expires, so nothing sent through it or addressed to its endpoint is lost.
  */
 import { Counters, abortedError, silentLogger, systemClock, type Clock, type Logger, type TimerHandle, type UdpAddress } from '@deut/common';
-import { BuildError, type OwnedTunnel, type PathSelection, type TunnelEngine } from '@deut/tunnel';
+import { BuildError, type DestroyReason, type OwnedTunnel, type PathSelection, type TunnelEngine } from '@deut/tunnel';
 import { encodeCellFrame } from '@deut/wire';
 import { randomBytes } from '@deut/crypto';
 import type { PeerTable } from './peers.js';
@@ -65,12 +65,18 @@ interface Pooled {
   readonly tunnel: OwnedTunnel;
   rttMs: number | undefined;
   failures: number;
+  /** When a cell last arrived through this tunnel: traffic is proof of life, like a probe reply. */
+  lastHeardAt: number;
   nextProbeAt: number;
   probe: { id: string; sentAt: number; timer: TimerHandle } | undefined;
 }
 
-/** Consecutive unanswered probes that make a tunnel dead. */
-const PROBE_FAILURES_DEAD = 2;
+/**
+ * Consecutive unanswered probes, with no other traffic through the tunnel meanwhile, that
+ * make a tunnel dead. A probe crosses every hop twice, so at 10% loss per link it fails
+ * about half the time: three misses in a row keep false deaths rare.
+ */
+const PROBE_FAILURES_DEAD = 3;
 const TICK_MS = 250;
 
 /** The pool of tunnels a master sends and receives through. */
@@ -185,12 +191,20 @@ export class TunnelPool {
     this.#counters.add('probes-answered');
   }
 
-  /** The engine reports that one of our tunnels ended. */
-  tunnelClosed(tunnel: OwnedTunnel): void {
+  /** A cell arrived through `tunnel`. */
+  heardFrom(tunnel: OwnedTunnel): void {
+    const pooled = this.#tunnels.get(tunnel.localId);
+    if (pooled === undefined) return;
+    pooled.lastHeardAt = this.#o.clock.now();
+    pooled.failures = 0;
+  }
+
+  /** The engine reports that one of our tunnels ended: by expiry (rotation) or a loss. */
+  tunnelClosed(tunnel: OwnedTunnel, reason: DestroyReason): void {
     const pooled = this.#tunnels.get(tunnel.localId);
     if (pooled === undefined) return;
     this.#forget(pooled);
-    this.#counters.add('tunnels-lost');
+    this.#counters.add(reason === 'expired' ? 'tunnels-expired' : `tunnels-lost-${reason}`);
     this.onTunnelGone(tunnel);
   }
 
@@ -264,7 +278,7 @@ export class TunnelPool {
         for (const hop of path) this.#peers.credit(hop.key);
         this.#failureStreak = 0;
         if (this.#closed) return this.#engine.destroy(tunnel, 'shutdown');
-        this.#tunnels.set(tunnel.localId, { tunnel, rttMs: undefined, failures: 0, nextProbeAt: this.#jitteredProbeTime(), probe: undefined });
+        this.#tunnels.set(tunnel.localId, { tunnel, rttMs: undefined, failures: 0, lastHeardAt: this.#o.clock.now(), nextProbeAt: this.#jitteredProbeTime(), probe: undefined });
         this.#counters.add('builds-succeeded');
         this.#wake();
         // Keep the pipeline full: start the next build now rather than at the next tick.
@@ -297,9 +311,15 @@ export class TunnelPool {
     const id = Buffer.from(probeId).toString('hex');
     const timer = this.#o.clock.setTimeout(() => {
       if (pooled.probe?.id !== id) return;
+      const sentAt = pooled.probe.sentAt;
       pooled.probe = undefined;
-      pooled.failures++;
       this.#counters.add('probes-unanswered');
+      if (pooled.lastHeardAt > sentAt) {
+        // Other cells came through meanwhile: the tunnel is alive, only the probe was lost.
+        pooled.failures = 0;
+        return;
+      }
+      pooled.failures++;
       if (pooled.failures >= PROBE_FAILURES_DEAD) {
         this.#counters.add('tunnels-dead');
         this.#forget(pooled);

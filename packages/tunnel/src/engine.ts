@@ -72,6 +72,12 @@ export const DESTROY_REASONS = { closed: 0, expired: 1, 'bad-cell': 2, 'neighbou
 /** Name of a DESTROY reason. */
 export type DestroyReason = keyof typeof DESTROY_REASONS;
 
+/** The name of a received DESTROY reason byte; unknown values read as 'closed'. */
+export function destroyReasonName(code: number): DestroyReason {
+  for (const [name, value] of Object.entries(DESTROY_REASONS)) if (value === code) return name as DestroyReason;
+  return 'closed';
+}
+
 /** An endpoint tunnel as the node's exit code sees it. */
 export interface EndpointTunnel {
   /** Local handle, unique within this engine. */
@@ -164,6 +170,8 @@ interface HopEntry {
 
 interface PendingBuild {
   readonly key: string;
+  /** When the request left: hops count their lifetime from about then, never later. */
+  readonly startedAt: number;
   readonly plan: BuildPlan;
   readonly linkId: TunnelId;
   readonly firstHop: PeerCandidate;
@@ -289,7 +297,7 @@ export class TunnelEngine {
         this.#sendDestroy(firstHop.address, 'destroy-out', linkId, 'closed');
         reject(new BuildError('BUILD_TIMEOUT', 'no build response in time', { reason: 'timeout' }));
       }, plan.timeoutMs ?? BUILD_TIMEOUT_MS);
-      this.#pendingBuilds.set(key, { key, plan, linkId, firstHop, hopCount, lifetimeMs, read, resolve, reject, timer });
+      this.#pendingBuilds.set(key, { key, startedAt: this.#clock.now(), plan, linkId, firstHop, hopCount, lifetimeMs, read, resolve, reject, timer });
       this.#link.send(firstHop.address, encodeTunnelMessage(message), { expectedKey: firstHop.publicKey });
     });
   }
@@ -390,7 +398,7 @@ export class TunnelEngine {
       case 'destroy-out':
         return this.#onDestroyOut(`${fromKey}|${message.tunnelId}`);
       case 'destroy-in':
-        return this.#onDestroyIn(`${fromKey}|${message.tunnelId}`);
+        return this.#onDestroyIn(`${fromKey}|${message.tunnelId}`, message.reason);
     }
   }
 
@@ -581,7 +589,7 @@ export class TunnelEngine {
       keys,
       endpoint,
       createdAt: now,
-      expiresAt: now + pending.lifetimeMs,
+      expiresAt: pending.startedAt + pending.lifetimeMs,
     });
     this.#owned.set(pending.key, tunnel);
     this.#counters.add('builds-succeeded');
@@ -684,12 +692,12 @@ export class TunnelEngine {
     this.#counters.add('destroys-received');
   }
 
-  #onDestroyIn(key: string): void {
+  #onDestroyIn(key: string, reasonCode: number): void {
     const tunnel = this.#owned.get(key);
     if (tunnel !== undefined) {
       this.#owned.delete(key);
       this.#counters.add('destroys-received');
-      this.onTunnelClosed(tunnel, 'closed');
+      this.onTunnelClosed(tunnel, destroyReasonName(reasonCode));
       return;
     }
     const entry = this.#byDownstream.get(key);
