@@ -99,8 +99,14 @@ export class Messenger {
     this.#handler = handler;
   }
 
-  /** Sends a request to `to` (another master's endpoint) and resolves with the reply. */
-  async request(to: UdpAddress, payload: Uint8Array, options: RequestOptions = {}): Promise<Uint8Array> {
+  /**
+   * Sends a request to `to` (another master's endpoint, or several endpoints of the same
+   * master) and resolves with the reply. With several addresses, copies and retries are
+   * spread over them, so a dead endpoint costs one attempt, not the request.
+   */
+  async request(to: UdpAddress | readonly UdpAddress[], payload: Uint8Array, options: RequestOptions = {}): Promise<Uint8Array> {
+    const targets: readonly UdpAddress[] = Array.isArray(to) ? to : [to as UdpAddress];
+    if (targets.length === 0) throw new RangeError('request: no destination');
     const deadline = this.#clock.now() + (options.timeoutMs ?? 10_000);
     const signal = options.signal;
     if (signal?.aborted === true) throw abortedError('ABORTED', 'request aborted');
@@ -132,10 +138,10 @@ export class Messenger {
         } else {
           const replyTo = this.#replyAddresses();
           const envelope = encodeEnvelope({ kind: 'request', messageId, replyTo, payload });
-          for (const tunnel of tunnels) {
+          tunnels.forEach((tunnel, i) => {
             pending.used.add(tunnel.localId);
-            this.#transmit(tunnel, to, envelope);
-          }
+            this.#transmit(tunnel, targets[(n * tunnels.length + i) % targets.length]!, envelope);
+          });
           pending.lastTunnels = tunnels;
           this.#counters.add('request-copies-sent', tunnels.length);
         }

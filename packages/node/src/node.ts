@@ -273,8 +273,11 @@ export class DeutNode extends EventEmitter<DeutNodeEvents> {
     this.#requireMaster().handle(handler);
   }
 
-  /** Sends a request to another master's endpoint and resolves with its reply. */
-  request(to: UdpAddress, payload: Uint8Array, options: RequestOptions = {}): Promise<Uint8Array> {
+  /**
+   * Sends a request to another master's endpoint (or several of its endpoints, tried in
+   * turn) and resolves with its reply.
+   */
+  request(to: UdpAddress | readonly UdpAddress[], payload: Uint8Array, options: RequestOptions = {}): Promise<Uint8Array> {
     return this.#requireMaster().request(to, payload, options);
   }
 
