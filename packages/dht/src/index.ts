@@ -1,1 +1,4 @@
-export {};
+/** @deut/dht: Kademlia over an injected datagram channel (DESIGN.md §4); knows nothing of tunnels. */
+export * from './id.js';
+export * from './routing-table.js';
+export * from './store.js';

@@ -31,7 +31,11 @@ export type RequestHandler = (payload: Uint8Array, from: UdpAddress) => Uint8Arr
 export interface RequestOptions {
   /** Give up after this long. @default 10,000 */
   readonly timeoutMs?: number;
-  /** First attempt's wait for a reply; doubles per retry. @default 1,000 */
+  /**
+   * First attempt's wait for a reply; grows ×1.5 per retry. @default 8 × the pool's median
+   * probe round trip (a request crosses two tunnels each way), clamped to 200..1,000 ms;
+   * 1,000 ms before any probe has been answered
+   */
   readonly attemptTimeoutMs?: number;
   /** Cancels the request. */
   readonly signal?: AbortSignal;
@@ -114,6 +118,7 @@ export class Messenger {
     const messageId = randomBytes(MESSAGE_ID_BYTES);
     const key = Buffer.from(messageId).toString('hex');
     const errors: unknown[] = [];
+    const firstWait = options.attemptTimeoutMs ?? this.#adaptiveAttemptTimeout();
     this.#counters.add('requests');
     return new Promise<Uint8Array>((resolve, reject) => {
       const onAbort = (): void => finish(undefined, abortedError('ABORTED', 'request aborted'));
@@ -146,7 +151,7 @@ export class Messenger {
           this.#counters.add('request-copies-sent', tunnels.length);
         }
         const remaining = deadline - this.#clock.now();
-        const wait = Math.min((options.attemptTimeoutMs ?? 1_000) * 2 ** n, remaining);
+        const wait = Math.min(Math.round(firstWait * 1.5 ** n), remaining);
         pending.timer = this.#clock.setTimeout(() => {
           if (this.#pending.get(key) !== pending) return;
           errors.push(timeoutError('ATTEMPT_TIMEOUT', `attempt ${n + 1} unanswered`));
@@ -245,6 +250,16 @@ export class Messenger {
     const targets = sample(replyTo, tunnels.length);
     tunnels.forEach((tunnel, i) => this.#transmit(tunnel, targets[i % targets.length]!, response));
     this.#counters.add('response-copies-sent', tunnels.length);
+  }
+
+  /**
+   * How long the first attempt waits: holepunch's dht-rpc adapts its timeout to measured
+   * round trips; a flat second would leave few attempts within a deadline on fast paths.
+   */
+  #adaptiveAttemptTimeout(): number {
+    const rtt = this.#pool.medianRttMs();
+    if (rtt === undefined) return 1_000;
+    return Math.min(1_000, Math.max(200, Math.round(8 * rtt)));
   }
 
   /** Endpoints of random usable tunnels, for `replyTo`. */

@@ -160,6 +160,12 @@ export class TunnelPool {
     return usable.length === 0 ? undefined : usable[randomIndex(usable.length)];
   }
 
+  /** Median round trip of the last answered probes, if any tunnel has answered one. */
+  medianRttMs(): number | undefined {
+    const rtts = [...this.#tunnels.values()].map((p) => p.rttMs).filter((r): r is number => r !== undefined).sort((a, b) => a - b);
+    return rtts.length === 0 ? undefined : rtts[Math.floor(rtts.length / 2)];
+  }
+
   /** The pool's tunnels for `tunnels.list()`. */
   list(): TunnelInfo[] {
     const cutoff = this.#o.clock.now() + this.#o.drainBeforeMs;
