@@ -166,14 +166,14 @@ export class RoutingTable {
       if (addressChanged) this.#counters.add('address-changed');
       return { kind: 'updated', contact, addressChanged };
     }
+    const cached = findIn(bucket.replacements, info.id);
+    if (cached >= 0) bucket.replacements.splice(cached, 1);
     if (bucket.contacts.length < this.k) {
       bucket.contacts.push(contact);
       this.#index.set(hex, index);
       this.#counters.add('added');
       return { kind: 'added', contact };
     }
-    const cached = findIn(bucket.replacements, info.id);
-    if (cached >= 0) bucket.replacements.splice(cached, 1);
     bucket.replacements.push(contact);
     if (bucket.replacements.length > this.#cacheSize) bucket.replacements.shift();
     this.#counters.add('cached');
