@@ -485,7 +485,7 @@ test('messaging - 1,000 requests complete exactly once over 10% loss, 5% duplica
             const i = start + k;
             return a.request(bEndpoints[i % bEndpoints.length]!, bytes(`l${i}`), { timeoutMs: 60_000, attemptTimeoutMs: 250 }).then(
               (reply) => void (text(reply) === `re:l${i}` || wrong.push(`${i}: ${text(reply)}`)),
-              (error: unknown) => void failures.push(error),
+              (error: unknown) => void failures.push({ request: i, to: addressKey(bEndpoints[i % bEndpoints.length]!), error }),
             );
           }),
         ),
@@ -493,7 +493,8 @@ test('messaging - 1,000 requests complete exactly once over 10% loss, 5% duplica
         'a batch of requests',
       );
     }
-    assert.deepEqual(failures, [], 'every request resolved');
+    const serverEndpointsNow = b.tunnels.list().map((x) => addressKey(x.endpoint));
+    assert.deepEqual(failures, [], `every request resolved (server endpoints now ${JSON.stringify(serverEndpointsNow)}, server pool ${JSON.stringify(b.stats().pool?.counters)})`);
     assert.deepEqual(wrong, [], 'every reply is the reply to its own request');
     assert.equal(calls.size, total);
     const repeated = [...calls].filter(([, n]) => n !== 1);
@@ -505,12 +506,14 @@ test('messaging - 1,000 requests complete exactly once over 10% loss, 5% duplica
     assert.equal(counter(server, 'requests-served'), total);
     assert.ok(wire.lost > 0 && wire.duplicated > 0 && wire.reordered > 0, 'the faults happened');
     assert.ok(counter(client, 'retries') > 0, 'some requests needed retries');
+    // At ~50% probe loss three misses in a row are common; the pools must have noticed.
+    for (const node of [a, b]) assert.ok((node.stats().pool?.failuresBeforeDead ?? 0) >= 5, `death threshold raised under loss: ${node.stats().pool?.failuresBeforeDead}`);
     assert.ok(counter(server, 'duplicates-dropped') > 0, 'the server saw duplicate requests and did not serve them twice');
     t.diagnostic(
       `retries ${counter(client, 'retries')}, request copies ${counter(client, 'request-copies-sent')}, ` +
         `duplicate replies dropped ${counter(client, 'duplicates-dropped')}, duplicate requests dropped ${counter(server, 'duplicates-dropped')}; ` +
         `wire: lost ${wire.lost}, duplicated ${wire.duplicated}, reordered ${wire.reordered}; ` +
-        `requester pool ${JSON.stringify(a.stats().pool?.counters)}`,
+        `requester pool ${JSON.stringify(a.stats().pool)}, server pool ${JSON.stringify(b.stats().pool)}`,
     );
   } finally {
     await net.close();

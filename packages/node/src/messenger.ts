@@ -27,12 +27,19 @@ import { sample } from './random.js';
 /** Serves requests arriving at this master's endpoints; return the reply (or nothing). */
 export type RequestHandler = (payload: Uint8Array, from: UdpAddress) => Uint8Array | undefined | Promise<Uint8Array | undefined>;
 
+/**
+ * Longest wait of a retry: a reply later than this is rarer than a loss, so another
+ * attempt serves the request better than more patience.
+ */
+export const MAX_ATTEMPT_WAIT_MS = 4_000;
+
 /** Options of a request. */
 export interface RequestOptions {
   /** Give up after this long. @default 10,000 */
   readonly timeoutMs?: number;
   /**
-   * First attempt's wait for a reply; grows ×1.5 per retry. @default 8 × the pool's median
+   * First attempt's wait for a reply; grows ×1.5 per retry up to {@link MAX_ATTEMPT_WAIT_MS}
+   * (or this value, if larger). @default 8 × the pool's median
    * probe round trip (a request crosses two tunnels each way), clamped to 200..1,000 ms;
    * 1,000 ms before any probe has been answered
    */
@@ -151,7 +158,7 @@ export class Messenger {
           this.#counters.add('request-copies-sent', tunnels.length);
         }
         const remaining = deadline - this.#clock.now();
-        const wait = Math.min(Math.round(firstWait * 1.5 ** n), remaining);
+        const wait = Math.min(Math.round(Math.max(firstWait, Math.min(firstWait * 1.5 ** n, MAX_ATTEMPT_WAIT_MS))), remaining);
         pending.timer = this.#clock.setTimeout(() => {
           if (this.#pending.get(key) !== pending) return;
           errors.push(timeoutError('ATTEMPT_TIMEOUT', `attempt ${n + 1} unanswered`));

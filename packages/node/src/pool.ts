@@ -68,15 +68,27 @@ interface Pooled {
   /** When a cell last arrived through this tunnel: traffic is proof of life, like a probe reply. */
   lastHeardAt: number;
   nextProbeAt: number;
-  probe: { id: string; sentAt: number; timer: TimerHandle } | undefined;
+  probe: { id: string; sentAt: number; timer: TimerHandle; sample: boolean } | undefined;
 }
 
 /**
  * Consecutive unanswered probes, with no other traffic through the tunnel meanwhile, that
- * make a tunnel dead. A probe crosses every hop twice, so at 10% loss per link it fails
- * about half the time: three misses in a row keep false deaths rare.
+ * make a tunnel dead: at least {@link MIN_FAILURES_DEAD}, more on a lossy network. A probe
+ * crosses every link twice, so at 10% loss per link a 3-hop probe fails about half the time
+ * and a fixed three misses would kill one live tunnel in eight.
  */
-const PROBE_FAILURES_DEAD = 3;
+const MIN_FAILURES_DEAD = 3;
+/** However lossy the network, a tunnel silent for this many probes is dead. */
+const MAX_FAILURES_DEAD = 12;
+/** Chance, per streak of misses, of declaring a live tunnel dead that the threshold aims at. */
+const FALSE_DEATH_ODDS = 1e-3;
+/** Outcomes of probes to tunnels with no miss yet that the loss estimate looks back over. */
+const PROBE_HISTORY = 64;
+/**
+ * Prior of the loss estimate: as if {@link PRIOR_PROBES} probes had been sent and one
+ * missed, which on its own gives the minimum threshold.
+ */
+const PRIOR_PROBES = 10;
 const TICK_MS = 250;
 
 /** The pool of tunnels a master sends and receives through. */
@@ -88,6 +100,8 @@ export class TunnelPool {
   readonly #tunnels = new Map<number, Pooled>();
   readonly #counters = new Counters();
   readonly #waiters: Array<{ n: number; resolve: () => void }> = [];
+  /** Outcomes (true = answered) of the latest probes that began a streak, oldest first. */
+  readonly #probeHistory: boolean[] = [];
   #building = 0;
   #failureStreak = 0;
   #nextBuildAt = 0;
@@ -194,6 +208,7 @@ export class TunnelPool {
     pooled.probe = undefined;
     pooled.failures = 0;
     pooled.rttMs = this.#o.clock.now() - probe.sentAt;
+    if (probe.sample) this.#recordProbe(true);
     this.#counters.add('probes-answered');
   }
 
@@ -215,8 +230,14 @@ export class TunnelPool {
   }
 
   /** Counters and sizes. */
-  stats(): { tunnels: number; usable: number; building: number; counters: Record<string, number> } {
-    return { tunnels: this.#tunnels.size, usable: this.usable().length, building: this.#building, counters: this.#counters.snapshot() };
+  stats(): { tunnels: number; usable: number; building: number; failuresBeforeDead: number; counters: Record<string, number> } {
+    return {
+      tunnels: this.#tunnels.size,
+      usable: this.usable().length,
+      building: this.#building,
+      failuresBeforeDead: this.failuresBeforeDead(),
+      counters: this.#counters.snapshot(),
+    };
   }
 
   /** Destroys every tunnel and stops. */
@@ -315,10 +336,14 @@ export class TunnelPool {
   #sendProbe(pooled: Pooled): void {
     const probeId = randomBytes(8);
     const id = Buffer.from(probeId).toString('hex');
+    // Only the first probe of a streak estimates the loss rate: counting re-probes would let
+    // one dead tunnel's streak pass for loss and slow its own detection down.
+    const firstOfStreak = pooled.failures === 0;
     const timer = this.#o.clock.setTimeout(() => {
       if (pooled.probe?.id !== id) return;
       const sentAt = pooled.probe.sentAt;
       pooled.probe = undefined;
+      if (firstOfStreak) this.#recordProbe(false);
       this.#counters.add('probes-unanswered');
       if (pooled.lastHeardAt > sentAt) {
         // Other cells came through meanwhile: the tunnel is alive, only the probe was lost.
@@ -326,7 +351,7 @@ export class TunnelPool {
         return;
       }
       pooled.failures++;
-      if (pooled.failures >= PROBE_FAILURES_DEAD) {
+      if (pooled.failures >= this.failuresBeforeDead()) {
         this.#counters.add('tunnels-dead');
         this.#forget(pooled);
         this.#engine.destroy(pooled.tunnel, 'closed');
@@ -335,10 +360,27 @@ export class TunnelPool {
         pooled.nextProbeAt = 0;
       }
     }, this.#o.probeTimeoutMs);
-    pooled.probe = { id, sentAt: this.#o.clock.now(), timer };
+    pooled.probe = { id, sentAt: this.#o.clock.now(), timer, sample: firstOfStreak };
     pooled.nextProbeAt = this.#jitteredProbeTime();
     this.#counters.add('probes-sent');
     this.#engine.send(pooled.tunnel, encodeCellFrame({ type: 'probe', probeId }));
+  }
+
+  /**
+   * How many consecutive misses declare a tunnel dead, given the share m of first probes (of a streak)
+   * that went unanswered lately: the least n with m^n <= {@link FALSE_DEATH_ODDS}, within
+   * {@link MIN_FAILURES_DEAD}..{@link MAX_FAILURES_DEAD}.
+   */
+  failuresBeforeDead(): number {
+    const misses = this.#probeHistory.filter((answered) => !answered).length;
+    const missRate = (misses + 1) / (this.#probeHistory.length + PRIOR_PROBES);
+    const needed = Math.ceil(Math.log(FALSE_DEATH_ODDS) / Math.log(missRate) - 1e-9);
+    return Math.min(MAX_FAILURES_DEAD, Math.max(MIN_FAILURES_DEAD, needed));
+  }
+
+  #recordProbe(answered: boolean): void {
+    this.#probeHistory.push(answered);
+    if (this.#probeHistory.length > PROBE_HISTORY) this.#probeHistory.shift();
   }
 
   #jitteredProbeTime(): number {
