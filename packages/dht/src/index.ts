@@ -2,3 +2,7 @@
 export * from './id.js';
 export * from './routing-table.js';
 export * from './store.js';
+export * from './channel.js';
+export * from './rpc.js';
+export * from './lookup.js';
+export * from './dht-node.js';

@@ -35,7 +35,7 @@ export const REPUBLISH_MS = 60 * 60 * 1000;
 export const ENTRY_OVERHEAD_BYTES = 256;
 
 /** Why a put was refused. */
-export type RefuseReason = 'too-large' | 'ttl' | 'full' | 'quota' | 'bad-key';
+export type RefuseReason = 'too-large' | 'ttl' | 'full' | 'quota' | 'bad-key' | 'stale';
 
 /** Result of {@link ValueStore.put}. */
 export type PutResult = 'stored' | RefuseReason;
@@ -48,6 +48,13 @@ export interface PutOptions {
   readonly ttlMs: number;
   /** Current clock time. */
   readonly now: number;
+  /**
+   * The publisher's sequence number for this key (its clock when it stored). A put whose
+   * seq is not above the one stored from the same publisher is refused as `stale`, so a
+   * replayed STORE can neither bring back an older value nor extend a value's life.
+   * @default no ordering: every put replaces
+   */
+  readonly seq?: number;
 }
 
 /** A stored value. */
@@ -93,6 +100,7 @@ export interface StoreStats {
 
 interface Entry extends StoredValue {
   republishedAt: number;
+  readonly seq: number | undefined;
 }
 
 /** Bounded in-memory store of DHT values. */
@@ -137,6 +145,7 @@ export class ValueStore {
     const hex = Buffer.from(key).toString('hex');
     const perKey = this.#entries.get(hex);
     const old = perKey?.get(publisher);
+    if (old !== undefined && options.seq !== undefined && old.seq !== undefined && options.seq <= old.seq && old.expiresAt > now) return this.#refuse('stale');
     const cost = value.length + ENTRY_OVERHEAD_BYTES;
     const delta = cost - (old === undefined ? 0 : old.value.length + ENTRY_OVERHEAD_BYTES);
     if (old === undefined) {
@@ -153,6 +162,7 @@ export class ValueStore {
       storedAt: now,
       expiresAt: now + ttlMs,
       republishedAt: now,
+      seq: options.seq,
     };
     if (perKey === undefined) this.#entries.set(hex, new Map([[publisher, entry]]));
     else perKey.set(publisher, entry);

@@ -13,3 +13,4 @@ export * from './build-records.js';
 export * from './cell-frames.js';
 export * from './envelope.js';
 export * from './peer-exchange.js';
+export * from './dht.js';

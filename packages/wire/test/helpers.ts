@@ -16,6 +16,18 @@ import {
   BUILD_SLOTS_BYTES,
   CELL_BODY_BYTES,
   CELL_PLAINTEXT_BYTES,
+  DHT_CONTACT_BYTES,
+  DHT_HEADER_BYTES,
+  DHT_ID_BYTES,
+  DHT_MAX_CONTACTS,
+  DHT_MAX_DATAGRAM_BYTES,
+  DHT_MAX_TTL_SECONDS,
+  DHT_MAX_VALUES,
+  DHT_MAX_VALUE_BYTES,
+  DHT_REQUEST_OVERHEAD_BYTES,
+  DHT_RESPONSE_OVERHEAD_BYTES,
+  DHT_RPC_ID_BYTES,
+  DHT_STORE_RESULTS,
   ENVELOPE_HEADER_BYTES,
   HANDSHAKE_PAYLOAD_BYTES,
   LINK_FRAME_BYTES,
@@ -36,6 +48,9 @@ import {
   decodeBuildInstructions,
   decodeBuildReply,
   decodeCellFrame,
+  decodeDhtDatagram,
+  decodeDhtRequestBody,
+  decodeDhtResponseBody,
   decodeEnvelope,
   decodeHandshakePayload,
   decodeLinkFrame,
@@ -45,6 +60,9 @@ import {
   encodeBuildInstructions,
   encodeBuildReply,
   encodeCellFrame,
+  encodeDhtDatagram,
+  encodeDhtRequestBody,
+  encodeDhtResponseBody,
   encodeEnvelope,
   encodeHandshakePayload,
   encodeLinkFrame,
@@ -58,6 +76,10 @@ import type {
   BuildRefusalReason,
   BuildReply,
   CellFrame,
+  DhtDatagram,
+  DhtKind,
+  DhtRequestBody,
+  DhtResponseBody,
   Envelope,
   HandshakePayload,
   LinkFrame,
@@ -241,6 +263,51 @@ export const peerExchangeArb: fc.Arbitrary<PeerExchangeMessage> = fc.oneof(
   }),
 );
 
+const dhtTtlArb = fc.integer({ min: 1, max: DHT_MAX_TTL_SECONDS });
+const dhtValueArb = fc.uint8Array({ maxLength: DHT_MAX_VALUE_BYTES });
+
+/** Valid DHT request bodies of every type, timestamps over the whole 0..2^53−1 range. */
+export const dhtRequestBodyArb: fc.Arbitrary<DhtRequestBody> = fc.oneof(
+  fc.constant<DhtRequestBody>({ type: 'ping' }),
+  record({ type: fc.constant('find-node' as const), target: bytesArb(DHT_ID_BYTES) }),
+  record({ type: fc.constant('find-value' as const), key: bytesArb(DHT_ID_BYTES) }),
+  record({
+    type: fc.constant('store' as const),
+    key: bytesArb(DHT_ID_BYTES),
+    timestampMs: fc.maxSafeNat(),
+    ttlSeconds: dhtTtlArb,
+    value: dhtValueArb,
+  }),
+);
+
+/** Valid DHT response bodies of every type. */
+export const dhtResponseBodyArb: fc.Arbitrary<DhtResponseBody> = fc.oneof(
+  fc.constant<DhtResponseBody>({ type: 'pong' }),
+  record({
+    type: fc.constant('nodes' as const),
+    contacts: fc.array(record({ publicKey: bytesArb(PUBLIC_KEY_BYTES), address: addressArb }), { maxLength: DHT_MAX_CONTACTS }),
+  }),
+  record({
+    type: fc.constant('values' as const),
+    values: fc.array(record({ value: dhtValueArb, ttlSeconds: dhtTtlArb }), { minLength: 1, maxLength: DHT_MAX_VALUES }),
+  }),
+  record({ type: fc.constant('stored' as const), result: fc.constantFrom(...DHT_STORE_RESULTS) }),
+);
+
+/** The smallest Noise message a DHT datagram of `kind` carries: its overhead and a type byte. */
+export function minDhtMessageBytes(kind: DhtKind): number {
+  return (kind === 'request' ? DHT_REQUEST_OVERHEAD_BYTES : DHT_RESPONSE_OVERHEAD_BYTES) + 1;
+}
+
+/** Valid DHT datagrams of both kinds, from the smallest message to the largest. */
+export const dhtDatagramArb: fc.Arbitrary<DhtDatagram> = fc.constantFrom<DhtKind>('request', 'response').chain((kind) =>
+  record({
+    kind: fc.constant(kind),
+    rpcId: bytesArb(DHT_RPC_ID_BYTES),
+    message: fc.uint8Array({ minLength: minDhtMessageBytes(kind), maxLength: DHT_MAX_DATAGRAM_BYTES - DHT_HEADER_BYTES }),
+  }),
+);
+
 /** A codec under test, erased to `unknown` so that the table can hold all of them. */
 export interface AnyCodec {
   readonly name: string;
@@ -272,6 +339,13 @@ export const CODECS: readonly AnyCodec[] = [
   codec('cell-frame', encodeCellFrame, decodeCellFrame, cellFrameArb, [CELL_PLAINTEXT_BYTES]),
   codec('envelope', encodeEnvelope, decodeEnvelope, envelopeArb, [ENVELOPE_HEADER_BYTES, ENVELOPE_HEADER_BYTES + ADDRESS_BYTES]),
   codec('peer-exchange', encodePeerExchange, decodePeerExchange, peerExchangeArb, [2, 2 + PEER_ENTRY_BYTES, 2 + MAX_PEER_LIST * PEER_ENTRY_BYTES]),
+  codec('dht-request-body', encodeDhtRequestBody, decodeDhtRequestBody, dhtRequestBodyArb, [1, 1 + DHT_ID_BYTES, 47, 47 + DHT_MAX_VALUE_BYTES]),
+  codec('dht-response-body', encodeDhtResponseBody, decodeDhtResponseBody, dhtResponseBodyArb, [1, 2, 2 + 6, 2 + DHT_CONTACT_BYTES, 2 + DHT_MAX_CONTACTS * DHT_CONTACT_BYTES]),
+  codec('dht-datagram', encodeDhtDatagram, decodeDhtDatagram, dhtDatagramArb, [
+    DHT_HEADER_BYTES + minDhtMessageBytes('response'),
+    DHT_HEADER_BYTES + minDhtMessageBytes('request'),
+    DHT_MAX_DATAGRAM_BYTES,
+  ]),
 ];
 
 /** The codec named `name`. */

@@ -24,6 +24,7 @@ const VECTORS_FILE = new URL('test/vectors/wire.json', new URL('../../../../', i
 
 /** Fields that hold bytes; in the JSON they are lower-case hex strings. */
 const BYTE_FIELDS = new Set(['body', 'records', 'slots', 'ephemeralKey', 'filler', 'staticKey', 'probeId', 'data', 'messageId', 'payload', 'publicKey']);
+for (const field of ['target', 'key', 'value', 'rpcId', 'message']) BYTE_FIELDS.add(field); // DHT bodies and datagrams
 
 interface Vector {
   readonly type: string;
@@ -134,6 +135,40 @@ const VECTOR_VALUES: readonly Omit<Vector, 'hex'>[] = [
       ],
     },
   },
+  { type: 'dht-request-body', name: 'PING', value: { type: 'ping' } },
+  { type: 'dht-request-body', name: 'FIND_NODE', value: { type: 'find-node', target: pattern(32, 0x10) } },
+  { type: 'dht-request-body', name: 'FIND_VALUE', value: { type: 'find-value', key: pattern(32, 0x20) } },
+  {
+    type: 'dht-request-body',
+    name: 'STORE of 5 bytes for an hour',
+    value: { type: 'store', key: pattern(32, 0x30), timestampMs: 1_700_000_000_123, ttlSeconds: 3600, value: pattern(5, 0x61) },
+  },
+  { type: 'dht-response-body', name: 'PONG', value: { type: 'pong' } },
+  {
+    type: 'dht-response-body',
+    name: 'NODES of two',
+    value: {
+      type: 'nodes',
+      contacts: [
+        { publicKey: pattern(32, 0x40), address: { host: '192.0.2.7', port: 7000 } },
+        { publicKey: pattern(32, 0x60), address: { host: '2001:db8::7', port: 7001 } },
+      ],
+    },
+  },
+  {
+    type: 'dht-response-body',
+    name: 'VALUES of two',
+    value: {
+      type: 'values',
+      values: [
+        { value: pattern(3, 0x41), ttlSeconds: 86_400 },
+        { value: new Uint8Array(0), ttlSeconds: 1 },
+      ],
+    },
+  },
+  { type: 'dht-response-body', name: 'STORED: quota', value: { type: 'stored', result: 'quota' } },
+  { type: 'dht-datagram', name: 'request of the smallest size', value: { kind: 'request', rpcId: pattern(8, 0xa0), message: pattern(97, 0, 3) } },
+  { type: 'dht-datagram', name: 'response of the smallest size', value: { kind: 'response', rpcId: pattern(8, 0xa0), message: pattern(49, 0x80, 5) } },
 ];
 
 /** The value with byte fields as hex, for JSON. */

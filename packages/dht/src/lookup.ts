@@ -1,0 +1,165 @@
+/**
+ * Kademlia's iterative node lookup (Maymounkov & Mazières 2002, §2.3), with `alpha` calls
+ * in flight. It keeps a shortlist ordered by distance to the target and always asks the
+ * closest node not yet asked; it ends when the k closest nodes that have not failed have
+ * all answered, or, for a value lookup, as soon as one answers with values. A node that
+ * fails is dropped from the shortlist and the next one moves up, so a dead or departed
+ * contact costs one timeout, never the lookup.
+ *
+ * The lookup is transport-free: `ask` performs one call. That keeps the algorithm testable
+ * against a simulated network with a global view.
+ */
+import { abortedError, timeoutError } from '@deut/common';
+import { toHex } from '@deut/crypto';
+import { compareDistance } from './id.js';
+
+/** A node the lookup may ask. */
+export interface LookupCandidate {
+  readonly id: Uint8Array;
+  readonly publicKey: Uint8Array;
+  readonly address: { readonly host: string; readonly port: number };
+}
+
+/** What asking one node produced. */
+export type AskResult =
+  | { readonly kind: 'nodes'; readonly contacts: readonly LookupCandidate[] }
+  | { readonly kind: 'values'; readonly values: readonly Uint8Array[] };
+
+/** Options of {@link iterativeLookup}. */
+export interface LookupOptions {
+  readonly target: Uint8Array;
+  /** Nodes to start from: the routing table's closest, or bootstrap nodes. */
+  readonly seeds: readonly LookupCandidate[];
+  /** Asks one node; rejects if it does not answer. */
+  readonly ask: (node: LookupCandidate) => Promise<AskResult>;
+  /** Size of the result and of the set that must answer. @default 20 */
+  readonly k?: number;
+  /** Calls in flight. @default 3 */
+  readonly alpha?: number;
+  /** Stop at the first values (FIND_VALUE) rather than converging (FIND_NODE). */
+  readonly wantValues?: boolean;
+  /** Our own id: never a candidate. */
+  readonly self?: Uint8Array;
+  readonly signal?: AbortSignal | undefined;
+  /** Candidates remembered at most: the far end of a long shortlist is never asked. @default 5 × k */
+  readonly maxCandidates?: number;
+}
+
+/** The outcome of a lookup. */
+export interface LookupResult {
+  /** The closest nodes that answered, closest first, at most k. */
+  readonly closest: LookupCandidate[];
+  /** Values found (value lookups only), distinct, in the order they arrived. */
+  readonly values: Uint8Array[];
+  /** Calls made, answered or not. */
+  readonly asked: number;
+  /** Calls that failed. */
+  readonly failed: number;
+}
+
+type State = 'new' | 'asking' | 'answered' | 'failed';
+
+interface Entry {
+  readonly node: LookupCandidate;
+  state: State;
+}
+
+/**
+ * Runs one lookup to its end.
+ * @throws DeutError `ABORTED` when the signal fires (a timeout signal gives `LOOKUP_TIMEOUT`)
+ */
+export function iterativeLookup(options: LookupOptions): Promise<LookupResult> {
+  const { target, ask, signal } = options;
+  const k = options.k ?? 20;
+  const alpha = options.alpha ?? 3;
+  const maxCandidates = options.maxCandidates ?? 5 * k;
+  const selfHex = options.self === undefined ? undefined : toHex(options.self);
+  const entries = new Map<string, Entry>();
+  /** INVARIANT: sorted by distance to target, closest first; failed entries removed. */
+  let shortlist: Entry[] = [];
+  const values: Uint8Array[] = [];
+  const seenValues = new Set<string>();
+  let asked = 0;
+  let failed = 0;
+  let inFlight = 0;
+
+  const consider = (node: LookupCandidate): void => {
+    const hex = toHex(node.id);
+    if (hex === selfHex || entries.has(hex)) return;
+    const entry: Entry = { node, state: 'new' };
+    entries.set(hex, entry);
+    shortlist.push(entry);
+  };
+  const sortAndTrim = (): void => {
+    shortlist.sort((a, b) => compareDistance(target, a.node.id, b.node.id));
+    // Entries beyond the cap are forgotten for good (kept in `entries`), so the shortlist
+    // stays bounded however many contacts malicious answers pile on.
+    if (shortlist.length > maxCandidates) shortlist = shortlist.slice(0, maxCandidates);
+  };
+  for (const seed of options.seeds) consider(seed);
+  sortAndTrim();
+
+  return new Promise<LookupResult>((resolve, reject) => {
+    let done = false;
+    const finish = (error?: Error): void => {
+      if (done) return;
+      done = true;
+      signal?.removeEventListener('abort', onAbort);
+      if (error !== undefined) return reject(error);
+      const closest = shortlist.filter((e) => e.state === 'answered').slice(0, k).map((e) => e.node);
+      resolve({ closest, values, asked, failed });
+    };
+    const onAbort = (): void => {
+      const reason: unknown = signal?.reason;
+      const timedOut = reason instanceof DOMException && reason.name === 'TimeoutError';
+      finish(timedOut ? timeoutError('LOOKUP_TIMEOUT', 'lookup timed out') : abortedError('ABORTED', 'lookup aborted'));
+    };
+    if (signal?.aborted === true) return onAbort();
+    signal?.addEventListener('abort', onAbort, { once: true });
+
+    const step = (): void => {
+      if (done) return;
+      if (options.wantValues === true && values.length > 0) return finish();
+      // Done when the k closest live candidates have all answered.
+      const top = shortlist.slice(0, k);
+      if (top.every((e) => e.state === 'answered')) return finish();
+      for (const entry of top) {
+        if (inFlight >= alpha) break;
+        if (entry.state !== 'new') continue;
+        entry.state = 'asking';
+        inFlight++;
+        asked++;
+        ask(entry.node).then(
+          (result) => {
+            inFlight--;
+            if (done) return;
+            entry.state = 'answered';
+            if (result.kind === 'values') {
+              for (const value of result.values) {
+                const hex = toHex(value);
+                if (!seenValues.has(hex)) {
+                  seenValues.add(hex);
+                  values.push(value);
+                }
+              }
+            } else {
+              for (const contact of result.contacts) consider(contact);
+              sortAndTrim();
+            }
+            step();
+          },
+          () => {
+            inFlight--;
+            failed++;
+            if (done) return;
+            entry.state = 'failed';
+            shortlist = shortlist.filter((e) => e !== entry);
+            step();
+          },
+        );
+      }
+      if (inFlight === 0) finish();
+    };
+    step();
+  });
+}
