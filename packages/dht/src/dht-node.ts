@@ -147,18 +147,23 @@ export class DhtNode {
 
   /**
    * Joins the network: a lookup of our own id through the bootstrap nodes (or the table),
-   * then one lookup in each bucket farther than our closest neighbour, so the table learns
-   * the whole id space (Kademlia §2.3).
+   * then one lookup in each still-empty bucket farther than our closest neighbour, so the
+   * table learns the whole id space (Kademlia §2.3). `via` adds nodes to start from, besides the
+   * bootstrap nodes given at construction.
    * @returns the number of contacts in the routing table afterwards
    */
-  async join(options: DhtOperationOptions = {}): Promise<number> {
-    await this.findNode(this.id, options);
+  async join(options: DhtOperationOptions & { readonly via?: readonly RemoteNode[] } = {}): Promise<number> {
+    this.table.touch(this.id);
+    await this.#lookup(this.id, false, options, options.via ?? []);
     const closest = this.table.closest(this.id, 1)[0];
     if (closest !== undefined) {
+      // Only the buckets the self-lookup left empty: the others already hold contacts, and
+      // the hourly refresh keeps them full. In a 50-node network this is 0-2 lookups, not 6.
+      const occupied = new Set(this.table.contacts().map((c) => bucketIndex(this.id, c.id)));
       const from = (bucketIndex(this.id, closest.id) ?? 0) + 1;
       const refreshes: Array<Promise<unknown>> = [];
       for (let bucket = from; bucket < ID_BITS; bucket++) {
-        refreshes.push(this.findNode(randomIdInBucket(this.id, bucket), options).catch(() => undefined));
+        if (!occupied.has(bucket)) refreshes.push(this.findNode(randomIdInBucket(this.id, bucket), options).catch(() => undefined));
       }
       await Promise.all(refreshes);
     }
@@ -275,13 +280,12 @@ export class DhtNode {
     return this.#lastSeq;
   }
 
-  #lookup(target: Uint8Array, wantValues: boolean, options: DhtOperationOptions): Promise<LookupResult> {
+  #lookup(target: Uint8Array, wantValues: boolean, options: DhtOperationOptions, via: readonly RemoteNode[] = []): Promise<LookupResult> {
     if (this.#closed) return Promise.reject(abortedError('CLOSED', 'dht node closed'));
     this.table.touch(target);
     const seeds: LookupCandidate[] = this.table.closest(target, this.#k);
-    if (seeds.length < this.#k) {
-      for (const b of this.#bootstrap) seeds.push({ id: nodeIdFromPublicKey(b.publicKey), publicKey: b.publicKey, address: b.address });
-    }
+    const extra = seeds.length < this.#k ? [...via, ...this.#bootstrap] : via;
+    for (const b of extra) seeds.push({ id: nodeIdFromPublicKey(b.publicKey), publicKey: b.publicKey, address: b.address });
     const timeout = AbortSignal.timeout(options.timeoutMs ?? this.#operationTimeoutMs);
     const signal = options.signal === undefined ? timeout : AbortSignal.any([options.signal, timeout]);
     const body: DhtRequestBody = wantValues ? { type: 'find-value', key: target } : { type: 'find-node', target };
@@ -293,6 +297,7 @@ export class DhtNode {
       wantValues,
       self: this.id,
       signal,
+      stallAfterMs: this.rpc.attemptTimeoutMs,
       ask: async (node): Promise<AskResult> => {
         const answer = await this.#call(node, body, signal);
         if (answer.type === 'values' && wantValues) return { kind: 'values', values: answer.values.map((v) => v.value) };
@@ -425,11 +430,17 @@ export class DhtNode {
 
   /**
    * One round of upkeep (run by a timer; public so tests can drive it): drops expired
-   * values, republishes our own values that are due, refreshes up to four stale buckets.
+   * values, rejoins through the bootstrap nodes if the table is empty, republishes our own
+   * values that are due, refreshes up to four stale buckets.
    */
   maintain(): void {
     const now = this.#clock.now();
     this.store.sweep(now);
+    if (this.table.size === 0 && this.#bootstrap.length > 0) {
+      // Alone (the bootstrap was down, or every contact left): try to join again.
+      this.#counters.add('rejoins');
+      this.join().catch(() => undefined);
+    }
     for (const entry of this.store.republishDue(now, this.#republishIntervalMs)) {
       this.store.markRepublished(entry.key, now);
       this.#counters.add('republishes');

@@ -6,3 +6,4 @@ export * from './channel.js';
 export * from './rpc.js';
 export * from './lookup.js';
 export * from './dht-node.js';
+export * from './contact-string.js';

@@ -43,6 +43,12 @@ export interface LookupOptions {
   readonly signal?: AbortSignal | undefined;
   /** Candidates remembered at most: the far end of a long shortlist is never asked. @default 5 × k */
   readonly maxCandidates?: number;
+  /**
+   * After this long without an answer a call stops holding one of the `alpha` slots (it may
+   * still answer): a departed node then costs the lookup this much, not the call's whole
+   * retry budget (libtorrent's "short timeout"). @default no stall: a call holds its slot
+   */
+  readonly stallAfterMs?: number;
 }
 
 /** The outcome of a lookup. */
@@ -129,9 +135,26 @@ export function iterativeLookup(options: LookupOptions): Promise<LookupResult> {
         entry.state = 'asking';
         inFlight++;
         asked++;
+        let holdsSlot = true;
+        const release = (): void => {
+          if (!holdsSlot) return;
+          holdsSlot = false;
+          inFlight--;
+        };
+        const stall =
+          options.stallAfterMs === undefined
+            ? undefined
+            : setTimeout(() => {
+                release();
+                step();
+              }, options.stallAfterMs).unref();
+        const settle = (): void => {
+          if (stall !== undefined) clearTimeout(stall);
+          release();
+        };
         ask(entry.node).then(
           (result) => {
-            inFlight--;
+            settle();
             if (done) return;
             entry.state = 'answered';
             if (result.kind === 'values') {
@@ -149,7 +172,7 @@ export function iterativeLookup(options: LookupOptions): Promise<LookupResult> {
             step();
           },
           () => {
-            inFlight--;
+            settle();
             failed++;
             if (done) return;
             entry.state = 'failed';
@@ -158,7 +181,7 @@ export function iterativeLookup(options: LookupOptions): Promise<LookupResult> {
           },
         );
       }
-      if (inFlight === 0) finish();
+      if (inFlight === 0 && !shortlist.slice(0, k).some((e) => e.state === 'asking')) finish();
     };
     step();
   });

@@ -102,9 +102,13 @@ export type DhtRpcCounter =
   | 'answers-from-cache'
   | `drop:${string}`;
 
-/** RTT bounds for the attempt timeout (RFC 6298 style, within 250 ms .. 3 s). */
-const MIN_ATTEMPT_MS = 250;
-const MAX_ATTEMPT_MS = 3_000;
+/**
+ * Bounds of the attempt timeout (RFC 6298 style). The floor is well above a tunnel's idle
+ * round trip (a few ms) because a callee's queue, not the path, dominates under load: a
+ * floor near the idle RTT turns every burst into re-sends and evictions.
+ */
+const MIN_ATTEMPT_MS = 500;
+const MAX_ATTEMPT_MS = 5_000;
 const INITIAL_ATTEMPT_MS = 1_000;
 
 interface Pending {
@@ -146,6 +150,8 @@ export class DhtRpc {
   #answerBytes = 0;
   readonly #counters = new Counters<DhtRpcCounter>();
   #handler: DhtRequestHandler = () => undefined;
+  /** Hears of every datagram received, before any check: a hook for tests and metrics. */
+  observer: ((datagram: Uint8Array, from: UdpAddress) => void) | undefined;
   #srtt: number | undefined;
   #rttvar = 0;
   #closed = false;
@@ -223,6 +229,11 @@ export class DhtRpc {
     });
   }
 
+  /** How long the first send of a call waits for its answer now (adapts to round trips). */
+  get attemptTimeoutMs(): number {
+    return this.#attemptTimeout();
+  }
+
   /** Calls in flight, answers cached, and counters (drops by reason as `drop:*`). */
   stats(): { pending: number; cachedAnswers: number; cachedAnswerBytes: number; attemptTimeoutMs: number; counters: Record<string, number> } {
     return {
@@ -292,6 +303,7 @@ export class DhtRpc {
 
   #receive(data: Uint8Array, from: UdpAddress): void {
     if (this.#closed) return;
+    this.observer?.(data, from);
     let datagram: DhtDatagram;
     try {
       datagram = decodeDhtDatagram(data);

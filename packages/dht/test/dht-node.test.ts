@@ -7,6 +7,7 @@ import { addressKey, type UdpAddress } from '@deut/common';
 import { cryptoReady, generateKeyPair, randomBytes, toHex, type KeyPair } from '@deut/crypto';
 import { DHT_MAX_DATAGRAM_BYTES, decodeDhtDatagram, encodeDhtDatagram } from '@deut/wire';
 import { channelFromSocket, type DatagramChannel } from '../src/channel.js';
+import { formatDhtContact, parseDhtContact } from '../src/contact-string.js';
 import { DhtNode, type DhtNodeOptions } from '../src/dht-node.js';
 import { compareDistance, keyFromBytes, nodeIdFromPublicKey } from '../src/id.js';
 import { iterativeLookup, type LookupCandidate } from '../src/lookup.js';
@@ -403,12 +404,12 @@ test('dht - a NODES answer with forged and duplicate contacts leaves the lookup 
 
 test('dht - 10% loss: puts and gets still succeed through retries', { timeout: 120_000 }, async () => {
   const hub = new Hub();
-  const nodes = await network(hub, 15);
+  const nodes = await network(hub, 10);
   hub.loss = 0.1;
   try {
-    for (let i = 0; i < 15; i++) await nodes[i]!.dht.put(`lossy-${i}`, text(`v${i}`));
-    for (let i = 0; i < 15; i++) {
-      const got = await nodes[(i + 5) % 15]!.dht.get(`lossy-${i}`);
+    for (let i = 0; i < 10; i++) await nodes[i]!.dht.put(`lossy-${i}`, text(`v${i}`));
+    for (let i = 0; i < 10; i++) {
+      const got = await nodes[(i + 5) % 10]!.dht.get(`lossy-${i}`);
       assert.deepEqual(got.values.map(fromText), [`v${i}`]);
     }
     const resends = nodes.reduce((n, x) => n + (x.dht.rpc.stats().counters.resends ?? 0), 0);
@@ -475,4 +476,48 @@ test('dht - a VALUES answer fits one 1,200-byte datagram, newest values first', 
   } finally {
     closeAll(nodes);
   }
+});
+
+test('contact strings - round trip, and one clear error per mistake', () => {
+  const node = { publicKey: generateKeyPair().publicKey, address: { host: '::1', port: 7000 } };
+  const text = formatDhtContact(node);
+  assert.match(text, /^[0-9a-f]{64}@\[::1\]:7000$/);
+  const parsed = parseDhtContact(text);
+  assert.equal(toHex(parsed.publicKey), toHex(node.publicKey));
+  assert.deepEqual(parsed.address, node.address);
+  for (const bad of ['127.0.0.1:1', `${'ab'.repeat(31)}@127.0.0.1:1`, `${'zz'.repeat(32)}@127.0.0.1:1`, `${'ab'.repeat(32)}@localhost:1`, `${'ab'.repeat(32)}@127.0.0.1:99999`]) {
+    assert.throws(() => parseDhtContact(bad), { code: 'BAD_CONTACT' }, bad);
+  }
+});
+
+test('lookup - a silent node stops holding its slot after stallAfterMs, so the lookup does not wait out its retries', { timeout: 20_000 }, async () => {
+  const nodes: LookupCandidate[] = Array.from({ length: 40 }, (_, i) => {
+    const publicKey = randomBytes(32);
+    return { id: nodeIdFromPublicKey(publicKey), publicKey, address: { host: '10.9.0.2', port: 1000 + i } };
+  });
+  const target = randomBytes(32);
+  const sorted = [...nodes].sort((x, y) => compareDistance(target, x.id, y.id));
+  // The three closest never answer; the others know everybody.
+  const silent = new Set(sorted.slice(0, 3).map((n) => toHex(n.id)));
+  const pendingForever: Array<() => void> = [];
+  const run = (stallAfterMs: number | undefined): Promise<unknown> =>
+    iterativeLookup({
+      target,
+      seeds: sorted.slice(0, 6),
+      k: 5,
+      ...(stallAfterMs === undefined ? {} : { stallAfterMs }),
+      signal: AbortSignal.timeout(3_000),
+      ask: (node) =>
+        silent.has(toHex(node.id))
+          ? new Promise((_, reject) => pendingForever.push(() => reject(new Error('gone'))))
+          : Promise.resolve({ kind: 'nodes', contacts: sorted.slice(0, 20) }),
+    });
+  // Without stalls, three silent calls fill alpha = 3 and the lookup waits until its deadline.
+  await assert.rejects(run(undefined), { code: 'LOOKUP_TIMEOUT' });
+  // With stalls it moves on, and ends when the silent calls finally fail.
+  const result = run(50);
+  setTimeout(() => pendingForever.forEach((fail) => fail()), 300);
+  const done = (await result) as { closest: LookupCandidate[]; failed: number };
+  assert.deepEqual(done.closest.map((n) => toHex(n.id)), sorted.slice(3, 8).map((n) => toHex(n.id)));
+  assert.equal(done.failed, 3);
 });

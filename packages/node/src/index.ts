@@ -4,3 +4,14 @@ export { Messenger, type MessengerOptions, type RequestHandler, type RequestOpti
 export { PeerTable, subnetGroup, type PeerRecord } from './peers.js';
 export { TunnelPool, type TunnelInfo, type TunnelPoolOptions } from './pool.js';
 export { DeutNode, type DatagramInfo, type DeutNodeEvents, type DeutNodeOptions } from './node.js';
+export { DhtRole, type DeutDhtOptions } from './dht-role.js';
+export {
+  TunnelSocket,
+  type TunnelSocketAddress,
+  type TunnelSocketEvents,
+  type TunnelSocketHost,
+  type TunnelSocketMessage,
+  type TunnelSocketOptions,
+  type TunnelSocketRemoteInfo,
+  type TunnelSocketSendCallback,
+} from './tunnel-socket.js';

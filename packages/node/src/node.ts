@@ -21,6 +21,7 @@ import {
   type UdpAddress,
 } from '@deut/common';
 import { cryptoReady, generateKeyPair, type KeyPair } from '@deut/crypto';
+import { parseDhtContact, type DhtNode } from '@deut/dht';
 import { KnownPeers, Link, type LinkPayloadEvent, type LinkPeer } from '@deut/link';
 import { bindUdp } from '@deut/transport';
 import { Reassembler, TunnelEngine, fragmentDatagram, type OwnedTunnel, type PathSelection, type RefusalReason } from '@deut/tunnel';
@@ -31,6 +32,8 @@ import { Messenger, type RequestHandler, type RequestOptions } from './messenger
 import { PeerTable } from './peers.js';
 import { TunnelPool, type TunnelInfo } from './pool.js';
 import { sample } from './random.js';
+import { TunnelSocket, type TunnelSocketOptions } from './tunnel-socket.js';
+import { DhtRole, type DeutDhtOptions } from './dht-role.js';
 
 /** Options of {@link DeutNode.start}. */
 export interface DeutNodeOptions {
@@ -92,6 +95,11 @@ export interface DeutNodeOptions {
   readonly logger?: Logger;
   /** Sees every link payload (tests: what this node sees as a party). */
   readonly observer?: (event: LinkPayloadEvent) => void;
+  /**
+   * Run a DHT node whose every call goes through this master's tunnels (PROTOCOL.md §11):
+   * `true` for defaults. Requires the master role.
+   */
+  readonly dht?: boolean | DeutDhtOptions;
 }
 
 /** Where a datagram that reached us came from, and through which of our tunnels. */
@@ -144,6 +152,7 @@ export class DeutNode extends EventEmitter<DeutNodeEvents> {
   readonly #asked = new Map<string, number>();
   #pexTimer: TimerHandle | undefined;
   #closed = false;
+  #dhtRole: DhtRole | undefined;
 
   /** The tunnels this master keeps (absent on a node that is not a master). */
   readonly tunnels: { ready(n?: number, signal?: AbortSignal): Promise<void>; list(): TunnelInfo[] };
@@ -207,7 +216,10 @@ export class DeutNode extends EventEmitter<DeutNodeEvents> {
         ...(options.probeIntervalMs !== undefined ? { probeIntervalMs: options.probeIntervalMs } : {}),
         ...(options.probeTimeoutMs !== undefined ? { probeTimeoutMs: options.probeTimeoutMs } : {}),
       });
-      this.#pool.onTunnelGone = (tunnel) => this.#reassembler.forget(String(tunnel.localId));
+      this.#pool.onTunnelGone = (tunnel) => {
+        this.#reassembler.forget(String(tunnel.localId));
+        this.#dhtRole?.tunnelGone();
+      };
       this.#messenger = new Messenger({
         pool: this.#pool,
         transmit: (tunnel, to, data) => this.#transmit(tunnel, to, data),
@@ -229,6 +241,10 @@ export class DeutNode extends EventEmitter<DeutNodeEvents> {
     };
     for (const address of options.bootstrap ?? []) this.#askForPeers(address);
     this.#schedulePeerExchange(1_000);
+    if (options.dht !== undefined && options.dht !== false) {
+      const dht = options.dht === true ? {} : options.dht;
+      this.#dhtRole = new DhtRole(this.createSocket({ fanout: dht.fanout ?? options.fanout ?? 2 }), dht, this.#clock, logger);
+    }
   }
 
   /** Starts a node: binds its port, and begins peer exchange and (as a master) building tunnels. */
@@ -238,6 +254,12 @@ export class DeutNode extends EventEmitter<DeutNodeEvents> {
     if (!Number.isInteger(hops) || hops < 1 || hops > 7) throw configError('BAD_HOPS', 'hops must be 1..7');
     const fanout = options.fanout ?? 2;
     if (!Number.isInteger(fanout) || fanout < 1 || fanout > 8) throw configError('BAD_FANOUT', 'fanout must be 1..8');
+    const master = options.master ?? options.tunnels !== undefined;
+    if (options.dht !== undefined && options.dht !== false && !master) {
+      throw configError('DHT_NEEDS_MASTER', 'the DHT runs through tunnels: start a master (tunnels or master: true)');
+    }
+    // Contacts are checked before anything is bound or started.
+    if (typeof options.dht === 'object') for (const b of options.dht.bootstrap ?? []) if (typeof b === 'string') parseDhtContact(b);
     const sockets: SocketFactory = options.sockets ?? { bind: (address) => bindUdp(address) };
     const socket = await sockets.bind(options.listen ?? { host: '127.0.0.1', port: 0 });
     const identity = options.identity ?? generateKeyPair();
@@ -250,7 +272,22 @@ export class DeutNode extends EventEmitter<DeutNodeEvents> {
       ...(options.logger !== undefined ? { logger: options.logger } : {}),
       ...(options.observer !== undefined ? { observer: options.observer } : {}),
     });
-    return new DeutNode(link, identity, options, sockets);
+    try {
+      return new DeutNode(link, identity, options, sockets);
+    } catch (error) {
+      // A bad option found while wiring the roles must not leave the port bound.
+      await link.close();
+      throw error;
+    }
+  }
+
+  /**
+   * The DHT node running through our tunnels (`put`, `get`, `findNode`, ...).
+   * @throws DeutError (config) `DHT_OFF` unless the node was started with `dht`
+   */
+  get dht(): DhtNode {
+    if (this.#dhtRole === undefined) throw configError('DHT_OFF', 'this node was started without dht');
+    return this.#dhtRole.dht;
   }
 
   /** The node port. */
@@ -295,6 +332,27 @@ export class DeutNode extends EventEmitter<DeutNodeEvents> {
     this.#transmit(tunnel, to, payload);
   }
 
+  /**
+   * A UDP socket shaped like node:dgram's whose datagrams leave from and arrive at this
+   * master's endpoints, for UDP libraries that take a socket (see {@link TunnelSocket}).
+   */
+  createSocket(options: TunnelSocketOptions = {}): TunnelSocket {
+    const pool = this.#pool;
+    if (pool === undefined) throw configError('NOT_A_MASTER', 'this node keeps no tunnels');
+    return new TunnelSocket(
+      {
+        ready: (signal) => pool.ready(1, signal),
+        usable: () => pool.usable(),
+        transmit: (tunnel, to, data) => this.#transmit(tunnel, to, data),
+        subscribe: (listener) => {
+          this.on('datagram', listener);
+          return () => this.off('datagram', listener);
+        },
+      },
+      options,
+    );
+  }
+
   /** Every counter and table size of the node. */
   stats(): {
     address: UdpAddress;
@@ -323,6 +381,7 @@ export class DeutNode extends EventEmitter<DeutNodeEvents> {
     if (this.#closed) return;
     this.#closed = true;
     if (this.#pexTimer !== undefined) this.#clock.clearTimeout(this.#pexTimer);
+    this.#dhtRole?.close();
     this.#pool?.close();
     this.#messenger?.close();
     this.#engine.close();

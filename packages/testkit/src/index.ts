@@ -1,1 +1,2 @@
 export * from './testnet.js';
+export * from './dht.js';

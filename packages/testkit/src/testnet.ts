@@ -57,6 +57,11 @@ export interface Testnet {
   echoServer(): Promise<EchoServer>;
   /** Silences a node at once, as a crash would: no TunnelDestroy, no more datagrams in or out. */
   kill(node: TestnetNode): void;
+  /**
+   * Starts one more master (next free 127.0.2.x host) with the testnet's master options and
+   * `extra`, waits for its tunnels, and adds it to `masters`; close() closes it too.
+   */
+  addMaster(extra?: Partial<DeutNodeOptions>): Promise<TestnetNode>;
   /** Closes every node and socket. */
   close(): Promise<void>;
 }
@@ -155,9 +160,9 @@ export async function createTestnet(options: TestnetOptions = {}): Promise<Testn
     for (let i = 1; i < relayCount; i++) relays.push(await start('relay', `127.0.1.${i + 1}`, { relay: true, ...options.relay }, [bootstrap]));
     await until(() => first.node.stats().peers >= relayCount - 1, 30_000, 'relayers announced to the bootstrap');
     const masters: TestnetNode[] = [];
-    for (let i = 0; i < (options.masters ?? 2); i++) {
-      masters.push(await start('master', `127.0.2.${i + 1}`, { relay: false, tunnels: options.tunnels ?? 8, ...options.master }, [bootstrap]));
-    }
+    const startMaster = (extra: Partial<DeutNodeOptions> = {}): Promise<TestnetNode> =>
+      start('master', `127.0.2.${masters.length + 1}`, { relay: false, tunnels: options.tunnels ?? 8, ...options.master, ...extra }, [bootstrap]);
+    for (let i = 0; i < (options.masters ?? 2); i++) masters.push(await startMaster());
     if (options.waitForTunnels !== false) {
       await Promise.all(masters.map((m) => withDeadline(m.node.tunnels.ready(options.tunnels ?? 8), 60_000, 'tunnel pools to fill')));
     }
@@ -180,6 +185,12 @@ export async function createTestnet(options: TestnetOptions = {}): Promise<Testn
       },
       kill: (node) => {
         for (const socket of node.sockets) socket.kill();
+      },
+      addMaster: async (extra = {}) => {
+        const master = await startMaster(extra);
+        masters.push(master);
+        await withDeadline(master.node.tunnels.ready(extra.tunnels ?? options.master?.tunnels ?? options.tunnels ?? 8), 60_000, 'the new master\'s tunnels');
+        return master;
       },
       close,
     };
