@@ -12,34 +12,11 @@ import { once } from 'node:events';
 import DHT, { type DhtPeer, type DhtValue } from 'bittorrent-dht';
 import { addressKey, type UdpAddress } from '@deut/common';
 import { TunnelSocket, type DeutNode, type TunnelSocketHost, type TunnelSocketRemoteInfo } from '@deut/node';
-import { createTestnet, until, withDeadline, type Testnet, type TestnetOptions } from '@deut/testkit';
-import { openSocketCount } from '@deut/transport';
+import { until, withDeadline, withTestnet, type TestnetOptions } from '@deut/testkit';
 
 const MEMORY_NET: TestnetOptions = { relays: 6, masters: 1, tunnels: 4 };
 
 // ---- helpers ------------------------------------------------------------------------------
-
-/**
- * Runs `body` on a fresh testnet and closes it afterwards, also on failure. The event loop
- * is held open meanwhile (node timers are unref'd and the in-memory network has no
- * handles). After a clean run every UDP socket the testnet opened must have closed.
- */
-async function withTestnet(options: TestnetOptions, body: (net: Testnet) => Promise<void>): Promise<void> {
-  const keep = setInterval(() => undefined, 1000);
-  const socketsBefore = openSocketCount();
-  try {
-    const net = await createTestnet(options);
-    try {
-      await body(net);
-    } finally {
-      await net.close();
-    }
-    await until(() => openSocketCount() === socketsBefore, 5_000, 'the testnet sockets to close').catch(() => undefined);
-    assert.equal(openSocketCount(), socketsBefore, 'every UDP socket of the testnet closed');
-  } finally {
-    clearInterval(keep);
-  }
-}
 
 /** Closes `socket` unless a test already did. */
 function closeQuietly(socket: TunnelSocket): void {

@@ -11,7 +11,7 @@ import { randomBytes } from 'node:crypto';
 import { addressKey, type UdpAddress } from '@deut/common';
 import type { LinkPayloadEvent } from '@deut/link';
 import type { DatagramInfo, DeutNode } from '@deut/node';
-import { createTestnet, until, withDeadline, type Testnet, type TestnetNode, type TestnetOptions } from '@deut/testkit';
+import { until, withDeadline, withTestnet, type Testnet, type TestnetNode } from '@deut/testkit';
 import { openSocketCount } from '@deut/transport';
 import { DATAGRAM_BYTES, decodeTunnelMessage, isPeerExchange, type TunnelMessage } from '@deut/wire';
 
@@ -20,29 +20,6 @@ const TRANSPORTS: readonly Transport[] = ['memory', 'udp'];
 const HOPS = 3;
 
 // ---- helpers ------------------------------------------------------------------------------
-
-/**
- * Runs `body` on a fresh testnet and closes it afterwards, also on failure. The event loop
- * is held open meanwhile (node timers are unref'd and the in-memory network has no handles,
- * so an await on a bare promise would otherwise end the process). After a clean run, every
- * UDP socket the testnet opened must have closed (leak check).
- */
-async function withTestnet(options: TestnetOptions, body: (net: Testnet) => Promise<void>): Promise<void> {
-  const keep = setInterval(() => undefined, 1000);
-  const socketsBefore = openSocketCount();
-  try {
-    const net = await createTestnet(options);
-    try {
-      await body(net);
-    } finally {
-      await net.close();
-    }
-    await settle(() => openSocketCount() === socketsBefore, 5_000);
-    assert.equal(openSocketCount(), socketsBefore, 'every UDP socket of the testnet closed');
-  } finally {
-    clearInterval(keep);
-  }
-}
 
 /** Polls `predicate` until it holds or `ms` pass; returns whether it held (the caller asserts). */
 async function settle(predicate: () => boolean, ms: number): Promise<boolean> {

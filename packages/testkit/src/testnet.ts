@@ -6,7 +6,7 @@
 import { addressKey, type Clock, type UdpAddress } from '@deut/common';
 import type { LinkPayloadEvent } from '@deut/link';
 import { DeutNode, type DeutNodeOptions, type SocketFactory } from '@deut/node';
-import { MemoryNetwork, bindUdp, type DatagramSocket, type LinkConditions, type MessageHandler, type SocketStats } from '@deut/transport';
+import { MemoryNetwork, bindUdp, openSocketCount, type DatagramSocket, type LinkConditions, type MessageHandler, type SocketStats } from '@deut/transport';
 
 /** Options of {@link createTestnet}. */
 export interface TestnetOptions {
@@ -219,5 +219,31 @@ export async function withDeadline<T>(promise: Promise<T>, ms: number, what: str
     return await Promise.race([promise, deadline]);
   } finally {
     clearTimeout(timer);
+  }
+}
+
+/**
+ * Runs `body` on a fresh testnet and closes it afterwards, also on failure. The event loop
+ * is held open meanwhile (node timers are unref'd and the in-memory network has no handles,
+ * so an await on a bare promise would otherwise end the process). After a clean run every
+ * UDP socket the testnet opened must have closed (a leak check).
+ * @throws Error `SOCKET_LEAK` when sockets stayed open
+ */
+export async function withTestnet(options: TestnetOptions, body: (net: Testnet) => Promise<void>): Promise<void> {
+  const keep = setInterval(() => undefined, 1000);
+  const socketsBefore = openSocketCount();
+  try {
+    const net = await createTestnet(options);
+    try {
+      await body(net);
+    } finally {
+      await net.close();
+    }
+    await until(() => openSocketCount() === socketsBefore, 5_000, 'the testnet sockets to close').catch(() => undefined);
+    if (openSocketCount() !== socketsBefore) {
+      throw Object.assign(new Error(`${openSocketCount() - socketsBefore} UDP sockets of the testnet stayed open`), { code: 'SOCKET_LEAK' });
+    }
+  } finally {
+    clearInterval(keep);
   }
 }
