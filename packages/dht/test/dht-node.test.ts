@@ -3,7 +3,7 @@
 import { after, before, test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import dgram from 'node:dgram';
-import { addressKey, type UdpAddress } from '@deut/common';
+import { ManualClock, addressKey, type UdpAddress } from '@deut/common';
 import { cryptoReady, generateKeyPair, randomBytes, toHex, type KeyPair } from '@deut/crypto';
 import { DHT_MAX_DATAGRAM_BYTES, decodeDhtDatagram, encodeDhtDatagram } from '@deut/wire';
 import { channelFromSocket, type DatagramChannel } from '../src/channel.js';
@@ -521,3 +521,81 @@ test('lookup - a silent node stops holding its slot after stallAfterMs, so the l
   assert.deepEqual(done.closest.map((n) => toHex(n.id)), sorted.slice(3, 8).map((n) => toHex(n.id)));
   assert.equal(done.failed, 3);
 });
+
+test('dht - upkeep: values expire, the publisher republishes, idle buckets are refreshed, silent nodes are evicted', { timeout: 60_000 }, async () => {
+  const hub = new Hub();
+  const clock = new ManualClock(Date.now());
+  const nodes = await network(hub, 8, { clock, republishIntervalMs: 60 * 60_000, refreshIntervalMs: 60 * 60_000 });
+  const [publisher, asker] = nodes as [SimNode, SimNode, ...SimNode[]];
+  try {
+    await publisher.dht.put('long', text('lives'), { ttlMs: 3 * 60 * 60_000 });
+    await publisher.dht.put('short', text('dies'), { ttlMs: 10_000 });
+    const holdersOf = (key: string): number => nodes.filter((n) => n !== publisher && n.dht.store.get(keyFromBytes(text(key)), clock.now()).length > 0).length;
+    assert.equal(holdersOf('short'), 7);
+
+    // Expiry: eleven seconds on, every holder's upkeep drops the short-lived value.
+    clock.advance(11_000);
+    for (const n of nodes) n.dht.maintain();
+    assert.equal(nodes.reduce((sum, n) => sum + n.dht.store.stats().keys, 0), 8, 'only the long-lived value is left, at all 8 nodes');
+    assert.deepEqual((await asker.dht.get('short')).values, []);
+
+    // Republish: after the interval the publisher stores again, with a newer timestamp.
+    const storedAt = (n: SimNode): number => n.dht.store.get(keyFromBytes(text('long')), clock.now())[0]!.storedAt;
+    const before = storedAt(asker);
+    clock.advance(61 * 60_000);
+    publisher.dht.maintain();
+    await waitFor(() => storedAt(asker) > before);
+    assert.equal(publisher.dht.stats().counters.republishes, 1);
+    assert.deepEqual((await asker.dht.get('long')).values.map(fromText), ['lives']);
+
+    // Refresh: every bucket in use went untouched for over an hour.
+    const refreshesBefore = asker.dht.stats().counters.refreshes ?? 0;
+    clock.advance(61 * 60_000);
+    asker.dht.maintain();
+    assert.ok((asker.dht.stats().counters.refreshes ?? 0) > refreshesBefore, 'stale buckets were refreshed');
+
+    // Eviction: a node that stops answering is dropped after two failed calls.
+    const silent = nodes[5]!;
+    silent.dht.close();
+    hub.filter = (_from, to) => addressKey(to) !== addressKey(silent.address);
+    assert.ok(asker.dht.table.get(silent.dht.id) !== undefined);
+    const failing = [asker.dht.ping({ publicKey: silent.identity.publicKey, address: silent.address }), asker.dht.ping({ publicKey: silent.identity.publicKey, address: silent.address })];
+    for (let i = 0; i < 40 && asker.dht.rpc.stats().pending > 0; i++) {
+      clock.advance(1_000);
+      await new Promise((r) => setImmediate(r));
+    }
+    assert.deepEqual(await Promise.all(failing), [false, false]);
+    assert.equal(asker.dht.table.get(silent.dht.id), undefined, 'evicted after two failed calls');
+  } finally {
+    hub.filter = () => true;
+    closeAll(nodes);
+  }
+});
+
+test('dht - operations honour AbortSignal and their timeout', { timeout: 30_000 }, async () => {
+  const hub = new Hub();
+  const nodes = await network(hub, 4);
+  const asker = nodes[1]!;
+  try {
+    await assert.rejects(asker.dht.get('x', { signal: AbortSignal.abort() }), { code: 'ABORTED' });
+    // Nobody answers any more: the lookup ends by the caller's signal, or by its own timeout.
+    hub.filter = () => false;
+    const controller = new AbortController();
+    const pending = asker.dht.findNode(randomBytes(32), { signal: controller.signal });
+    setTimeout(() => controller.abort(), 50);
+    await assert.rejects(pending, { code: 'ABORTED' });
+    await assert.rejects(asker.dht.get('y', { timeoutMs: 100 }), { code: 'LOOKUP_TIMEOUT' });
+    await assert.rejects(asker.dht.put('z', text('v'), { timeoutMs: 100 }), { code: 'LOOKUP_TIMEOUT' });
+  } finally {
+    hub.filter = () => true;
+    closeAll(nodes);
+  }
+});
+
+async function waitFor(predicate: () => boolean, ms = 5_000): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (!predicate()) {
+    if (Date.now() > deadline) throw new Error('timed out waiting');
+    await new Promise((r) => setTimeout(r, 5));
+  }
+}
