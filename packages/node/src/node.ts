@@ -29,7 +29,7 @@ import { decodeCellFrame, decodePeerExchange, encodeCellFrame, encodePeerExchang
 import { ExitPolicy, type ExitPolicyOptions } from './exit-policy.js';
 import { EndpointExits, type SocketFactory } from './exits.js';
 import { Messenger, type RequestHandler, type RequestOptions } from './messenger.js';
-import { PeerTable } from './peers.js';
+import { PeerTable, type PeerRecord } from './peers.js';
 import { TunnelPool, type TunnelInfo } from './pool.js';
 import { sample } from './random.js';
 import { TunnelSocket, type TunnelSocketOptions } from './tunnel-socket.js';
@@ -115,6 +115,8 @@ export interface DeutNodeEvents {
   datagram: [data: Uint8Array, from: UdpAddress, info: DatagramInfo];
   /** An endpoint refused to send one of our datagrams (exit policy or rate cap). */
   'exit-refused': [info: { tunnel: number; reason: number }];
+  /** One of our tunnel builds ended (metrics: build latency and outcomes). */
+  'build-ended': [outcome: { ok: boolean; ms: number; hops: number }];
 }
 
 /** Enough peers to build paths without waiting: ask often until the table has this many. */
@@ -216,6 +218,7 @@ export class DeutNode extends EventEmitter<DeutNodeEvents> {
         ...(options.probeIntervalMs !== undefined ? { probeIntervalMs: options.probeIntervalMs } : {}),
         ...(options.probeTimeoutMs !== undefined ? { probeTimeoutMs: options.probeTimeoutMs } : {}),
       });
+      this.#pool.onBuildEnded = (outcome) => this.emit('build-ended', outcome);
       this.#pool.onTunnelGone = (tunnel) => {
         this.#reassembler.forget(String(tunnel.localId));
         this.#dhtRole?.tunnelGone();
@@ -351,6 +354,11 @@ export class DeutNode extends EventEmitter<DeutNodeEvents> {
       },
       options,
     );
+  }
+
+  /** The relayers this node knows (from peer exchange), with their keys and standing. */
+  peers(): PeerRecord[] {
+    return this.#peers.all();
   }
 
   /** Every counter and table size of the node. */

@@ -109,6 +109,8 @@ export class TunnelPool {
   #closed = false;
   /** Called for a tunnel that died or expired, after it left the pool. */
   onTunnelGone: (tunnel: OwnedTunnel) => void = () => undefined;
+  /** Called when a build ends: its outcome and how long it took (for metrics). */
+  onBuildEnded: (outcome: { ok: boolean; ms: number; hops: number }) => void = () => undefined;
 
   constructor(options: TunnelPoolOptions) {
     this.#engine = options.engine;
@@ -295,6 +297,7 @@ export class TunnelPool {
     }
     this.#building++;
     this.#counters.add('builds-started');
+    const startedAt = this.#o.clock.now();
     const plan =
       mode === 'master'
         ? { mode, hops: path, lifetimeMs: this.#o.lifetimeMs, timeoutMs: this.#o.buildTimeoutMs }
@@ -307,12 +310,14 @@ export class TunnelPool {
         if (this.#closed) return this.#engine.destroy(tunnel, 'shutdown');
         this.#tunnels.set(tunnel.localId, { tunnel, rttMs: undefined, failures: 0, lastHeardAt: this.#o.clock.now(), nextProbeAt: this.#jitteredProbeTime(), probe: undefined });
         this.#counters.add('builds-succeeded');
+        this.onBuildEnded({ ok: true, ms: this.#o.clock.now() - startedAt, hops });
         this.#wake();
         // Keep the pipeline full: start the next build now rather than at the next tick.
         this.#fill();
       },
       (error: unknown) => {
         this.#building--;
+        this.onBuildEnded({ ok: false, ms: this.#o.clock.now() - startedAt, hops });
         this.#counters.add('builds-failed');
         // Blame the hop that refused or, on a timeout, every hop we chose: we cannot tell
         // which died. In relayer mode we chose only the first hop, so a refusal further on

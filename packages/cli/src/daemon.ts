@@ -1,0 +1,123 @@
+/**
+ * `deut run`: one node with its control API, optional metrics endpoint and logs, until a
+ * signal. SIGINT/SIGTERM tear down every tunnel (TunnelDestroy), close every port and
+ * socket, flush the logs and exit 0; a second signal exits at once.
+ */
+import { existsSync } from 'node:fs';
+import { addressKey, DeutError, type Logger } from '@deut/common';
+import { generateKeyPair, readKeyFile, writeKeyFile, type KeyPair } from '@deut/crypto';
+import { KnownPeers } from '@deut/link';
+import { DeutNode } from '@deut/node';
+import type { RunConfig } from './config.js';
+import { startControlServer } from './control.js';
+import { createCliLogger } from './logging.js';
+import { createNodeMetrics, serveMetrics } from './metrics.js';
+import { controlRoutes } from './routes.js';
+
+/** Exit codes of the `deut` command. */
+export const EXIT = { ok: 0, failure: 1, usage: 2 } as const;
+
+/** The node key: read from `keyFile`, created there on first start (0600), or fresh and unpinned. */
+async function loadIdentity(keyFile: string | undefined, logger: Logger): Promise<KeyPair | undefined> {
+  if (keyFile === undefined) return undefined;
+  if (!existsSync(keyFile)) {
+    const keyPair = generateKeyPair();
+    await writeKeyFile(keyFile, keyPair, { overwrite: false });
+    logger.info('created a new node key file', { path: keyFile });
+    return keyPair;
+  }
+  return readKeyFile(keyFile);
+}
+
+/**
+ * Runs the daemon until SIGINT/SIGTERM. Returns the exit code; user mistakes found while
+ * starting (unreadable key file, port in use, ...) are one line on stderr, never a stack.
+ */
+export async function runDaemon(config: RunConfig): Promise<number> {
+  const logs = createCliLogger({
+    level: config.logLevel,
+    unsafe: config.unsafeLogs,
+    ...(config.logFormat !== undefined ? { format: config.logFormat } : {}),
+  });
+  const logger = logs.logger;
+  const closeLogs = (): Promise<void> => logs.close();
+  const cleanups: Array<() => Promise<void>> = [];
+  const cleanup = async (): Promise<void> => {
+    for (const step of cleanups.reverse()) await step().catch((error: unknown) => logger.warn('shutdown step failed', { error: String(error) }));
+    cleanups.length = 0;
+  };
+  try {
+    const identity = await loadIdentity(config.keyFile, logger);
+    const node = await DeutNode.start({
+      listen: config.listen,
+      bootstrap: config.bootstrap,
+      master: config.master,
+      tunnels: config.tunnels,
+      hops: config.hops,
+      fanout: config.fanout,
+      pathSelection: config.pathSelection,
+      relay: config.relay,
+      allowPrivateExits: config.allowPrivateExits,
+      allowSameSubnet: config.allowSameSubnet,
+      ...(identity !== undefined ? { identity } : {}),
+      ...(config.knownPeers !== undefined ? { knownPeers: KnownPeers.load(config.knownPeers) } : {}),
+      ...(config.dht ? { dht: { bootstrap: config.dhtBootstrap } } : {}),
+      logger,
+    });
+    cleanups.push(() => node.close());
+    const roles = { relay: config.relay, master: config.master, dht: config.dht };
+    const control = await startControlServer({ listen: config.control, file: config.controlFile, routes: controlRoutes({ node, startedAt: Date.now(), roles }) });
+    cleanups.push(() => control.close());
+    let metricsAddress: string | undefined;
+    if (config.metrics !== undefined) {
+      const metrics = createNodeMetrics(node);
+      const server = await serveMetrics(config.metrics, metrics);
+      metricsAddress = addressKey(server.address);
+      cleanups.push(async () => {
+        await server.close();
+        metrics.close();
+      });
+    }
+    // The one line an operator needs at start; everything else is in `deut status`.
+    process.stdout.write(
+      `deut ${[roles.relay ? 'relay' : '', roles.master ? 'master' : '', roles.dht ? 'dht' : ''].filter(Boolean).join('+')} node on udp ${addressKey(node.address)}; ` +
+        `control ${addressKey(control.address)}${metricsAddress !== undefined ? `; metrics http://${metricsAddress}/metrics` : ''}\n`,
+    );
+    // Addresses are scrubbed from logs unless --unsafe-logs; the operator sees them on stdout and in `deut status`.
+    logger.info('node started', { roles: Object.entries(roles).filter(([, on]) => on).map(([r]) => r).join(','), address: addressKey(node.address), control: addressKey(control.address) });
+    await waitForSignal(logger);
+    await cleanup();
+    logger.info('stopped: tunnels destroyed, ports closed');
+    await closeLogs();
+    return EXIT.ok;
+  } catch (error) {
+    await cleanup();
+    const message = error instanceof DeutError || isSystemError(error) ? (error as Error).message : String(error);
+    process.stderr.write(`deut run: ${message}\n`);
+    logger.error('start failed', { error: message });
+    await closeLogs();
+    return error instanceof DeutError && error.kind === 'config' ? EXIT.usage : EXIT.failure;
+  }
+}
+
+function isSystemError(error: unknown): boolean {
+  return error instanceof Error && typeof (error as NodeJS.ErrnoException).code === 'string';
+}
+
+/** Resolves on the first SIGINT/SIGTERM; a second one exits the process at once. */
+function waitForSignal(logger: Logger): Promise<void> {
+  return new Promise((resolve) => {
+    let received = false;
+    const onSignal = (signal: NodeJS.Signals): void => {
+      if (received) {
+        process.stderr.write(`deut run: ${signal} again, exiting at once\n`);
+        process.exit(EXIT.failure);
+      }
+      received = true;
+      logger.info('shutting down', { signal });
+      resolve();
+    };
+    process.on('SIGINT', onSignal);
+    process.on('SIGTERM', onSignal);
+  });
+}

@@ -1,0 +1,334 @@
+/**
+ * Prometheus metrics of one node (`deut run --metrics HOST:PORT`, DESIGN.md §5), with
+ * prom-client. Most values come from `node.stats()` snapshots read at scrape time: counters
+ * there are monotonic, so they are exposed as Prometheus counters whose `collect()` sets
+ * the value from the snapshot; table sizes are gauges. Build latencies and exit refusals
+ * come from the node's events.
+ *
+ * INVARIANT: every label value is a bounded enum or a code chosen by our own code (a drop
+ * reason); never an address, key or id. Anything else becomes 'other'.
+ */
+import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { DeutError } from '@deut/common';
+import type { DhtNode } from '@deut/dht';
+import type { DeutNode } from '@deut/node';
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+
+/** The metrics of one node. */
+export interface NodeMetrics {
+  /** This node's registry (never prom-client's global one). */
+  readonly registry: Registry;
+  /** Text exposition (refreshes from node.stats() first). */
+  scrape(): Promise<string>;
+  /** Detaches the node listeners; later scrapes still read the node's stats. */
+  close(): void;
+}
+
+/** Options of {@link createNodeMetrics}. */
+export interface NodeMetricsOptions {
+  /**
+   * Add prom-client's default process metrics (CPU, memory, event loop lag, GC) to the
+   * registry. They install process-wide observers that are never removed: once per process.
+   * @default false
+   */
+  readonly processMetrics?: boolean;
+}
+
+/** Build latency buckets (seconds), 1 ms to 10 s. */
+export const BUILD_SECONDS_BUCKETS: readonly number[] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
+
+/** EXIT_REFUSED reason codes (PROTOCOL.md §6; packages/node/src/exits.ts). */
+const EXIT_REFUSED_REASONS: ReadonlyMap<number, string> = new Map([
+  [1, 'policy'],
+  [2, 'rate'],
+  [3, 'send-failed'],
+]);
+
+/** What a drop reason must look like to be a label value: a short lowercase code. */
+const REASON_LABEL = /^[a-z][a-z0-9-]{0,63}$/;
+const HEX_RUN = /[0-9a-f]{16,}/;
+
+/** A drop reason as a label value: our own code, or 'other' for anything that is not one. */
+export function reasonLabel(reason: string): string {
+  return REASON_LABEL.test(reason) && !HEX_RUN.test(reason) ? reason : 'other';
+}
+
+type NodeStats = ReturnType<DeutNode['stats']>;
+type DhtStats = ReturnType<DhtNode['stats']>;
+
+interface Snapshot {
+  readonly node: NodeStats;
+  readonly dht: DhtStats | undefined;
+}
+
+/** A counter value from a snapshot: absent, negative or non-finite values count as 0. */
+function count(counters: Readonly<Record<string, number>> | undefined, name: string): number {
+  const value = counters?.[name];
+  return value !== undefined && Number.isFinite(value) && value > 0 ? value : 0;
+}
+
+/** Every `drop:<reason>` counter of one layer. */
+function* drops(layer: string, counters: Readonly<Record<string, number>> | undefined): Generator<[{ layer: string; reason: string }, number]> {
+  if (counters === undefined) return;
+  for (const name of Object.keys(counters)) {
+    if (!name.startsWith('drop:')) continue;
+    yield [{ layer, reason: reasonLabel(name.slice('drop:'.length)) }, count(counters, name)];
+  }
+}
+
+/** The node's DHT, or undefined when it runs without one. */
+function dhtOf(node: DeutNode): DhtNode | undefined {
+  try {
+    return node.dht;
+  } catch (error) {
+    if (error instanceof DeutError && error.code === 'DHT_OFF') return undefined;
+    throw error;
+  }
+}
+
+/**
+ * Creates the metrics of `node` in a fresh registry: tunnels by role, builds and their
+ * latency, relayed cells, datagrams, drops by layer and reason, sessions, peers, endpoint
+ * ports, exit refusals, and the DHT's lookups and tables when the node runs one.
+ */
+export function createNodeMetrics(node: DeutNode, options: NodeMetricsOptions = {}): NodeMetrics {
+  const registry = new Registry();
+  const registers = [registry];
+  const dht = dhtOf(node);
+
+  // One snapshot per scrape: every collect() of one exposition runs in the same tick.
+  let cached: Snapshot | undefined;
+  const read = (): Snapshot => {
+    if (cached !== undefined) return cached;
+    const snapshot: Snapshot = { node: node.stats(), dht: dht?.stats() };
+    cached = snapshot;
+    queueMicrotask(() => {
+      cached = undefined;
+    });
+    return snapshot;
+  };
+
+  new Gauge({
+    name: 'deut_tunnels',
+    help: 'Tunnels by our role in them: owned (ours, as master), transit (relayed hop), endpoint (last hop).',
+    labelNames: ['role'] as const,
+    registers,
+    collect() {
+      const t = read().node.tunnels;
+      this.set({ role: 'owned' }, t.owned);
+      this.set({ role: 'transit' }, t.relaying);
+      this.set({ role: 'endpoint' }, t.endpoints);
+    },
+  });
+  new Gauge({
+    name: 'deut_tunnel_builds_pending',
+    help: 'Tunnel builds of ours waiting for their response.',
+    registers,
+    collect() {
+      this.set(read().node.tunnels.pendingBuilds);
+    },
+  });
+  new Counter({
+    name: 'deut_tunnel_builds_total',
+    help: 'Tunnel builds of our pool that ended, by outcome (since the node started).',
+    labelNames: ['outcome'] as const,
+    registers,
+    collect() {
+      const pool = read().node.pool?.counters;
+      this.reset();
+      this.inc({ outcome: 'succeeded' }, count(pool, 'builds-succeeded'));
+      this.inc({ outcome: 'failed' }, count(pool, 'builds-failed'));
+    },
+  });
+  const buildSeconds = new Histogram({
+    name: 'deut_tunnel_build_seconds',
+    help: 'Time from starting a tunnel build to its outcome (builds ended since metrics were created).',
+    labelNames: ['outcome'] as const,
+    buckets: [...BUILD_SECONDS_BUCKETS],
+    registers,
+  });
+  buildSeconds.zero({ outcome: 'succeeded' });
+  buildSeconds.zero({ outcome: 'failed' });
+  new Counter({
+    name: 'deut_cells_relayed_total',
+    help: 'Cells this node relayed for others (transit hops).',
+    registers,
+    collect() {
+      this.reset();
+      this.inc(count(read().node.tunnels.counters, 'cells-relayed'));
+    },
+  });
+  new Counter({
+    name: 'deut_datagrams_total',
+    help: 'UDP datagrams: layer="link" on the node port, layer="endpoint" between our endpoint ports and destinations.',
+    labelNames: ['layer', 'direction'] as const,
+    registers,
+    collect() {
+      const s = read().node;
+      this.reset();
+      this.inc({ layer: 'link', direction: 'sent' }, count(s.link.counters, 'datagrams-out'));
+      this.inc({ layer: 'link', direction: 'received' }, count(s.link.counters, 'datagrams-in'));
+      this.inc({ layer: 'endpoint', direction: 'sent' }, count(s.exits.counters, 'datagrams-exited'));
+      this.inc({ layer: 'endpoint', direction: 'received' }, count(s.exits.counters, 'datagrams-entered'));
+    },
+  });
+  new Counter({
+    name: 'deut_drops_total',
+    help: 'Input dropped and counted, by layer (link, engine, node, exits, messenger, dht) and reason.',
+    labelNames: ['layer', 'reason'] as const,
+    registers,
+    collect() {
+      const s = read();
+      this.reset();
+      const sources: Array<[string, Readonly<Record<string, number>> | undefined]> = [
+        ['link', s.node.link.counters],
+        ['engine', s.node.tunnels.counters],
+        ['node', s.node.counters],
+        ['exits', s.node.exits.counters],
+        ['messenger', s.node.messages?.counters],
+        ['dht', s.dht?.rpc.counters],
+      ];
+      for (const [layer, counters] of sources) for (const [labels, value] of drops(layer, counters)) this.inc(labels, value);
+    },
+  });
+  new Gauge({
+    name: 'deut_link_sessions',
+    help: 'Authenticated link sessions with neighbours.',
+    registers,
+    collect() {
+      this.set(read().node.link.sessions);
+    },
+  });
+  new Gauge({
+    name: 'deut_peers',
+    help: 'Relayers this node knows from peer exchange.',
+    registers,
+    collect() {
+      this.set(read().node.peers);
+    },
+  });
+  new Gauge({
+    name: 'deut_endpoint_ports',
+    help: 'UDP ports open for tunnels that end at this node.',
+    registers,
+    collect() {
+      this.set(read().node.exits.ports);
+    },
+  });
+  const exitRefused = new Counter({
+    name: 'deut_exit_refused_total',
+    help: 'Datagrams of ours that an endpoint refused to send, by reason (refusals since metrics were created).',
+    labelNames: ['reason'] as const,
+    registers,
+  });
+  for (const reason of [...EXIT_REFUSED_REASONS.values(), 'other']) exitRefused.inc({ reason }, 0);
+
+  if (dht !== undefined) {
+    new Counter({
+      name: 'deut_dht_lookups_total',
+      help: 'DHT operations started through our tunnels, by kind.',
+      labelNames: ['kind'] as const,
+      registers,
+      collect() {
+        const counters = read().dht?.counters;
+        this.reset();
+        this.inc({ kind: 'get' }, count(counters, 'gets'));
+        this.inc({ kind: 'put' }, count(counters, 'puts'));
+        this.inc({ kind: 'find-node' }, count(counters, 'lookups-node'));
+      },
+    });
+    new Gauge({
+      name: 'deut_dht_contacts',
+      help: 'Contacts in the DHT routing table.',
+      registers,
+      collect() {
+        this.set(read().dht?.contacts ?? 0);
+      },
+    });
+    new Gauge({
+      name: 'deut_dht_values',
+      help: 'Values this node stores for the DHT.',
+      registers,
+      collect() {
+        this.set(read().dht?.store.entries ?? 0);
+      },
+    });
+  }
+
+  if (options.processMetrics === true) collectDefaultMetrics({ register: registry });
+
+  const onBuildEnded = (outcome: { ok: boolean; ms: number }): void => {
+    if (Number.isFinite(outcome.ms) && outcome.ms >= 0) buildSeconds.observe({ outcome: outcome.ok ? 'succeeded' : 'failed' }, outcome.ms / 1000);
+  };
+  const onExitRefused = (info: { reason: number }): void => {
+    exitRefused.inc({ reason: EXIT_REFUSED_REASONS.get(info.reason) ?? 'other' });
+  };
+  node.on('build-ended', onBuildEnded);
+  node.on('exit-refused', onExitRefused);
+
+  return {
+    registry,
+    scrape: () => registry.metrics(),
+    close: () => {
+      node.off('build-ended', onBuildEnded);
+      node.off('exit-refused', onExitRefused);
+    },
+  };
+}
+
+/** A running metrics HTTP server. */
+export interface MetricsServer {
+  /** Where it listens (the bound port when asked for port 0). */
+  readonly address: { host: string; port: number };
+  /** Stops listening and drops open connections. */
+  close(): Promise<void>;
+}
+
+/**
+ * Serves `GET /metrics` (Prometheus text format) on `listen`; anything else is 404. Any
+ * host is accepted here: the CLI decides which addresses it allows.
+ * @throws the listen error (EADDRINUSE, EADDRNOTAVAIL, ...)
+ */
+export async function serveMetrics(listen: { host: string; port: number }, metrics: NodeMetrics): Promise<MetricsServer> {
+  const handle = (request: IncomingMessage, response: ServerResponse): void => {
+    const path = (request.url ?? '').split('?', 1)[0];
+    if (path !== '/metrics' || (request.method !== 'GET' && request.method !== 'HEAD')) {
+      response.writeHead(404, { 'Content-Type': 'text/plain; charset=utf-8' });
+      response.end('not found\n');
+      return;
+    }
+    metrics.scrape().then(
+      (body) => {
+        response.writeHead(200, { 'Content-Type': metrics.registry.contentType, 'Cache-Control': 'no-store' });
+        response.end(body);
+      },
+      () => {
+        // No details: an error message could carry an address.
+        response.writeHead(500, { 'Content-Type': 'text/plain; charset=utf-8' });
+        response.end('scrape failed\n');
+      },
+    );
+  };
+  const server = createServer(handle);
+  server.on('clientError', (_error, socket) => socket.destroy());
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(listen.port, listen.host, () => {
+      server.off('error', reject);
+      resolve();
+    });
+  });
+  const bound = server.address() as AddressInfo;
+  let closing: Promise<void> | undefined;
+  return {
+    address: { host: bound.address, port: bound.port },
+    close: () => {
+      closing ??= new Promise<void>((resolve) => {
+        server.close(() => resolve());
+        server.closeAllConnections();
+      });
+      return closing;
+    },
+  };
+}

@@ -1,0 +1,145 @@
+/**
+ * What the control API of a running node answers (GET /v1/status, /v1/tunnels, /v1/peers;
+ * POST /v1/send, /v1/dht/put, /v1/dht/get, /v1/dht/find-node). It is loopback-only and
+ * cookie-authenticated, so it shows addresses and keys as they are: the operator asking is
+ * the owner of the node.
+ */
+import { addressKey, configError, parseAddress, timeoutError, type UdpAddress } from '@deut/common';
+import { fromHex, toHex } from '@deut/crypto';
+import { idFromHex } from '@deut/dht';
+import type { DeutNode } from '@deut/node';
+import type { ControlRoute } from './control.js';
+
+/** Version string reported by `deut status`. */
+export const DEUT_VERSION = '0.1.0';
+
+interface RouteContext {
+  readonly node: DeutNode;
+  readonly startedAt: number;
+  readonly roles: { readonly relay: boolean; readonly master: boolean; readonly dht: boolean };
+}
+
+function field(body: unknown, name: string): unknown {
+  return typeof body === 'object' && body !== null ? (body as Record<string, unknown>)[name] : undefined;
+}
+
+function stringField(body: unknown, name: string): string {
+  const value = field(body, name);
+  if (typeof value !== 'string' || value === '') throw configError('BAD_REQUEST', `"${name}" must be a non-empty string`);
+  return value;
+}
+
+/** `value` as bytes: `valueHex` if given, else the UTF-8 of `value`. */
+function bytesField(body: unknown, name: string): Uint8Array {
+  const hex = field(body, `${name}Hex`);
+  if (typeof hex === 'string') return fromHex(hex);
+  return new TextEncoder().encode(stringField(body, name));
+}
+
+function timeoutField(body: unknown, fallback: number): number {
+  const value = field(body, 'timeoutMs');
+  if (value === undefined) return fallback;
+  if (typeof value !== 'number' || !Number.isInteger(value) || value < 1 || value > 300_000) throw configError('BAD_REQUEST', '"timeoutMs" must be 1..300000');
+  return value;
+}
+
+/** Bytes as shown to the operator: text when it is printable UTF-8, and always hex. */
+function shown(bytes: Uint8Array): { text: string | null; hex: string } {
+  const text = new TextDecoder('utf-8', { fatal: false }).decode(bytes);
+  // eslint-disable-next-line no-control-regex
+  const printable = !text.includes('\uFFFD') && !/[\u0000-\u0008\u000e-\u001f]/.test(text);
+  return { text: printable ? text : null, hex: toHex(bytes) };
+}
+
+/** Waits for the first datagram from `from` at our endpoints. */
+function nextDatagramFrom(node: DeutNode, from: UdpAddress, timeoutMs: number): Promise<{ data: Uint8Array; endpoint: string }> {
+  const key = addressKey(from);
+  return new Promise((resolve, reject) => {
+    const onDatagram = (data: Uint8Array, source: UdpAddress, info: { endpoint: UdpAddress }): void => {
+      if (addressKey(source) !== key) return;
+      clearTimeout(timer);
+      node.off('datagram', onDatagram);
+      resolve({ data, endpoint: addressKey(info.endpoint) });
+    };
+    const timer = setTimeout(() => {
+      node.off('datagram', onDatagram);
+      reject(timeoutError('NO_REPLY', `no reply from ${key} within ${timeoutMs} ms`));
+    }, timeoutMs);
+    node.on('datagram', onDatagram);
+  });
+}
+
+/** The control routes of `node`. */
+export function controlRoutes(context: RouteContext): Record<string, ControlRoute> {
+  const { node } = context;
+  return {
+    'GET /v1/status': () => {
+      const stats = node.stats();
+      const dht = context.roles.dht ? node.dht.stats() : undefined;
+      return {
+        version: DEUT_VERSION,
+        address: addressKey(node.address),
+        publicKey: toHex(node.publicKey),
+        roles: context.roles,
+        uptimeSeconds: Math.round((Date.now() - context.startedAt) / 1000),
+        peers: stats.peers,
+        sessions: node.link.sessions().map((s) => ({
+          peer: addressKey(s.address),
+          sessionId: s.sessionId,
+          initiator: s.initiator,
+          confirmed: s.confirmed,
+          establishedAt: new Date(s.establishedAt).toISOString(),
+        })),
+        tunnels: {
+          owned: stats.pool?.tunnels ?? 0,
+          usable: stats.pool?.usable ?? 0,
+          building: stats.pool?.building ?? 0,
+          transit: stats.tunnels.transit,
+          endpointPorts: stats.exits.ports,
+        },
+        dht: dht === undefined ? null : { id: toHex(node.dht.id), publicKey: toHex(node.dht.publicKey), contacts: dht.contacts, storedKeys: dht.store.keys },
+      };
+    },
+    'GET /v1/tunnels': () => ({
+      owned: node.tunnels.list().map((t) => ({ ...t, endpoint: addressKey(t.endpoint) })),
+      transit: node.stats().tunnels.transit,
+    }),
+    'GET /v1/peers': () =>
+      node.peers().map((p) => ({ address: addressKey(p.address), publicKey: toHex(p.publicKey), failures: p.failures, avoidedUntil: p.avoidUntil > Date.now() ? new Date(p.avoidUntil).toISOString() : null })),
+    'POST /v1/send': async (body) => {
+      let to: UdpAddress;
+      try {
+        to = parseAddress(stringField(body, 'to'));
+      } catch {
+        throw configError('BAD_REQUEST', '"to" must be HOST:PORT with an IP address');
+      }
+      const data = bytesField(body, 'data');
+      const waitReply = field(body, 'waitReply') === true;
+      const timeoutMs = timeoutField(body, 5_000);
+      const reply = waitReply ? nextDatagramFrom(node, to, timeoutMs) : undefined;
+      reply?.catch(() => undefined);
+      await node.send(to, data, { signal: AbortSignal.timeout(timeoutMs) });
+      if (reply === undefined) return { sent: data.length };
+      const got = await reply;
+      return { sent: data.length, reply: shown(got.data), receivedAt: got.endpoint };
+    },
+    'POST /v1/dht/put': async (body) => {
+      const result = await node.dht.put(stringField(body, 'key'), bytesField(body, 'value'), { timeoutMs: timeoutField(body, 30_000) });
+      return result;
+    },
+    'POST /v1/dht/get': async (body) => {
+      const result = await node.dht.get(stringField(body, 'key'), { timeoutMs: timeoutField(body, 30_000) });
+      return { values: result.values.map(shown), asked: result.asked };
+    },
+    'POST /v1/dht/find-node': async (body) => {
+      let id: Uint8Array;
+      try {
+        id = idFromHex(stringField(body, 'id'));
+      } catch {
+        throw configError('BAD_REQUEST', '"id" must be 64 hex digits');
+      }
+      const contacts = await node.dht.findNode(id, { timeoutMs: timeoutField(body, 30_000) });
+      return contacts.map((c) => ({ id: toHex(c.id), address: addressKey(c.address), publicKey: toHex(c.publicKey) }));
+    },
+  };
+}
