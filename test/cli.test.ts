@@ -191,6 +191,9 @@ test('cli - a mesh of deut run processes: status, tunnels, dht put/get, send, me
     assert.ok(samples.every((l) => /^[a-zA-Z_:][a-zA-Z0-9_:]*(\{[^}]*\})? -?[0-9.e+-]+|NaN|[+-]Inf$/.test(l)), 'every sample line parses');
     assert.match(scrape, /^deut_tunnels\{role="owned"\} 3$/m);
     assert.match(scrape, /^deut_link_sessions \d+$/m);
+    assert.match(scrape, /^deut_link_bytes_total\{direction="sent"\} [1-9]\d*$/m);
+    assert.match(scrape, /^deut_tunnel_build_seconds_count\{outcome="succeeded"\} [1-9]\d*$/m);
+    assert.match(scrape, /^deut_dht_lookups_total\{kind="get"\} [1-9]\d*$/m);
 
     // SIGTERM: every process exits 0, and every port it held can be bound again.
     const held: Array<{ udp: string; control: string }> = [];
@@ -355,3 +358,4 @@ test('cli - canary payloads, addresses and keys appear in no log level and no me
     echo.close();
   }
 });
+

@@ -13,6 +13,7 @@ import type { AddressInfo } from 'node:net';
 import { DeutError } from '@deut/common';
 import type { DhtNode } from '@deut/dht';
 import type { DeutNode } from '@deut/node';
+import { DATAGRAM_BYTES } from '@deut/wire';
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 
 /** The metrics of one node. */
@@ -171,6 +172,18 @@ export function createNodeMetrics(node: DeutNode, options: NodeMetricsOptions = 
       this.inc({ layer: 'link', direction: 'received' }, count(s.link.counters, 'datagrams-in'));
       this.inc({ layer: 'endpoint', direction: 'sent' }, count(s.exits.counters, 'datagrams-exited'));
       this.inc({ layer: 'endpoint', direction: 'received' }, count(s.exits.counters, 'datagrams-entered'));
+    },
+  });
+  new Counter({
+    name: 'deut_link_bytes_total',
+    help: 'Bytes on the node port. Every link datagram is exactly DATAGRAM_BYTES (1200), so this is datagrams x 1200; datagrams of any other size are dropped (deut_drops_total{layer="link",reason="size"}).',
+    labelNames: ['direction'] as const,
+    registers,
+    collect() {
+      const link = read().node.link.counters;
+      this.reset();
+      this.inc({ direction: 'sent' }, count(link, 'datagrams-out') * DATAGRAM_BYTES);
+      this.inc({ direction: 'received' }, Math.max(0, count(link, 'datagrams-in') - count(link, 'drop:size')) * DATAGRAM_BYTES);
     },
   });
   new Counter({
