@@ -359,3 +359,39 @@ test('cli - canary payloads, addresses and keys appear in no log level and no me
   }
 });
 
+
+// ---- the scenario the docker and netns meshes run -------------------------------------------
+
+test('cli - two scenario masters prove the mesh to each other through a public DHT bootstrap node', { timeout: 240_000 }, async () => {
+  const dir = tempDir();
+  const daemons: Daemon[] = [];
+  const echo = dgram.createSocket('udp4');
+  echo.on('message', (msg, rinfo) => echo.send(msg, rinfo.port, rinfo.address));
+  await new Promise<void>((resolve) => echo.bind(0, '127.0.3.3', resolve));
+  try {
+    const contactFile = join(dir, 'dht.contact');
+    const first = daemon('bootstrap', dir, ['--listen', '127.0.1.31:0', '--dht-listen', '127.0.1.31:0', '--dht-key-file', join(dir, 'dht.key'), '--dht-contact-file', contactFile]);
+    daemons.push(first);
+    const status = await waitFor('the bootstrap', 30_000, () => statusOf(first));
+    const contact = readFileSync(contactFile, 'utf8').trim();
+    assert.equal((status.publicDht as { contact: string }).contact, contact, 'status shows the public DHT contact the file holds');
+    assert.match(contact, /^[0-9a-f]{64}@127\.0\.1\.31:\d+$/);
+    for (let i = 2; i <= 5; i++) daemons.push(daemon(`relay-${i}`, dir, ['--listen', `127.0.1.${30 + i}:0`, '--bootstrap', String(status.address)]));
+    const scenario = (name: string, peer: string, host: string): Promise<Result> =>
+      deut(
+        ['scenario', 'dht-pair', '--name', name, '--peer', peer, '--listen', `${host}:0`, '--bootstrap', String(status.address), '--no-relay', '--tunnels', '3',
+          '--dht-bootstrap', contact, '--echo', `127.0.3.3:${echo.address().port}`, '--allow-private-exits', '--allow-same-subnet', '--timeout-seconds', '120'],
+        { ms: 180_000 },
+      );
+    const [a, b] = await Promise.all([scenario('a', 'b', '127.0.2.31'), scenario('b', 'a', '127.0.2.32')]);
+    for (const r of [a, b]) {
+      assert.equal(r.code, 0, `${r.stdout}\n${r.stderr}`);
+      assert.match(r.stdout, /both directions work/);
+      assert.match(r.stdout, /came back through the tunnels/);
+      assert.match(r.stdout, /PASS/);
+    }
+  } finally {
+    await Promise.all(daemons.map(stop));
+    echo.close();
+  }
+});

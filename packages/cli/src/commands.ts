@@ -5,13 +5,14 @@
  */
 import { existsSync } from 'node:fs';
 import yargs, { type Argv } from 'yargs';
-import { DeutError } from '@deut/common';
+import { DeutError, configError, parseAddress } from '@deut/common';
 import { cryptoReady, generateKeyPair, toHex, writeKeyFile } from '@deut/crypto';
 import { CONFIG_FIELDS, envName, flagName, resolveRunConfig, type RunConfig } from './config.js';
 import { callControl, defaultControlFile } from './control.js';
 import { EXIT, runDaemon } from './daemon.js';
 import { printTable } from './format.js';
 import { runMesh } from './mesh.js';
+import { runDhtPairScenario } from './scenario.js';
 
 /** Help text of each `run` flag, with its default and environment variable. */
 const RUN_FLAGS: Readonly<Record<keyof RunConfig, { describe: string; type: 'string' | 'boolean' | 'array' }>> = {
@@ -25,6 +26,9 @@ const RUN_FLAGS: Readonly<Record<keyof RunConfig, { describe: string; type: 'str
   relay: { describe: 'carry others\u2019 tunnels and serve as endpoint (default true; --no-relay to stop)', type: 'boolean' },
   dht: { describe: 'join the DHT through the tunnels (implies --master)', type: 'boolean' },
   dhtBootstrap: { describe: 'DHT contact <public key hex>@HOST:PORT to join through; repeatable', type: 'array' },
+  dhtListen: { describe: 'also run a public DHT node over plain UDP at HOST:PORT (a stable bootstrap contact; not anonymous)', type: 'string' },
+  dhtKeyFile: { describe: 'key file of the public DHT node (created 0600 on first start), so its contact stays the same', type: 'string' },
+  dhtContactFile: { describe: 'write the public DHT node\u2019s contact string to this file (for others\u2019 --dht-bootstrap)', type: 'string' },
   keyFile: { describe: 'node key file (created 0600 on first start); absent: a fresh key each run', type: 'string' },
   knownPeers: { describe: 'known_hosts-style file of pinned peer keys (TOFU)', type: 'string' },
   allowPrivateExits: { describe: 'let endpoints send to loopback and private addresses (test meshes only)', type: 'boolean' },
@@ -59,6 +63,28 @@ function print(json: boolean | undefined, value: unknown, human: () => void): vo
   else human();
 }
 
+/** Adds `--config` and every node flag (shared by `run` and `scenario`). */
+function withRunFlags<T>(y: Argv<T>): Argv<T & { config: string | undefined }> {
+  let out = y.option('config', { type: 'string', describe: 'JSON file of settings (keys as below, camelCase); flags and DEUT_* variables override it' });
+  for (const field of CONFIG_FIELDS) {
+    const spec = RUN_FLAGS[field];
+    out = out.option(flagName(field), { type: spec.type, describe: `${spec.describe} [env ${envName(field)}]`, ...(spec.type === 'array' ? { string: true } : {}) });
+  }
+  // The node flags are read by name in configFrom, so they need no static types here.
+  return out.epilogue('Precedence: config file < environment (DEUT_*) < flags. Every bad value is reported, then the command exits 2.');
+}
+
+/** The node configuration from parsed flags, environment and file; undefined after printing every mistake. */
+function configFrom(command: string, parsed: { config?: string | undefined }): RunConfig | undefined {
+  const args = parsed as Readonly<Record<string, unknown>>;
+  const flags: Record<string, unknown> = {};
+  for (const field of CONFIG_FIELDS) if (args[field] !== undefined) flags[field] = args[field];
+  const resolved = resolveRunConfig({ flags, env: process.env, configFile: parsed.config });
+  if (resolved.ok) return resolved.config;
+  for (const error of resolved.errors) process.stderr.write(`deut ${command}: ${error}\n`);
+  return undefined;
+}
+
 /** A mistake in the command line itself (unknown flag, missing argument). */
 class UsageError extends Error {}
 
@@ -76,24 +102,32 @@ export async function main(argv: readonly string[]): Promise<number> {
     .command(
       'run',
       'run a node: relays and serves as endpoint; with --master keeps tunnels; with --dht joins the DHT',
-      (y) => {
-        let out = y.option('config', { type: 'string', describe: 'JSON file of settings (keys as below, camelCase); flags and DEUT_* variables override it' });
-        for (const field of CONFIG_FIELDS) {
-          const spec = RUN_FLAGS[field];
-          out = out.option(flagName(field), { type: spec.type, describe: `${spec.describe} [env ${envName(field)}]`, ...(spec.type === 'array' ? { string: true } : {}) });
-        }
-        return out.epilogue('Precedence: config file < environment (DEUT_*) < flags. Every bad value is reported, then the command exits 2.');
-      },
+      (y) => withRunFlags(y),
       async (args) => {
-        const flags: Record<string, unknown> = {};
-        for (const field of CONFIG_FIELDS) if (args[field] !== undefined) flags[field] = args[field];
-        const resolved = resolveRunConfig({ flags, env: process.env, configFile: args.config });
-        if (!resolved.ok) {
-          for (const error of resolved.errors) process.stderr.write(`deut run: ${error}\n`);
-          exitCode = EXIT.usage;
-          return;
+        const config = configFrom('run', args);
+        if (config === undefined) exitCode = EXIT.usage;
+        else exitCode = await runDaemon(config);
+      },
+    )
+    .command(
+      'scenario dht-pair',
+      'run a master that proves the mesh to a peer master through the DHT (used by the docker and netns meshes)',
+      (y) =>
+        withRunFlags(y)
+          .option('name', { type: 'string', demandOption: true, describe: 'this master\u2019s name in the scenario keys' })
+          .option('peer', { type: 'string', demandOption: true, describe: 'the other master\u2019s name' })
+          .option('echo', { type: 'string', describe: 'also send a datagram to this UDP echo server HOST:PORT and wait for it' })
+          .option('timeout-seconds', { type: 'number', default: 180, describe: 'give up after this long' }),
+      async (args) => {
+        const config = configFrom('scenario', args);
+        let echo;
+        try {
+          echo = args.echo === undefined ? undefined : parseAddress(args.echo);
+        } catch {
+          throw configError('BAD_ECHO', `--echo: expected HOST:PORT (got ${JSON.stringify(args.echo)})`);
         }
-        exitCode = await runDaemon(resolved.config);
+        if (config === undefined) exitCode = EXIT.usage;
+        else exitCode = await runDhtPairScenario(config, { name: args.name, peer: args.peer, echo, timeoutMs: args.timeoutSeconds * 1000 });
       },
     )
     .command(

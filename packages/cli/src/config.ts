@@ -23,6 +23,9 @@ export interface RunConfig {
   readonly relay: boolean;
   readonly dht: boolean;
   readonly dhtBootstrap: readonly string[];
+  readonly dhtListen: UdpAddress | undefined;
+  readonly dhtKeyFile: string | undefined;
+  readonly dhtContactFile: string | undefined;
   readonly keyFile: string | undefined;
   readonly knownPeers: string | undefined;
   readonly allowPrivateExits: boolean;
@@ -61,6 +64,9 @@ const FIELDS: Readonly<Record<Exclude<keyof RunConfig, never>, FieldSpec>> = {
   relay: { kind: 'bool' },
   dht: { kind: 'bool' },
   dhtBootstrap: { kind: 'contacts' },
+  dhtListen: { kind: 'address' },
+  dhtKeyFile: { kind: 'string' },
+  dhtContactFile: { kind: 'string' },
   keyFile: { kind: 'string' },
   knownPeers: { kind: 'string' },
   allowPrivateExits: { kind: 'bool' },
@@ -165,6 +171,9 @@ export function resolveRunConfig(sources: ConfigSources): ConfigResult {
     relay: (values.relay as boolean | undefined) ?? true,
     dht: (values.dht as boolean | undefined) ?? false,
     dhtBootstrap: (values.dhtBootstrap as string[] | undefined) ?? [],
+    dhtListen: values.dhtListen as UdpAddress | undefined,
+    dhtKeyFile: values.dhtKeyFile as string | undefined,
+    dhtContactFile: values.dhtContactFile as string | undefined,
     keyFile: values.keyFile as string | undefined,
     knownPeers: values.knownPeers as string | undefined,
     allowPrivateExits: (values.allowPrivateExits as boolean | undefined) ?? false,

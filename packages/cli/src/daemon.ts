@@ -3,30 +3,42 @@
  * signal. SIGINT/SIGTERM tear down every tunnel (TunnelDestroy), close every port and
  * socket, flush the logs and exit 0; a second signal exits at once.
  */
-import { existsSync } from 'node:fs';
+import { writeFile } from 'node:fs/promises';
 import { addressKey, DeutError, type Logger } from '@deut/common';
-import { generateKeyPair, readKeyFile, writeKeyFile, type KeyPair } from '@deut/crypto';
 import { KnownPeers } from '@deut/link';
 import { DeutNode } from '@deut/node';
 import type { RunConfig } from './config.js';
 import { startControlServer } from './control.js';
 import { createCliLogger } from './logging.js';
 import { createNodeMetrics, serveMetrics } from './metrics.js';
+import { loadOrCreateKey, startPublicDht } from './public-dht.js';
 import { controlRoutes } from './routes.js';
 
 /** Exit codes of the `deut` command. */
 export const EXIT = { ok: 0, failure: 1, usage: 2 } as const;
 
-/** The node key: read from `keyFile`, created there on first start (0600), or fresh and unpinned. */
-async function loadIdentity(keyFile: string | undefined, logger: Logger): Promise<KeyPair | undefined> {
-  if (keyFile === undefined) return undefined;
-  if (!existsSync(keyFile)) {
-    const keyPair = generateKeyPair();
-    await writeKeyFile(keyFile, keyPair, { overwrite: false });
-    logger.info('created a new node key file', { path: keyFile });
-    return keyPair;
-  }
-  return readKeyFile(keyFile);
+/**
+ * Starts the node `config` describes. The node key is read from `keyFile`, created there
+ * on first start (0600), or, without a key file, fresh and marked not to be pinned.
+ */
+export async function startConfiguredNode(config: RunConfig, logger: Logger): Promise<DeutNode> {
+  const identity = config.keyFile === undefined ? undefined : await loadOrCreateKey(config.keyFile, logger, 'node');
+  return DeutNode.start({
+    listen: config.listen,
+    bootstrap: config.bootstrap,
+    master: config.master,
+    tunnels: config.tunnels,
+    hops: config.hops,
+    fanout: config.fanout,
+    pathSelection: config.pathSelection,
+    relay: config.relay,
+    allowPrivateExits: config.allowPrivateExits,
+    allowSameSubnet: config.allowSameSubnet,
+    ...(identity !== undefined ? { identity } : {}),
+    ...(config.knownPeers !== undefined ? { knownPeers: KnownPeers.load(config.knownPeers) } : {}),
+    ...(config.dht ? { dht: { bootstrap: config.dhtBootstrap } } : {}),
+    logger,
+  });
 }
 
 /**
@@ -47,26 +59,14 @@ export async function runDaemon(config: RunConfig): Promise<number> {
     cleanups.length = 0;
   };
   try {
-    const identity = await loadIdentity(config.keyFile, logger);
-    const node = await DeutNode.start({
-      listen: config.listen,
-      bootstrap: config.bootstrap,
-      master: config.master,
-      tunnels: config.tunnels,
-      hops: config.hops,
-      fanout: config.fanout,
-      pathSelection: config.pathSelection,
-      relay: config.relay,
-      allowPrivateExits: config.allowPrivateExits,
-      allowSameSubnet: config.allowSameSubnet,
-      ...(identity !== undefined ? { identity } : {}),
-      ...(config.knownPeers !== undefined ? { knownPeers: KnownPeers.load(config.knownPeers) } : {}),
-      ...(config.dht ? { dht: { bootstrap: config.dhtBootstrap } } : {}),
-      logger,
-    });
+    const node = await startConfiguredNode(config, logger);
     cleanups.push(() => node.close());
+    const publicDht = config.dhtListen === undefined ? undefined : await startPublicDht(config.dhtListen, config.dhtKeyFile, config.dhtBootstrap, logger);
+    if (publicDht !== undefined) cleanups.push(() => publicDht.close());
+    // Written before the control API answers, so a healthcheck that passes means the file is there.
+    if (publicDht !== undefined && config.dhtContactFile !== undefined) await writeFile(config.dhtContactFile, `${publicDht.contact}\n`);
     const roles = { relay: config.relay, master: config.master, dht: config.dht };
-    const control = await startControlServer({ listen: config.control, file: config.controlFile, routes: controlRoutes({ node, startedAt: Date.now(), roles }) });
+    const control = await startControlServer({ listen: config.control, file: config.controlFile, routes: controlRoutes({ node, startedAt: Date.now(), roles, publicDht }) });
     cleanups.push(() => control.close());
     let metricsAddress: string | undefined;
     if (config.metrics !== undefined) {
@@ -83,6 +83,7 @@ export async function runDaemon(config: RunConfig): Promise<number> {
       `deut ${[roles.relay ? 'relay' : '', roles.master ? 'master' : '', roles.dht ? 'dht' : ''].filter(Boolean).join('+')} node on udp ${addressKey(node.address)}; ` +
         `control ${addressKey(control.address)}${metricsAddress !== undefined ? `; metrics http://${metricsAddress}/metrics` : ''}\n`,
     );
+    if (publicDht !== undefined) process.stdout.write(`public dht contact ${publicDht.contact}\n`);
     // Addresses are scrubbed from logs unless --unsafe-logs; the operator sees them on stdout and in `deut status`.
     logger.info('node started', { roles: Object.entries(roles).filter(([, on]) => on).map(([r]) => r).join(','), address: addressKey(node.address), control: addressKey(control.address) });
     await waitForSignal(logger);

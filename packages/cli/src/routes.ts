@@ -15,6 +15,8 @@ export const DEUT_VERSION = '0.1.0';
 
 interface RouteContext {
   readonly node: DeutNode;
+  /** The public DHT node of `--dht-listen`, if any. */
+  readonly publicDht?: { readonly contact: string; readonly dht: { stats(): { contacts: number; store: { keys: number } } } } | undefined;
   readonly startedAt: number;
   readonly roles: { readonly relay: boolean; readonly master: boolean; readonly dht: boolean };
 }
@@ -98,6 +100,10 @@ export function controlRoutes(context: RouteContext): Record<string, ControlRout
           endpointPorts: stats.exits.ports,
         },
         dht: dht === undefined ? null : { id: toHex(node.dht.id), publicKey: toHex(node.dht.publicKey), contacts: dht.contacts, storedKeys: dht.store.keys },
+        publicDht:
+          context.publicDht === undefined
+            ? null
+            : { contact: context.publicDht.contact, contacts: context.publicDht.dht.stats().contacts, storedKeys: context.publicDht.dht.stats().store.keys },
       };
     },
     'GET /v1/tunnels': () => ({
