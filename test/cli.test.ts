@@ -395,3 +395,20 @@ test('cli - two scenario masters prove the mesh to each other through a public D
     echo.close();
   }
 });
+
+test('cli - run creates its key file (0600) on first start and keeps its public key across restarts', { timeout: 60_000 }, async () => {
+  const dir = tempDir();
+  const keyFile = join(dir, 'node.key');
+  const publicKeys: string[] = [];
+  for (const round of [1, 2]) {
+    const d = daemon(`keyed-${round}`, dir, ['--listen', '127.0.0.1:0', '--key-file', keyFile]);
+    try {
+      const status = await waitFor('the daemon', 30_000, () => statusOf(d));
+      publicKeys.push(String(status.publicKey));
+    } finally {
+      assert.equal(await stop(d), 0, d.output.stderr);
+    }
+  }
+  assert.equal(statSync(keyFile).mode & 0o777, 0o600);
+  assert.equal(publicKeys[0], publicKeys[1], 'the same identity after a restart');
+});

@@ -7,7 +7,7 @@
 import dgram from 'node:dgram';
 import { existsSync } from 'node:fs';
 import { addressKey, type Logger, type UdpAddress } from '@deut/common';
-import { generateKeyPair, readKeyFile, writeKeyFile, type KeyPair } from '@deut/crypto';
+import { cryptoReady, generateKeyPair, readKeyFile, writeKeyFile, type KeyPair } from '@deut/crypto';
 import { DhtNode, channelFromSocket, formatDhtContact, parseDhtContact } from '@deut/dht';
 
 /** A running public DHT node. */
@@ -20,6 +20,7 @@ export interface PublicDht {
 
 /** Reads `path`, or creates it (0600) with a new key; a fresh key when no path is given. */
 export async function loadOrCreateKey(path: string | undefined, logger: Logger, what: string): Promise<KeyPair> {
+  await cryptoReady();
   if (path === undefined) return generateKeyPair();
   if (existsSync(path)) return readKeyFile(path);
   const keyPair = generateKeyPair();

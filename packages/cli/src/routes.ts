@@ -87,6 +87,7 @@ export function controlRoutes(context: RouteContext): Record<string, ControlRout
         peers: stats.peers,
         sessions: node.link.sessions().map((s) => ({
           peer: addressKey(s.address),
+          publicKey: toHex(s.publicKey),
           sessionId: s.sessionId,
           initiator: s.initiator,
           confirmed: s.confirmed,
