@@ -5,10 +5,9 @@
  * "config file field tunnels"), and the command exits 2 without a stack trace.
  */
 import { readFileSync } from 'node:fs';
-import { isIP } from 'node:net';
 import { parseAddress, type UdpAddress } from '@deut/common';
 import { parseDhtContact } from '@deut/dht';
-import { defaultControlFile } from './control.js';
+import { defaultControlFile, isLoopbackIp } from './control.js';
 import type { LogFormat, LogLevel } from './logging.js';
 
 /** Everything `deut run` needs, validated. */
@@ -208,7 +207,7 @@ function parseField(spec: FieldSpec, raw: unknown): Parsed {
       } catch {
         return bad('expected HOST:PORT with an IP address (IPv6 in brackets) and a port 0..65535');
       }
-      if (spec.kind === 'loopback' && !isLoopback(address.host)) return bad('must be a loopback address (127.0.0.0/8 or [::1]): the control API is never exposed');
+      if (spec.kind === 'loopback' && !isLoopbackIp(address.host)) return bad('must be a loopback address (127.0.0.0/8 or [::1]): the control API is never exposed');
       return ok(address);
     }
     case 'addresses': {
@@ -249,11 +248,4 @@ function parseField(spec: FieldSpec, raw: unknown): Parsed {
     case 'enum':
       return typeof raw === 'string' && (spec.values ?? []).includes(raw) ? ok(raw) : bad(`expected one of ${(spec.values ?? []).join(', ')}`);
   }
-}
-
-/** True for 127.0.0.0/8, ::1 and IPv4-mapped loopback. */
-export function isLoopback(host: string): boolean {
-  if (isIP(host) === 4) return host.startsWith('127.');
-  const lower = host.toLowerCase();
-  return lower === '::1' || lower.startsWith('::ffff:127.');
 }

@@ -12,7 +12,7 @@ import { createServer, type IncomingMessage, type ServerResponse } from 'node:ht
 import type { AddressInfo } from 'node:net';
 import { DeutError } from '@deut/common';
 import type { DhtNode } from '@deut/dht';
-import type { DeutNode } from '@deut/node';
+import { EXIT_REFUSED, exitRefusedReasonName, type DeutNode } from '@deut/node';
 import { DATAGRAM_BYTES } from '@deut/wire';
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 
@@ -38,13 +38,6 @@ export interface NodeMetricsOptions {
 
 /** Build latency buckets (seconds), 1 ms to 10 s. */
 export const BUILD_SECONDS_BUCKETS: readonly number[] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
-
-/** EXIT_REFUSED reason codes (PROTOCOL.md §6; packages/node/src/exits.ts). */
-const EXIT_REFUSED_REASONS: ReadonlyMap<number, string> = new Map([
-  [1, 'policy'],
-  [2, 'rate'],
-  [3, 'send-failed'],
-]);
 
 /** What a drop reason must look like to be a label value: a short lowercase code. */
 const REASON_LABEL = /^[a-z][a-z0-9-]{0,63}$/;
@@ -235,7 +228,7 @@ export function createNodeMetrics(node: DeutNode, options: NodeMetricsOptions = 
     labelNames: ['reason'] as const,
     registers,
   });
-  for (const reason of [...EXIT_REFUSED_REASONS.values(), 'other']) exitRefused.inc({ reason }, 0);
+  for (const reason of [...Object.keys(EXIT_REFUSED), 'other']) exitRefused.inc({ reason }, 0);
 
   if (dht !== undefined) {
     new Counter({
@@ -275,7 +268,7 @@ export function createNodeMetrics(node: DeutNode, options: NodeMetricsOptions = 
     if (Number.isFinite(outcome.ms) && outcome.ms >= 0) buildSeconds.observe({ outcome: outcome.ok ? 'succeeded' : 'failed' }, outcome.ms / 1000);
   };
   const onExitRefused = (info: { reason: number }): void => {
-    exitRefused.inc({ reason: EXIT_REFUSED_REASONS.get(info.reason) ?? 'other' });
+    exitRefused.inc({ reason: exitRefusedReasonName(info.reason) ?? 'other' });
   };
   node.on('build-ended', onBuildEnded);
   node.on('exit-refused', onExitRefused);

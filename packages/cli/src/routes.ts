@@ -53,8 +53,8 @@ function shown(bytes: Uint8Array): { text: string | null; hex: string } {
   return { text: printable ? text : null, hex: toHex(bytes) };
 }
 
-/** Waits for the first datagram from `from` at our endpoints. */
-function nextDatagramFrom(node: DeutNode, from: UdpAddress, timeoutMs: number): Promise<{ data: Uint8Array; endpoint: string }> {
+/** Waits for the first datagram from `from` at our endpoints; rejects `NO_REPLY` after `timeoutMs`. */
+export function nextDatagramFrom(node: DeutNode, from: UdpAddress, timeoutMs: number): Promise<{ data: Uint8Array; endpoint: string }> {
   const key = addressKey(from);
   return new Promise((resolve, reject) => {
     const onDatagram = (data: Uint8Array, source: UdpAddress, info: { endpoint: UdpAddress }): void => {

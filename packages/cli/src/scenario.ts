@@ -11,6 +11,7 @@ import type { DeutNode } from '@deut/node';
 import type { RunConfig } from './config.js';
 import { EXIT, startConfiguredNode } from './daemon.js';
 import { createCliLogger } from './logging.js';
+import { nextDatagramFrom } from './routes.js';
 
 /** Options of {@link runDhtPairScenario}. */
 export interface DhtPairOptions {
@@ -45,17 +46,11 @@ async function eventually(deadline: number, attempt: () => Promise<boolean>, log
 
 async function echoThrough(node: DeutNode, to: UdpAddress, deadline: number): Promise<boolean> {
   const payload = `echo-${Date.now()}`;
-  const echoed = new Promise<boolean>((resolve) => {
-    const timer = setTimeout(() => resolve(false), Math.max(0, deadline - Date.now()));
-    node.on('datagram', function onDatagram(data, from) {
-      if (addressKey(from) !== addressKey(to) || text(data) !== payload) return;
-      clearTimeout(timer);
-      node.off('datagram', onDatagram);
-      resolve(true);
-    });
-  });
+  const reply = nextDatagramFrom(node, to, Math.max(1, deadline - Date.now()));
+  reply.catch(() => undefined);
   await node.send(to, new TextEncoder().encode(payload));
-  return echoed;
+  // A late echo of an earlier attempt is not this one's: the caller tries again.
+  return reply.then((r) => text(r.data) === payload, () => false);
 }
 
 /** Runs the scenario; resolves with the exit code. */

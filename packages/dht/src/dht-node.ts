@@ -448,17 +448,14 @@ export class DhtNode {
         this.#logger.debug('dht: republish failed', { error: String(error) });
       });
     }
-    const stale = this.table.bucketsNeedingRefresh(now, this.#refreshIntervalMs).filter((i) => this.#bucketInUse(i));
+    // Only buckets that hold or could hold contacts need refreshing: those from our closest
+    // neighbour's outwards (the ones nearer than that are empty in any network of this size).
+    const closest = this.table.closest(this.id, 1)[0];
+    const firstInUse = closest === undefined ? ID_BITS : (bucketIndex(this.id, closest.id) ?? 0);
+    const stale = this.table.bucketsNeedingRefresh(now, this.#refreshIntervalMs).filter((i) => i >= firstInUse);
     for (const bucket of stale.slice(0, 4)) {
       this.#counters.add('refreshes');
       this.findNode(randomIdInBucket(this.id, bucket)).catch(() => undefined);
     }
-  }
-
-  /** Only buckets that hold or could hold contacts need refreshing: the far ones and the used ones. */
-  #bucketInUse(index: number): boolean {
-    const closest = this.table.closest(this.id, 1)[0];
-    if (closest === undefined) return false;
-    return index >= (bucketIndex(this.id, closest.id) ?? 0);
   }
 }

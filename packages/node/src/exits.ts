@@ -17,7 +17,12 @@ export interface SocketFactory {
 }
 
 /** EXIT_REFUSED reasons (PROTOCOL.md §6). */
-const EXIT_REFUSED = { policy: 1, rate: 2, 'send-failed': 3 } as const;
+export const EXIT_REFUSED = { policy: 1, rate: 2, 'send-failed': 3 } as const;
+
+/** The name of an EXIT_REFUSED reason code, or undefined for a code this version does not know. */
+export function exitRefusedReasonName(code: number): keyof typeof EXIT_REFUSED | undefined {
+  return (Object.keys(EXIT_REFUSED) as Array<keyof typeof EXIT_REFUSED>).find((name) => EXIT_REFUSED[name] === code);
+}
 
 interface OpenExit {
   readonly tunnel: EndpointTunnel;

@@ -1,5 +1,5 @@
 export * from './exit-policy.js';
-export { EndpointExits, type EndpointExitsOptions, type SocketFactory } from './exits.js';
+export { EXIT_REFUSED, EndpointExits, exitRefusedReasonName, type EndpointExitsOptions, type SocketFactory } from './exits.js';
 export { Messenger, type MessengerOptions, type RequestHandler, type RequestOptions } from './messenger.js';
 export { PeerTable, subnetGroup, type PeerRecord } from './peers.js';
 export { TunnelPool, type TunnelInfo, type TunnelPoolOptions } from './pool.js';
