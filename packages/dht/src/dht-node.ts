@@ -11,6 +11,7 @@
  * - {@link DhtNode.announce} (a lookup of our own id) makes the nodes closest to us hear
  *   from our new endpoints and verify them; the owner calls it after its tunnels rotate.
  */
+import { setMaxListeners } from 'node:events';
 import type { Clock, Logger, RateLimit, TimerHandle } from '@deut/common';
 import { Counters, DeutError, KeyedRateLimiter, abortedError, addressKey, configError, silentLogger, systemClock, transportError } from '@deut/common';
 import { toHex, type KeyPair } from '@deut/crypto';
@@ -29,6 +30,12 @@ import { ValueStore, type PutResult, type ValueStoreOptions } from './store.js';
  */
 const ANSWER_BODY_BUDGET = 1_200 - DHT_HEADER_BYTES - DHT_RESPONSE_OVERHEAD_BYTES - 2;
 const VALUE_ENTRY_OVERHEAD = 4 + 2;
+/**
+ * Abort listeners one operation may hold on its signal at once: a STORE goes to k nodes at
+ * the same time, and a lookup keeps stalled calls alive beside α fresh ones. Node warns of a
+ * leak above 10, which these legitimately pass; past this bound it would be a real one.
+ */
+const CONCURRENT_CALLS_PER_OPERATION = 4 * K_BUCKET_SIZE;
 
 /** Default lifetime of a value put without a TTL: two republish periods. */
 export const DEFAULT_VALUE_TTL_MS = 2 * 60 * 60 * 1000;
@@ -288,6 +295,7 @@ export class DhtNode {
     for (const b of extra) seeds.push({ id: nodeIdFromPublicKey(b.publicKey), publicKey: b.publicKey, address: b.address });
     const timeout = AbortSignal.timeout(options.timeoutMs ?? this.#operationTimeoutMs);
     const signal = options.signal === undefined ? timeout : AbortSignal.any([options.signal, timeout]);
+    setMaxListeners(CONCURRENT_CALLS_PER_OPERATION, signal);
     const body: DhtRequestBody = wantValues ? { type: 'find-value', key: target } : { type: 'find-node', target };
     return iterativeLookup({
       target,
@@ -313,10 +321,13 @@ export class DhtNode {
     let stored = 0;
     const ttlSeconds = Math.max(1, Math.floor((expiresAt - this.#clock.now()) / 1000));
     const timestampMs = this.#nextSeq();
+    // One listener per STORE in flight: on a signal of our own, so the caller's sees one.
+    const signal = options.signal === undefined ? undefined : AbortSignal.any([options.signal]);
+    if (signal !== undefined) setMaxListeners(CONCURRENT_CALLS_PER_OPERATION, signal);
     await Promise.all(
       closest.map(async (node) => {
         try {
-          const answer = await this.#call(node, { type: 'store', key, timestampMs, ttlSeconds, value }, options.signal);
+          const answer = await this.#call(node, { type: 'store', key, timestampMs, ttlSeconds, value }, signal);
           const result = answer.type === 'stored' ? answer.result : 'bad-answer';
           if (result === 'stored') stored++;
           else refused[result] = (refused[result] ?? 0) + 1;
