@@ -34,6 +34,11 @@ export interface CapturedPacket {
   readonly payload: Uint8Array;
 }
 
+/** Ethernet + IP + UDP + the largest datagram we send, with room: whole packets, no more. */
+const CAPTURE_SNAPLEN = 1600;
+/** The kernel capture ring, large enough that a starved tcpdump on a loaded machine loses nothing. */
+const CAPTURE_BUFFER_KIB = 32 * 1024;
+
 /** True when this process can create network namespaces (root and iproute2). */
 export async function netnsAvailable(): Promise<boolean> {
   if (process.getuid?.() !== 0) return false;
@@ -68,7 +73,10 @@ export class NetnsMesh {
     const mesh = new NetnsMesh(hub, hosts);
     try {
       await ip(['netns', 'add', hub]);
-      await ip(['-n', hub, 'link', 'add', 'br0', 'type', 'bridge']);
+      // ageing_time 0: the bridge learns no addresses and floods every frame, like a hub.
+      // A learning bridge switches unicast port to port, and tcpdump on br0 then sees only
+      // the frames flooded before it learned: a capture that silently misses most packets.
+      await ip(['-n', hub, 'link', 'add', 'br0', 'type', 'bridge', 'ageing_time', '0']);
       await ip(['-n', hub, 'link', 'set', 'br0', 'up']);
       for (const host of hosts) {
         await ip(['netns', 'add', host.ns]);
@@ -136,9 +144,13 @@ export class NetnsMesh {
     return method;
   }
 
-  /** Starts tcpdump on the bridge; `stop()` returns every UDP packet it saw. */
+  /**
+   * Starts tcpdump on the bridge; `stop()` returns every UDP packet it saw, or throws if it lost any.
+   * Immediate mode: otherwise libpcap hands packets over a ring block at a time, and the block
+   * still open at SIGINT (the last second: a scenario's final echo) is lost without being counted.
+   */
   async capture(file: string): Promise<{ stop(): Promise<CapturedPacket[]> }> {
-    const child = this.spawn({ index: 0, ns: this.hub, address: '' }, ['tcpdump', '-i', 'br0', '-n', '-s', '0', '-U', '-w', file, 'udp']);
+    const child = this.spawn({ index: 0, ns: this.hub, address: '' }, ['tcpdump', '-i', 'br0', '-n', '-s', String(CAPTURE_SNAPLEN), '-B', String(CAPTURE_BUFFER_KIB), '--immediate-mode', '-U', '-w', file, 'udp']);
     let stderr = '';
     child.stderr?.on('data', (c: Buffer) => (stderr += c.toString()));
     // tcpdump says "listening on br0" once it captures.
@@ -151,6 +163,10 @@ export class NetnsMesh {
       stop: async () => {
         child.kill('SIGINT');
         await new Promise((resolve) => (child.exitCode !== null ? resolve(undefined) : child.once('exit', resolve)));
+        // A capture that missed packets proves nothing about them: refuse it rather than
+        // let "never seen" pass for "never sent".
+        const dropped = /(\d+) packets? dropped by kernel/.exec(stderr);
+        if (dropped === null || dropped[1] !== '0') throw new Error(`the capture lost packets: ${stderr.trim()}`);
         return parsePcap(await readFile(file));
       },
     };
