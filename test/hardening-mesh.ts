@@ -15,6 +15,8 @@ import { TunnelEngine, type DestroyReason, type EndpointTunnel, type OwnedTunnel
 export interface MeshNode {
   readonly name: string;
   readonly link: Link;
+  /** The node's socket: sending on it sends from the node's address. */
+  readonly socket: KillableSocket;
   readonly engine: TunnelEngine;
   readonly candidate: PeerCandidate;
   /** Rewrites a tunnel-layer payload before the engine sees it, or drops it (null). */
@@ -56,6 +58,7 @@ export async function createMesh(names: readonly string[], seed = 7): Promise<Me
     const node: MeshNode = {
       name,
       link,
+      socket,
       candidate: { address: socket.local, publicKey: identity.publicKey },
       intercept: undefined,
       endpoints: [],
