@@ -6,7 +6,7 @@
  */
 import fc from 'fast-check';
 import { ManualClock, addressKey } from '@deut/common';
-import { generateKeyPair } from '@deut/crypto';
+import { generateKeyPair, type KeyPair } from '@deut/crypto';
 import { Link, type LinkPeer } from '@deut/link';
 import { KillableSocket, withDeadline } from '@deut/testkit';
 import { MemoryNetwork } from '@deut/transport';
@@ -17,8 +17,12 @@ export interface MeshNode {
   readonly link: Link;
   /** The node's socket: sending on it sends from the node's address. */
   readonly socket: KillableSocket;
+  /** The node's static key pair (link and tunnel identity). */
+  readonly identity: KeyPair;
   readonly engine: TunnelEngine;
   readonly candidate: PeerCandidate;
+  /** Every tunnel-layer payload this node's link delivered (copies), with its sender's name. */
+  readonly inbox: Array<{ payload: Uint8Array; from: string }>;
   /** Rewrites a tunnel-layer payload before the engine sees it, or drops it (null). */
   intercept: ((payload: Uint8Array, from: LinkPeer) => Uint8Array | null) | undefined;
   readonly endpoints: EndpointTunnel[];
@@ -59,7 +63,9 @@ export async function createMesh(names: readonly string[], seed = 7): Promise<Me
       name,
       link,
       socket,
+      identity,
       candidate: { address: socket.local, publicKey: identity.publicKey },
+      inbox: [],
       intercept: undefined,
       endpoints: [],
       endpointFrames: [],
@@ -87,6 +93,8 @@ export async function createMesh(names: readonly string[], seed = 7): Promise<Me
     node.engine.onTunnelFrame = (_tunnel, plaintext) => void node.ownFrames.push(plaintext.slice());
     node.engine.onTunnelClosed = (tunnel, reason) => void node.ownClosed.push({ tunnel, reason });
     link.onPayload((payload, from) => {
+      const sender = nodes.find((n) => addressKey(n.candidate.address) === addressKey(from.address));
+      if (node.inbox.length < 10_000) node.inbox.push({ payload: payload.slice(), from: sender?.name ?? addressKey(from.address) });
       const delivered = node.intercept === undefined ? payload : node.intercept(payload.slice(), from);
       if (delivered !== null) node.engine.handle(delivered, from);
     });
