@@ -5,12 +5,12 @@
  * endpoint frame and every owned tunnel that ended (with its reason).
  */
 import fc from 'fast-check';
-import { ManualClock, addressKey } from '@deut/common';
+import { ManualClock, addressKey, type UdpAddress } from '@deut/common';
 import { generateKeyPair, type KeyPair } from '@deut/crypto';
 import { Link, type LinkPeer } from '@deut/link';
 import { KillableSocket, withDeadline } from '@deut/testkit';
 import { MemoryNetwork } from '@deut/transport';
-import { TunnelEngine, type DestroyReason, type EndpointTunnel, type OwnedTunnel, type PeerCandidate } from '@deut/tunnel';
+import { TunnelEngine, type DestroyReason, type EndpointTunnel, type OwnedTunnel, type PeerCandidate, type RefusalReason } from '@deut/tunnel';
 
 export interface MeshNode {
   readonly name: string;
@@ -25,6 +25,10 @@ export interface MeshNode {
   readonly inbox: Array<{ payload: Uint8Array; from: string }>;
   /** Rewrites a tunnel-layer payload before the engine sees it, or drops it (null). */
   intercept: ((payload: Uint8Array, from: LinkPeer) => Uint8Array | null) | undefined;
+  /** Admission answer of this node as a hop (undefined admits). */
+  refuse: RefusalReason | undefined;
+  /** Endpoint setup, replaceable by a test (the default binds at once). */
+  openEndpoint: (tunnel: EndpointTunnel) => Promise<UdpAddress | RefusalReason>;
   readonly endpoints: EndpointTunnel[];
   /** Plaintext that left this node's endpoints toward the world. */
   readonly endpointFrames: Uint8Array[];
@@ -44,7 +48,7 @@ export interface Mesh {
   /** Advances the clock in 250 ms steps, settling after each. */
   advance(ms: number): Promise<void>;
   /** Builds a master-mode tunnel from `master` through `hops`. */
-  build(master: MeshNode, hops: readonly MeshNode[]): Promise<OwnedTunnel>;
+  build(master: MeshNode, hops: readonly MeshNode[], lifetimeMs?: number): Promise<OwnedTunnel>;
   /** Tunnel state held by every engine together (transit, owned, pending). */
   totalState(): number;
   close(): Promise<void>;
@@ -67,6 +71,11 @@ export async function createMesh(names: readonly string[], seed = 7): Promise<Me
       candidate: { address: socket.local, publicKey: identity.publicKey },
       inbox: [],
       intercept: undefined,
+      refuse: undefined,
+      openEndpoint: (tunnel) => {
+        node.endpoints.push(tunnel);
+        return Promise.resolve({ host, port: 40_000 + tunnel.handle });
+      },
       endpoints: [],
       endpointFrames: [],
       closedEndpoints: [],
@@ -78,11 +87,8 @@ export async function createMesh(names: readonly string[], seed = 7): Promise<Me
         clock,
         policy: {
           allowBuildFrom: () => true,
-          admit: () => undefined,
-          openEndpoint: (tunnel) => {
-            node.endpoints.push(tunnel);
-            return Promise.resolve({ host, port: 40_000 + tunnel.handle });
-          },
+          admit: () => node.refuse,
+          openEndpoint: (tunnel) => node.openEndpoint(tunnel),
           closeEndpoint: (tunnel, reason) => void node.closedEndpoints.push({ handle: tunnel.handle, reason }),
           endpointFrame: (_tunnel, plaintext) => void node.endpointFrames.push(plaintext.slice()),
           pickNextHop: () => undefined,
@@ -117,8 +123,8 @@ export async function createMesh(names: readonly string[], seed = 7): Promise<Me
         await settle();
       }
     },
-    build: async (master, hops) => {
-      const building = master.engine.build({ mode: 'master', hops: hops.map((h) => h.candidate), lifetimeMs: 600_000 });
+    build: async (master, hops, lifetimeMs = 600_000) => {
+      const building = master.engine.build({ mode: 'master', hops: hops.map((h) => h.candidate), lifetimeMs });
       building.catch(() => undefined);
       await settle();
       return withDeadline(building, 5_000, 'a build over a quiet in-memory network');
