@@ -104,11 +104,14 @@ test('hardening nonces - no (key, nonce) pair is used twice across link rekeys a
     assert.ok(generations * (REKEY_AFTER_MS + 1_000) > REJECT_AFTER_MS);
     const drops = (): number => Object.entries(R1.link.stats().counters).filter(([k]) => k.startsWith('drop:')).reduce((n, [, v]) => n + v, 0);
     const dropsBefore = drops();
+    const countersBefore = { ...R1.link.stats().counters };
     const relayedBefore = R1.engine.stats().counters['cells-relayed'] ?? 0;
     M.socket.send(withheld[1]!, R1.candidate.address);
     await mesh.settle();
     assert.equal(R1.engine.stats().counters['cells-relayed'] ?? 0, relayedBefore, 'nothing under a retired key gets through');
     assert.equal(drops(), dropsBefore + 1, 'the link counts the refusal');
+    const reason = Object.entries(R1.link.stats().counters).find(([k, v]) => k.startsWith('drop:') && v !== (countersBefore[k] ?? 0))?.[0];
+    t.diagnostic(`the retired-key datagram was counted as ${reason}`);
   } finally {
     record.stop();
     await mesh.close();
