@@ -11,10 +11,11 @@
 import { after, test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import fc from 'fast-check';
-import { type UdpAddress } from '@deut/common';
-import { cryptoReady, randomBytes } from '@deut/crypto';
-import { BuildError, TUNNEL_TICK_MS, type EndpointTunnel, type OwnedTunnel, type RefusalReason } from '@deut/tunnel';
-import { CELL_BYTES, CELL_PLAINTEXT_BYTES, TUNNEL_MESSAGE_TYPES } from '@deut/wire';
+import { ManualClock, type UdpAddress } from '@deut/common';
+import { cryptoReady, generateKeyPair, randomBytes } from '@deut/crypto';
+import { PeerTable, TunnelPool } from '@deut/node';
+import { BuildError, OwnedTunnel, TUNNEL_TICK_MS, type BuildPlan, type TunnelEngine, type EndpointTunnel, type RefusalReason } from '@deut/tunnel';
+import { CELL_BYTES, CELL_PLAINTEXT_BYTES, TUNNEL_MESSAGE_TYPES, tunnelId } from '@deut/wire';
 import { withDeadline } from '@deut/testkit';
 import { assertProperty, createMesh, tamperOnce, type Mesh, type MeshNode } from './hardening-mesh.js';
 
@@ -269,5 +270,80 @@ test('hardening model - fc.scheduler: the endpoint binding its port races build 
       }
     }),
     { numRuns: 60 },
+  );
+});
+
+test("hardening model - fc.scheduler: the pool's builds completing, failing and being lost in any order, with close() anywhere, leak no tunnel and keep the counts right", { timeout: 120_000 }, async () => {
+  await assertProperty(
+    fc.asyncProperty(
+      fc.scheduler(),
+      fc.array(fc.constantFrom('resolve-one', 'tick', 'lose-one', 'close'), { minLength: 1, maxLength: 30 }),
+      fc.array(fc.boolean(), { minLength: 64, maxLength: 64 }),
+      async (s, events, outcomes) => {
+        const clock = new ManualClock();
+        const peers = new PeerTable('127.0.0.1:1', () => clock.now());
+        for (let i = 0; i < 6; i++) peers.add({ host: `10.${i}.0.1`, port: 7000 }, generateKeyPair().publicKey);
+        const delivered = new Set<OwnedTunnel>();
+        const destroyed = new Set<OwnedTunnel>();
+        const lost = new Set<OwnedTunnel>();
+        let builds = 0;
+        const engine = {
+          // Each build resolves or fails when the scheduler says.
+          build: (plan: BuildPlan): Promise<OwnedTunnel> => {
+            const ok = outcomes[builds++ % outcomes.length]!;
+            const hops = plan.mode === 'master' ? plan.hops : [plan.firstHop];
+            const tunnel = new OwnedTunnel({
+              localId: builds,
+              linkId: tunnelId(builds),
+              mode: 'master',
+              path: hops.map((h) => ({ address: h.address, publicKey: h.publicKey })),
+              hopCount: hops.length,
+              keys: hops.map(() => ({ outboundKey: randomBytes(32), inboundKey: randomBytes(32), outboundOffset: 0, inboundOffset: 0 })),
+              endpoint: { host: '10.9.9.9', port: builds },
+              createdAt: clock.now(),
+              expiresAt: clock.now() + (plan.lifetimeMs ?? 600_000),
+            });
+            const result = ok ? Promise.resolve(tunnel) : Promise.reject(new BuildError('BUILD_REFUSED', 'refused', { hop: 0, reason: 'overloaded' }));
+            return s.schedule(result, `build ${builds} ${ok ? 'ok' : 'fails'}`).then((t) => {
+              delivered.add(t);
+              return t;
+            });
+          },
+          destroy: (tunnel: OwnedTunnel): void => void destroyed.add(tunnel),
+          send: (): boolean => true,
+        };
+        const pool = new TunnelPool({ engine: engine as unknown as TunnelEngine, peers, self: '127.0.0.1:1', target: 4, hops: 2, buildConcurrency: 3, allowSameSubnet: true, clock });
+        let closed = false;
+        clock.advance(1);
+        for (const event of events) {
+          if (event === 'resolve-one' && s.count() > 0) await s.waitOne();
+          else if (event === 'tick') clock.advance(1_000);
+          else if (event === 'lose-one') {
+            const victim = [...delivered].find((t) => !destroyed.has(t) && !lost.has(t));
+            if (victim !== undefined) {
+              lost.add(victim);
+              pool.tunnelClosed(victim, 'neighbour-lost');
+            }
+          } else if (event === 'close' && !closed) {
+            closed = true;
+            pool.close();
+          }
+          const stats = pool.stats();
+          assert.ok(stats.building >= 0 && stats.building <= 3, `builds in flight ${stats.building} within 0..concurrency`);
+          assert.ok(stats.tunnels <= 4 + 3, `pool ${stats.tunnels} within target plus concurrency`);
+          if (closed) assert.equal(stats.tunnels, 0, 'a closed pool holds nothing');
+        }
+        if (!closed) pool.close();
+        await s.waitAll();
+        await new Promise((resolve) => setImmediate(resolve));
+        assert.equal(pool.stats().building, 0, 'every build accounted for');
+        assert.equal(pool.stats().tunnels, 0);
+        // Every tunnel the engine delivered was either lost (the engine's own report) or
+        // destroyed by the pool: none is left alive and forgotten.
+        for (const t of delivered) assert.ok(destroyed.has(t) || lost.has(t), `tunnel ${t.localId} was neither destroyed nor lost`);
+        assert.equal(clock.pending, 0, 'no pool timer outlives close()');
+      },
+    ),
+    { numRuns: 150 },
   );
 });
