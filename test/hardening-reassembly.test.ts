@@ -1,10 +1,12 @@
 /**
- * Hardening, reassembly buffer exhaustion (issue #8; docs/PROTOCOL.md §6): a malicious
- * master floods a running node's endpoints with the first fragments of 100,000 datagrams it
+ * Hardening, reassembly buffer exhaustion at an endpoint (issue #8; docs/PROTOCOL.md §6):
+ * a malicious master floods a running node's endpoints with the first fragments of 100,000 datagrams it
  * never completes, over 300 tunnels. The node holds them within its byte cap
  * (REASSEMBLY_BYTES) and per-tunnel cap (MAX_PARTIAL_DATAGRAMS), evicts the least recently
  * extended, still completes the newest, and a legitimate 64 KiB datagram whose fragments
  * are interleaved with the flood is reassembled and leaves the endpoint whole.
+ *
+ * The master's side is test/hardening-reassembly-master.test.ts.
  *
  * The attacker is a Link + TunnelEngine of its own (as a modified client would be); the
  * target is a real DeutNode. Everything runs on a ManualClock that never advances, so no
