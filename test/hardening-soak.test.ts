@@ -120,6 +120,9 @@ test('hardening soak - 30 simulated minutes of churn and junk: heap slope ~0, ta
     // ~0: under 32 KiB per simulated minute (measured 5-25 with code spaces left out; what
     // remains is V8's own bookkeeping, and the object counts below are the precise check).
     assert.ok(Math.abs(perMinute) < 32 * 1024, `heap slope ${(perMinute / 1024).toFixed(1)} KiB per simulated minute`);
+    // An honest mesh never fails a tag: the teardown on a bad tag costs nothing in normal use.
+    const badTags = net.nodes.reduce((n, { node }) => n + (node.stats().tunnels.counters['drop:cell-bad-tag'] ?? 0) + (node.stats().tunnels.counters['tunnels-torn-down-bad-cell'] ?? 0), 0);
+    assert.equal(badTags, 0, 'no bad tag in an honest mesh');
     assert.ok(half !== undefined);
     // One object kept per build (~100 over 15 minutes) or per request (~900) would show here.
     for (const [name, delta] of grown) assert.ok(delta < 80, `${delta} more ${name} objects at the end than at half time`);
