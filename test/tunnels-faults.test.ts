@@ -774,12 +774,10 @@ test('tunnel security - a tampered cell, a replayed cell and a replayed build re
     assert.equal(R1.count('cells-relayed'), relayedByR1 + 1, 'a relay cannot tell an inbound cell was altered');
     assert.equal(M.count('drop:cell-bad-tag'), 1, 'the master detects it');
     assert.deepEqual(M.ownFrames, [q0], 'the application never sees altered data');
-    const q1 = plaintext();
-    assert.ok(R3.engine.sendFromEndpoint(endpoint, q1));
+    // A tampered tunnel is not used again (PROTOCOL.md §5.2): the master tears it down.
     await mesh.settle();
-    assert.deepEqual(M.ownFrames, [q0, q1], 'the tunnel still carries intact cells');
-    M.engine.destroy(tunnel);
-    await mesh.settle();
+    assert.ok(M.ownClosed.includes(tunnel), 'the master gave up the tampered tunnel');
+    assert.equal(R3.engine.sendFromEndpoint(endpoint, plaintext()), false, 'the endpoint freed it too');
     assert.equal(totalTransit(mesh), 0);
 
     // Outbound tampering: a flipped bit anywhere in the body is caught by the next hop,

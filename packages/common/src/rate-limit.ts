@@ -67,6 +67,11 @@ export class KeyedRateLimiter {
     return bucket.take(cost);
   }
 
+  /** Drops `key`'s bucket: for keys whose subject is gone (a closed tunnel), so none lingers. */
+  forget(key: string): void {
+    this.#buckets.delete(key);
+  }
+
   /** Number of tracked keys (bounded by maxKeys). */
   get size(): number {
     return this.#buckets.size;

@@ -8,6 +8,7 @@
  * for a key or nonce of the wrong size, which is always our own bug.
  */
 import { cryptoError } from '@deut/common';
+import { reportNonceUse } from './nonce-uses.js';
 import { sodium } from './sodium.js';
 
 /** Key length of both AEADs, in bytes. */
@@ -69,6 +70,7 @@ export function xchachaSeal(
 ): Uint8Array {
   checkKey(key);
   checkXNonce(nonce);
+  reportNonceUse('xchacha20-poly1305', key, nonce);
   return sodium().crypto_aead_xchacha20poly1305_ietf_encrypt(plaintext, ad, null, nonce, key);
 }
 
@@ -108,6 +110,7 @@ export function chachaSeal(
 ): Uint8Array {
   checkKey(key);
   const nonce = chachaNonce(counter);
+  reportNonceUse('chacha20-poly1305', key, nonce);
   return sodium().crypto_aead_chacha20poly1305_ietf_encrypt(plaintext, ad, null, nonce, key);
 }
 

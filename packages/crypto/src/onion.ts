@@ -20,6 +20,7 @@
 import sodium from 'libsodium-wrappers-sumo';
 import { bugError, cryptoError } from '@deut/common';
 import { fillRandomBytes } from './bytes.js';
+import { reportNonceUse } from './nonce-uses.js';
 
 /** Bytes in every cell body, whatever the direction or path length. */
 export const CELL_BODY_BYTES = 1160;
@@ -202,6 +203,7 @@ export function sealOutbound(hops: readonly LayerKey[], plaintext: Uint8Array): 
   checkHops(hops);
   checkPlaintext(plaintext);
   const n = hops.length;
+  for (const hop of hops) reportNonceUse('cell-layer', hop.key, nonceFor(hop.v));
   const streams = hops.map((hop) => streamFromBlock0(hop, ZERO_INPUT));
 
   // One buffer holds every X_i: X_i sits at offset 16(i-1), so Y_i = (X_{i+1} XOR S_i)
@@ -249,6 +251,7 @@ export function sealInbound(key: Uint8Array, v: number, plaintext: Uint8Array): 
   const layer = { key, v };
   checkLayer(layer);
   checkPlaintext(plaintext);
+  reportNonceUse('cell-layer', key, nonceFor(v));
   const work = new Uint8Array(BLOCK + Y_BYTES);
   work.set(plaintext, BLOCK);
   fillRandomBytes(work.subarray(BLOCK + CELL_PLAINTEXT_BYTES));
@@ -272,6 +275,7 @@ export function addInboundLayer(key: Uint8Array, v: number, body: Uint8Array): U
   const layer = { key, v };
   checkLayer(layer);
   checkBody(body);
+  reportNonceUse('cell-layer', key, nonceFor(v));
   return sodium.crypto_stream_xchacha20_xor_ic(body, nonceFor(v), 1, key);
 }
 

@@ -93,6 +93,9 @@ export class EndpointExits {
     if (exit === undefined) return;
     this.#open.delete(tunnel.handle);
     this.#reassembler.forget(String(tunnel.handle));
+    // The keys admitPacket used for this tunnel, both directions.
+    this.#options.policy.forgetTunnel(`t${tunnel.handle}`);
+    this.#options.policy.forgetTunnel(`in${tunnel.handle}`);
     this.#options.policy.releasePort();
     this.#counters.add('ports-closed');
     exit.socket.close().catch((error: unknown) => this.#logger.warn('exit: closing a port failed', { error: String(error) }));

@@ -245,7 +245,9 @@ export class Messenger {
         },
         (error: unknown) => {
           this.#counters.add('handler-errors');
-          this.#logger.warn('messenger: request handler failed', { error: String(error) });
+          // The application's error text may quote the request it failed on: it is logged as
+          // payload (scrubbed unless --unsafe-logs); only the error's class is always shown.
+          this.#logger.warn('messenger: request handler failed', { error: error instanceof Error ? error.name : typeof error, payload: String(error) });
         },
       );
   }

@@ -370,6 +370,8 @@ export class DeutNode extends EventEmitter<DeutNodeEvents> {
     exits: ReturnType<EndpointExits['stats']>;
     pool: ReturnType<TunnelPool['stats']> | undefined;
     messages: ReturnType<Messenger['stats']> | undefined;
+    /** Inbound reassembly of this node's own tunnels (a master's). */
+    reassembly: ReturnType<Reassembler['stats']>;
     counters: Record<string, number>;
   } {
     return {
@@ -380,6 +382,7 @@ export class DeutNode extends EventEmitter<DeutNodeEvents> {
       exits: this.#exits.stats(),
       pool: this.#pool?.stats(),
       messages: this.#messenger?.stats(),
+      reassembly: this.#reassembler.stats(),
       counters: this.#counters.snapshot(),
     };
   }

@@ -39,7 +39,7 @@ export interface TestnetNode {
   readonly role: 'relay' | 'master';
   /** Link payloads seen, when `observe` is on. */
   readonly seen: LinkPayloadEvent[];
-  /** Every socket the node bound: its node port and its endpoint ports. */
+  /** Every socket the node has open: its node port and its endpoint ports (closed ones leave). */
   readonly sockets: KillableSocket[];
 }
 
@@ -78,7 +78,11 @@ export class KillableSocket implements DatagramSocket {
   #dead = false;
   #handler: MessageHandler | undefined;
 
-  constructor(private readonly inner: DatagramSocket) {
+  /** `onClosed` runs once the socket is closed (the testnet forgets it then). */
+  constructor(
+    private readonly inner: DatagramSocket,
+    private readonly onClosed: () => void = () => undefined,
+  ) {
     inner.onMessage((data, from) => {
       if (!this.#dead) this.#handler?.(data, from);
     });
@@ -109,6 +113,7 @@ export class KillableSocket implements DatagramSocket {
   }
 
   close(): Promise<void> {
+    this.onClosed();
     return this.inner.close();
   }
 }
@@ -126,7 +131,12 @@ export async function createTestnet(options: TestnetOptions = {}): Promise<Testn
     const seen: LinkPayloadEvent[] = [];
     const factory: SocketFactory = {
       bind: async (address) => {
-        const socket = new KillableSocket(await bindRaw(address));
+        // Closed sockets leave the list: endpoint ports come and go with every tunnel, and a
+        // long run must not keep them all (the soak test found exactly that).
+        const socket = new KillableSocket(await bindRaw(address), () => {
+          const at = sockets.indexOf(socket);
+          if (at >= 0) sockets.splice(at, 1);
+        });
         sockets.push(socket);
         return socket;
       },

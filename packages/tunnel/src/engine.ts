@@ -396,7 +396,7 @@ export class TunnelEngine {
       case 'build-response':
         return this.#onBuildResponse(`${fromKey}|${message.tunnelId}`, message.slots);
       case 'destroy-out':
-        return this.#onDestroyOut(`${fromKey}|${message.tunnelId}`);
+        return this.#onDestroyOut(`${fromKey}|${message.tunnelId}`, message.reason);
       case 'destroy-in':
         return this.#onDestroyIn(`${fromKey}|${message.tunnelId}`, message.reason);
     }
@@ -658,7 +658,7 @@ export class TunnelEngine {
     if (tunnel !== undefined) {
       const result = tunnel.openCell(seq, body);
       if (result === 'replay') return this.#drop('cell-replay');
-      if (result === 'bad-tag') return this.#drop('cell-bad-tag');
+      if (result === 'bad-tag') return this.#ownedBadCell(key, tunnel);
       this.#counters.add('cells-received');
       this.onTunnelFrame(tunnel, result);
       return;
@@ -682,28 +682,49 @@ export class TunnelEngine {
     this.#remove(entry, 'bad-cell');
   }
 
+  /**
+   * An inbound cell of our own tunnel failed the endpoint's tag: a hop altered it (tagging)
+   * or the path is corrupt. The tunnel can no longer be trusted, so it is torn down like an
+   * outbound tag failure (PROTOCOL.md §5.2, §8) and the owner learns 'bad-cell'.
+   */
+  #ownedBadCell(key: string, tunnel: OwnedTunnel): void {
+    this.#drop('cell-bad-tag');
+    if (this.#owned.get(key) !== tunnel) return;
+    this.#owned.delete(key);
+    this.#counters.add('tunnels-torn-down-bad-cell');
+    this.#sendDestroy(tunnel.firstHop, 'destroy-out', tunnel.linkId, 'bad-cell');
+    this.onTunnelClosed(tunnel, 'bad-cell');
+  }
+
   // ---- teardown --------------------------------------------------------------------------
 
-  #onDestroyOut(key: string): void {
+  // A DESTROY is passed on with the reason it arrived with (normalised to a known name, so
+  // the byte cannot carry anything else along the path): a master whose tunnel a hop tore
+  // down for a failed tag learns 'bad-cell', not 'closed' (PROTOCOL.md §4.1).
+
+  #onDestroyOut(key: string, reasonCode: number): void {
     const entry = this.#byUpstream.get(key);
     if (entry === undefined) return this.#drop('destroy-unknown-tunnel');
-    if (entry.next !== undefined && entry.nextId !== undefined) this.#sendDestroy(entry.next.address, 'destroy-out', entry.nextId, 'closed');
-    this.#remove(entry, 'closed');
+    const reason = destroyReasonName(reasonCode);
+    if (entry.next !== undefined && entry.nextId !== undefined) this.#sendDestroy(entry.next.address, 'destroy-out', entry.nextId, reason);
+    this.#remove(entry, reason);
     this.#counters.add('destroys-received');
   }
 
   #onDestroyIn(key: string, reasonCode: number): void {
+    const reason = destroyReasonName(reasonCode);
     const tunnel = this.#owned.get(key);
     if (tunnel !== undefined) {
       this.#owned.delete(key);
       this.#counters.add('destroys-received');
-      this.onTunnelClosed(tunnel, destroyReasonName(reasonCode));
+      if (reason === 'bad-cell') this.#counters.add('tunnels-torn-down-bad-cell');
+      this.onTunnelClosed(tunnel, reason);
       return;
     }
     const entry = this.#byDownstream.get(key);
     if (entry === undefined) return this.#drop('destroy-unknown-tunnel');
-    this.#sendDestroy(entry.prev.address, 'destroy-in', entry.prevId, 'closed');
-    this.#remove(entry, 'closed');
+    this.#sendDestroy(entry.prev.address, 'destroy-in', entry.prevId, reason);
+    this.#remove(entry, reason);
     this.#counters.add('destroys-received');
   }
 

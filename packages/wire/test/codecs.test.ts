@@ -6,6 +6,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import fc from 'fast-check';
+import * as wire from '../src/index.js';
 import { CODECS, onlyProtocolErrors, toHex } from './helpers.js';
 import type { AnyCodec } from './helpers.js';
 
@@ -94,3 +95,10 @@ for (const codec of CODECS) {
     );
   });
 }
+
+test('codecs - every decoder the package exports is fuzzed above (issue #8: fast-check over every decoder)', () => {
+  const fuzzed = new Set<unknown>(CODECS.map((c) => c.decode));
+  const decoders = Object.entries(wire).filter(([name, value]) => name.startsWith('decode') && typeof value === 'function');
+  assert.ok(decoders.length >= 12, `found ${decoders.length} decoders`);
+  for (const [name, decode] of decoders) assert.ok(fuzzed.has(decode), `${name} has a codec in CODECS, so it is fuzzed`);
+});
