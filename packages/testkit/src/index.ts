@@ -1,4 +1,5 @@
 export * from './testnet.js';
 export * from './dht.js';
 export * from './netns.js';
+export * from './impairer.js';
 export * from './netns-scenario.js';
