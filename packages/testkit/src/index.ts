@@ -3,3 +3,4 @@ export * from './dht.js';
 export * from './netns.js';
 export * from './impairer.js';
 export * from './netns-scenario.js';
+export * from './netns-master.js';

@@ -102,9 +102,9 @@ export class NetnsMesh {
     return mesh;
   }
 
-  /** Starts `command` inside `host`'s namespace; it is killed by close(). */
-  spawn(host: NetnsHost, command: readonly string[]): ChildProcess {
-    const child = spawn('ip', ['netns', 'exec', host.ns, ...command], { stdio: ['ignore', 'pipe', 'pipe'] });
+  /** Starts `command` inside `host`'s namespace (with a stdin pipe if asked); it is killed by close(). */
+  spawn(host: NetnsHost, command: readonly string[], options: { stdin?: boolean } = {}): ChildProcess {
+    const child = spawn('ip', ['netns', 'exec', host.ns, ...command], { stdio: [options.stdin === true ? 'pipe' : 'ignore', 'pipe', 'pipe'] });
     this.#children.add(child);
     child.once('exit', () => this.#children.delete(child));
     return child;
