@@ -106,6 +106,15 @@ test('netns impairment - delay, jitter, loss, duplication and reordering between
     assert.ok(count(jittered) > 0, 'jitter larger than the spacing reorders');
     t.diagnostic(`reordering: ${count(overtaken)} of 400 arrived after a later one with 25% reorder${reorderNote}; ${count(jittered)} of 400 with 20 ± 15 ms jitter at 1 ms spacing`);
 
+    // A crashed impairer leaves its NFQUEUE rule behind: --queue-bypass lets traffic through.
+    if (method === 'nfqueue') {
+      await impair({ delayMs: 20 });
+      await mesh.crashImpairer(b);
+      const bypassed = await send(60, 0);
+      assert.equal(bypassed.seqs.length, 60, 'nothing is blackholed by a dead impairer');
+      assert.ok(Math.min(...bypassed.rtts) < 19, 'and nothing is delayed');
+    }
+
     // Unimpaired again: nothing lost, no added delay.
     await mesh.unimpair(b);
     const clean = await send(60, 0);

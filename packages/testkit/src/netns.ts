@@ -203,6 +203,15 @@ export class NetnsMesh {
     return impairer.stderr.slice(before).trim();
   }
 
+  /** Kills `host`'s impairer with SIGKILL and leaves its rule in place, as a crash would (for tests of --queue-bypass). */
+  async crashImpairer(host: NetnsHost): Promise<void> {
+    const impairer = this.#impairers.get(host.ns);
+    if (impairer === undefined) throw new Error(`no impairer runs in ${host.ns}`);
+    this.#impairers.delete(host.ns);
+    impairer.child.kill('SIGKILL');
+    await exited(impairer.child);
+  }
+
   async #startImpairer(host: NetnsHost, spec: Impairment): Promise<void> {
     const child = this.spawn(host, [await impairerBinary(), ...impairerArgs(spec, IMPAIR_QUEUE, host.index)]);
     const impairer = { child, stderr: '' };
