@@ -33,6 +33,7 @@ const args = await yargs(process.argv.slice(2))
   })
   .strict()
   .help()
+  .version(false)
   .parseAsync();
 
 if (!(await netnsAvailable())) {

@@ -163,8 +163,9 @@ interface PeerState {
   lastReceivedAt: number;
   /** When we last sent the peer a data datagram (payload or keepalive). */
   lastSentAt: number;
-  /** When a liveness keepalive or handshake was last started (§3.8). */
+  /** When heartbeat() last sent the peer a keepalive (§3.8). */
   lastKeepaliveAt: number;
+  /** When heartbeat() last started a liveness handshake, or one failed (§3.8). */
   lastLivenessCheckAt: number;
 }
 
