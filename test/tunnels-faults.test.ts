@@ -424,11 +424,13 @@ test('messaging - tunnels are chosen uniformly', { timeout: 90_000 }, async (t: 
     const sendStatistic = chiSquareUniform(sendCounts);
 
     // Requests: 1,000 with fan-out 2, counted as copies leaving the requester's endpoints.
+    // The count assumes no retries: a batch of 100 can take over the adaptive first wait
+    // (1 s before any probe answered) on a loaded machine, so the wait here is generous.
     countingEcho(b);
     const requests = 1_000;
     for (let batch = 0; batch < requests; batch += 100) {
       await withDeadline(
-        Promise.all(Array.from({ length: 100 }, (_, i) => a.request(bEndpointList[(batch + i) % bEndpointList.length]!, bytes(`q${batch + i}`)))),
+        Promise.all(Array.from({ length: 100 }, (_, i) => a.request(bEndpointList[(batch + i) % bEndpointList.length]!, bytes(`q${batch + i}`), { attemptTimeoutMs: 10_000, timeoutMs: 25_000 }))),
         30_000,
         'a batch of requests',
       );
