@@ -424,11 +424,13 @@ test('messaging - tunnels are chosen uniformly', { timeout: 90_000 }, async (t: 
     const sendStatistic = chiSquareUniform(sendCounts);
 
     // Requests: 1,000 with fan-out 2, counted as copies leaving the requester's endpoints.
+    // The count assumes no retries: a batch of 100 can take over the adaptive first wait
+    // (1 s before any probe answered) on a loaded machine, so the wait here is generous.
     countingEcho(b);
     const requests = 1_000;
     for (let batch = 0; batch < requests; batch += 100) {
       await withDeadline(
-        Promise.all(Array.from({ length: 100 }, (_, i) => a.request(bEndpointList[(batch + i) % bEndpointList.length]!, bytes(`q${batch + i}`)))),
+        Promise.all(Array.from({ length: 100 }, (_, i) => a.request(bEndpointList[(batch + i) % bEndpointList.length]!, bytes(`q${batch + i}`), { attemptTimeoutMs: 10_000, timeoutMs: 25_000 }))),
         30_000,
         'a batch of requests',
       );
@@ -951,6 +953,37 @@ test('tunnel build - a build to a dead hop times out and the partial state is fr
     await mesh.close();
   }
   assert.equal(mesh.clock.pending, 0, 'no timer outlives the closed mesh');
+});
+
+test('tunnel teardown - a relayer that dies silently: its neighbours on both sides free the tunnel state within about a minute, not at expiry, and the master hears of it; live idle neighbours keep theirs', { timeout: 120_000 }, async (t: TestContext) => {
+  const mesh = await createMesh(['M', 'R1', 'R2', 'R3']);
+  const [M, R1, R2, R3] = mesh.nodes as [MeshNode, MeshNode, MeshNode, MeshNode];
+  try {
+    const tunnel = await mesh.build(M, [R1, R2, R3]);
+    assert.deepEqual([R1, R2, R3].map((r) => r.engine.stats().transit), [1, 1, 1]);
+    // Five idle minutes (no cell at all): the links stay up on keepalives alone.
+    await mesh.advance(300_000);
+    assert.deepEqual([R1, R2, R3].map((r) => r.engine.stats().transit), [1, 1, 1], 'idle live tunnels are kept');
+    assert.equal(M.ownClosed.length, 0);
+    assert.ok(counter(R3.link.stats().counters, 'liveness-keepalives') > 0, 'the idle hops kept their links alive');
+
+    // R2 dies without a word, mid-lifetime. Nothing flows: only liveness can tell.
+    R2.socket.kill();
+    const diedAt = mesh.clock.now();
+    let freedAfter: number | undefined;
+    for (let s = 0; s < 120 && freedAfter === undefined; s++) {
+      await mesh.advance(1_000);
+      if (R1.engine.stats().transit === 0 && R3.engine.stats().transit === 0) freedAfter = mesh.clock.now() - diedAt;
+    }
+    assert.ok(freedAfter !== undefined && freedAfter <= 70_000, `R1 and R3 freed the tunnel ${freedAfter} ms after R2 died (its lifetime is 600,000 ms)`);
+    assert.deepEqual([R1.count('neighbours-lost'), R3.count('neighbours-lost')], [1, 1], 'each found out through its link to R2');
+    assert.deepEqual(R3.closedEndpoints.map((c) => c.reason), ['neighbour-lost'], 'the endpoint port was closed');
+    await mesh.settle();
+    assert.deepEqual(M.ownClosed.map((c) => c.localId), [tunnel.localId], 'R1 told the master (DESTROY_IN) that its tunnel is gone');
+    t.diagnostic(`neighbours of the dead relayer freed its tunnel ${(freedAfter / 1000).toFixed(1)} s after it died (lifetime 600 s)`);
+  } finally {
+    await mesh.close();
+  }
 });
 
 test('tunnel build - no two hops in one /16 unless the testnet flag allows it', { timeout: 60_000 }, async () => {

@@ -9,7 +9,7 @@ export const HANDSHAKE_RETRY_MS = 1000;
 export const HANDSHAKE_RETRY_MAX_MS = 8000;
 /**
  * msg1 (or unconfirmed msg3) transmissions before a peer is declared unreachable: about
- * 23 s in all. Each stage needs a round trip, so at 20% loss each attempt succeeds only 64%
+ * 31 s in all (the last sent after 23 s). Each stage needs a round trip, so at 20% loss each attempt succeeds only 64%
  * of the time; six attempts bring a stage's failure to 0.2%.
  */
 export const HANDSHAKE_ATTEMPTS = 6;
@@ -31,6 +31,18 @@ export const MAX_SESSIONS_PER_PEER = 3;
 export const LINK_SEND_QUEUE = 64;
 /** Link data replay window, in counters. */
 export const LINK_REPLAY_WINDOW = 4096;
+/**
+ * Liveness (PROTOCOL.md §3.8): a peer the layer above still needs and that has been silent
+ * this long gets a keepalive, at most once per this period; a peer that receives one and
+ * has sent nothing for half of it answers with one.
+ */
+export const KEEPALIVE_MS = 10_000;
+/**
+ * A needed peer silent this long (three keepalive periods: at 10% loss a live peer stays
+ * this silent about once in a thousand windows, and then only costs a handshake) is checked
+ * with a new handshake; when that fails after HANDSHAKE_ATTEMPTS the peer is unreachable.
+ */
+export const LIVENESS_TIMEOUT_MS = 30_000;
 /** How often the link's housekeeping runs (retransmits, expiry). */
 export const LINK_TICK_MS = 250;
 /** Upper bound on peers with any state (sessions or handshakes). */

@@ -37,6 +37,8 @@ import {
   HANDSHAKE_PENDING_MS,
   HANDSHAKE_RETRY_MAX_MS,
   HANDSHAKE_RETRY_MS,
+  KEEPALIVE_MS,
+  LIVENESS_TIMEOUT_MS,
   LINK_MAX_VERSION,
   LINK_MIN_VERSION,
   LINK_SEND_QUEUE,
@@ -157,6 +159,14 @@ interface PeerState {
   expectedKey?: Uint8Array | undefined;
   /** Handshake datagrams we answered recently, by fingerprint: retransmissions get the same answer. */
   replies: Map<string, { reply: Reply; until: number }>;
+  /** When an authenticated datagram (handshake or data) last came from the peer. */
+  lastReceivedAt: number;
+  /** When we last sent the peer a data datagram (payload or keepalive). */
+  lastSentAt: number;
+  /** When heartbeat() last sent the peer a keepalive (§3.8). */
+  lastKeepaliveAt: number;
+  /** When heartbeat() last started a liveness handshake, or one failed (§3.8). */
+  lastLivenessCheckAt: number;
 }
 
 const MAX_REMEMBERED_REPLIES = 4;
@@ -260,6 +270,37 @@ export class Link extends EventEmitter<LinkEvents> {
     });
   }
 
+  /**
+   * The layer above still needs `to` (it carries tunnels through it): keep the link alive
+   * and find out if the peer died (PROTOCOL.md §3.8). Call it about once a second per needed
+   * peer. A peer silent for KEEPALIVE_MS gets a keepalive; one silent for LIVENESS_TIMEOUT_MS
+   * gets a new handshake, and if that fails the `unreachable` event fires. Peers with no
+   * confirmed session are left to their handshake's own retries.
+   */
+  heartbeat(to: UdpAddress): void {
+    if (this.#closed) return;
+    const peer = this.#peers.get(addressKey(to));
+    if (peer === undefined || !peer.sessions.some((s) => s.confirmed)) return;
+    const now = this.#clock.now();
+    const silentFor = now - peer.lastReceivedAt;
+    if (silentFor >= LIVENESS_TIMEOUT_MS && peer.initiating === undefined && now - peer.lastLivenessCheckAt >= LIVENESS_TIMEOUT_MS) {
+      peer.lastLivenessCheckAt = now;
+      this.#counters.add('liveness-handshakes');
+      this.#initiate(peer, true);
+      return;
+    }
+    if (silentFor < KEEPALIVE_MS || now - peer.lastKeepaliveAt < KEEPALIVE_MS) return;
+    const session = this.#sendingSession(peer);
+    if (session === undefined) {
+      if (peer.initiating === undefined) this.#initiate(peer, true);
+      return;
+    }
+    peer.lastKeepaliveAt = now;
+    this.#counters.add('liveness-keepalives');
+    this.#sendReply(peer, { kind: 'keepalive', session });
+    this.#maybeRekey(peer, session);
+  }
+
   /** Live sessions, newest first per peer. */
   sessions(): LinkSessionInfo[] {
     const out: LinkSessionInfo[] = [];
@@ -354,6 +395,7 @@ export class Link extends EventEmitter<LinkEvents> {
   #onMsg2(peer: PeerState, initiating: Initiating, data: Uint8Array): void {
     // A forged msg2 throws here and leaves the Noise state untouched (it rolls back).
     const { remoteStatic, remotePayload } = initiating.handshake.readMsg2(data);
+    peer.lastReceivedAt = this.#clock.now();
     if (!this.#acceptKey(peer, remoteStatic, remotePayload.ephemeralIdentity)) {
       peer.initiating = undefined;
       this.#failPeer(peer, cryptoError('PIN_MISMATCH', 'peer offered a key that differs from its pinned key'), false);
@@ -370,6 +412,7 @@ export class Link extends EventEmitter<LinkEvents> {
     peer.responding = undefined;
     this.#pending--;
     const outcome = responding.handshake.readMsg3(data);
+    peer.lastReceivedAt = this.#clock.now();
     if (!this.#acceptKey(peer, outcome.remoteStatic, outcome.remotePayload.ephemeralIdentity)) return;
     const session = this.#addSession(peer, outcome);
     this.#remember(peer, data, { kind: 'keepalive', session });
@@ -378,6 +421,9 @@ export class Link extends EventEmitter<LinkEvents> {
   }
 
   #onFrame(peer: PeerState, session: LinkSession, plaintext: Uint8Array): void {
+    const now = this.#clock.now();
+    peer.lastReceivedAt = now;
+    const wasConfirmed = session.confirmed;
     if (!session.confirmed) {
       session.confirmed = true;
       if (peer.initiating?.session === session) peer.initiating = undefined;
@@ -386,6 +432,12 @@ export class Link extends EventEmitter<LinkEvents> {
     const frame = decodeLinkFrame(plaintext);
     if (frame.type === 'keepalive') {
       this.#counters.add('keepalives-in');
+      // §3.8: a peer checking on us hears back, unless we spoke to it lately anyway.
+      // The keepalive that confirms a new session (§3.3) needs no answer.
+      if (wasConfirmed && now - peer.lastSentAt >= KEEPALIVE_MS / 2) {
+        const sending = this.#sendingSession(peer);
+        if (sending !== undefined) this.#sendReply(peer, { kind: 'keepalive', session: sending });
+      }
       return;
     }
     this.#counters.add('payloads-in');
@@ -402,8 +454,9 @@ export class Link extends EventEmitter<LinkEvents> {
 
   // ---- handshakes and sessions ---------------------------------------------------------
 
-  #initiate(peer: PeerState): void {
-    const pinned = peer.expectedKey ?? this.#knownPeers.get(peer.key);
+  /** `sameIdentity`: a liveness check, which expects the key of the current session when nothing else is pinned. */
+  #initiate(peer: PeerState, sameIdentity = false): void {
+    const pinned = peer.expectedKey ?? this.#knownPeers.get(peer.key) ?? (sameIdentity ? peer.sessions.find((s) => s.confirmed)?.remoteStatic : undefined);
     const handshake = new InitiatorHandshake(this.#identity, this.#payload, pinned, this.#openMac1Key);
     peer.initiating = { handshake, stage: 'msg1', datagram: handshake.msg1, attempts: 1, nextAt: this.#clock.now() + HANDSHAKE_RETRY_MS };
     this.#counters.add('handshakes-initiated');
@@ -471,6 +524,8 @@ export class Link extends EventEmitter<LinkEvents> {
           peer.initiating = undefined;
           if (initiating.session !== undefined) peer.sessions = peer.sessions.filter((s) => s !== initiating.session);
           this.#counters.add('handshake-timeouts');
+          // A liveness check starts again only a full timeout after this failure, however often heartbeat() is called.
+          peer.lastLivenessCheckAt = now;
           this.#failPeer(peer, timeoutError('LINK_UNREACHABLE', `no handshake answer after ${HANDSHAKE_ATTEMPTS} attempts`), true);
         } else {
           initiating.nextAt = now + Math.min(HANDSHAKE_RETRY_MS * 2 ** initiating.attempts, HANDSHAKE_RETRY_MAX_MS);
@@ -509,7 +564,19 @@ export class Link extends EventEmitter<LinkEvents> {
       this.#drop('peer-cap');
       return undefined;
     }
-    const peer: PeerState = { address: { host: address.host, port: address.port }, key, sessions: [], queue: [], waiters: [], replies: new Map() };
+    const now = this.#clock.now();
+    const peer: PeerState = {
+      address: { host: address.host, port: address.port },
+      key,
+      sessions: [],
+      queue: [],
+      waiters: [],
+      replies: new Map(),
+      lastReceivedAt: now,
+      lastSentAt: -Infinity,
+      lastKeepaliveAt: -Infinity,
+      lastLivenessCheckAt: -Infinity,
+    };
     this.#peers.set(key, peer);
     return peer;
   }
@@ -526,11 +593,13 @@ export class Link extends EventEmitter<LinkEvents> {
   #sendReply(peer: PeerState, reply: Reply): void {
     if (reply.kind === 'datagram') return this.#socketSend(reply.bytes, peer.address);
     this.#counters.add('keepalives-out');
+    peer.lastSentAt = this.#clock.now();
     this.#socketSend(reply.session.seal(KEEPALIVE_FRAME), peer.address);
   }
 
   #transmit(peer: PeerState, session: LinkSession, payload: Uint8Array): void {
     this.#counters.add('payloads-out');
+    peer.lastSentAt = this.#clock.now();
     this.#observer?.({ direction: 'out', peer: peer.address, payload });
     this.#socketSend(session.seal(encodeLinkFrame({ type: 'payload', payload })), peer.address);
   }

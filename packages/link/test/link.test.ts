@@ -305,6 +305,53 @@ describe('link lifecycle', () => {
     }
   });
 
+  test('link - liveness: a needed peer that stays silent gets keepalives and answers them; a dead one is reported unreachable about a minute later (§3.8)', { timeout: 30_000 }, async () => {
+    const clock = new ManualClock();
+    const network = createNetwork('memory', { clock });
+    const a = await startNode(network, { clock });
+    const b = await startNode(network, { clock });
+    try {
+      const lost: string[] = [];
+      a.link.on('unreachable', (e) => lost.push(addressKey(e.address)));
+      await a.link.connect(b.link.address);
+      await flush();
+      const counter = (n: TestNode, name: string): number => n.link.stats().counters[name] ?? 0;
+      /** A calls heartbeat(B) once a second, as the tunnel engine does for its neighbours. */
+      const run = async (seconds: number, until?: () => boolean): Promise<number> => {
+        for (let s = 1; s <= seconds; s++) {
+          for (let q = 0; q < 4; q++) {
+            clock.advance(250);
+            await flush();
+          }
+          a.link.heartbeat(b.link.address);
+          await flush();
+          if (until?.() === true) return s;
+        }
+        return seconds;
+      };
+      // B is alive but has nothing to say (it does not even heartbeat A): five minutes of
+      // silence are bridged by keepalives it answers, with no handshake and no loss reported.
+      await run(300);
+      assert.deepEqual(lost, []);
+      assert.ok(counter(a, 'liveness-keepalives') >= 25, `A sent ${counter(a, 'liveness-keepalives')} keepalives in 300 s`);
+      assert.ok(counter(b, 'keepalives-out') >= counter(a, 'liveness-keepalives') - 1, 'B answered each keepalive');
+      assert.equal(counter(a, 'liveness-handshakes'), 0, 'a live peer is never suspected');
+      // A peer that is not needed gets nothing: no heartbeat call, no keepalive from B to A.
+      assert.equal(counter(b, 'liveness-keepalives'), 0);
+
+      // B dies without a word: A's heartbeats find out, through a failed handshake.
+      await b.link.close();
+      const tookSeconds = await run(120, () => lost.length > 0);
+      assert.deepEqual(lost, [addressKey(b.link.address)]);
+      assert.equal(counter(a, 'liveness-handshakes'), 1, JSON.stringify({ tookSeconds, a: a.link.stats().counters }));
+      // 30 s of silence, then the handshake's six attempts over 31 s.
+      assert.ok(tookSeconds <= 65, `unreachable after ${tookSeconds} s of death (liveness timeout plus the handshake retries)`);
+    } finally {
+      await closeAll(a, b);
+      await network.close();
+    }
+  });
+
   test('link - rekey under steady traffic loses nothing and yields a new session id', { timeout: 30_000 }, async () => {
     const clock = new ManualClock();
     const network = createNetwork('memory', { clock });

@@ -7,14 +7,17 @@
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import type { Impairment } from './impairer.js';
 import { NetnsMesh, type CapturedPacket, type ImpairmentMethod, type NetnsHost } from './netns.js';
 
 /** Options of {@link runNetnsScenario}. */
 export interface NetnsScenarioOptions {
   /** Path of the deut CLI (packages/cli/dist/src/bin.js). */
   readonly bin: string;
-  /** Share of UDP datagrams each host drops on receipt. @default 0 */
+  /** Share of UDP datagrams each host drops on receipt (a shorthand for `impairment: { loss }`). @default 0 */
   readonly loss?: number;
+  /** What every host's incoming UDP suffers. @default none */
+  readonly impairment?: Impairment;
   /** The masters' scenario names; they are the payload canaries. */
   readonly names: readonly [string, string];
   /** Progress lines. @default none */
@@ -45,6 +48,14 @@ async function waitFor(what: string, ms: number, check: () => Promise<boolean> |
   }
 }
 
+/** `50 ms ± 10 ms delay, 10.0% loss, ...` */
+export function describeImpairment(spec: Impairment): string {
+  const parts: string[] = [];
+  if ((spec.delayMs ?? 0) > 0) parts.push(`${spec.delayMs} ms${(spec.jitterMs ?? 0) > 0 ? ` ± ${spec.jitterMs} ms` : ''} delay`);
+  for (const key of ['loss', 'duplicate', 'reorder'] as const) if ((spec[key] ?? 0) > 0) parts.push(`${((spec[key] ?? 0) * 100).toFixed(1)}% ${key === 'loss' ? 'loss' : key === 'duplicate' ? 'duplicated' : 'reordered'}`);
+  return parts.length === 0 ? 'none' : parts.join(', ');
+}
+
 /** Builds the mesh, runs the scenario, tears everything down (also on failure). */
 export async function runNetnsScenario(options: NetnsScenarioOptions, signal?: AbortSignal): Promise<NetnsScenarioResult> {
   const log = options.log ?? (() => undefined);
@@ -60,9 +71,10 @@ export async function runNetnsScenario(options: NetnsScenarioOptions, signal?: A
     const masters = rest.slice(7, 9);
     log(`${mesh.hosts.length} namespaces on a bridge: bootstrap ${bootstrap.address}, relayers ${relays.map((r) => r.address).join(' ')}, echo ${echo.address}, masters ${masters.map((m) => m.address).join(' ')}`);
     let impairment: ImpairmentMethod | 'none' = 'none';
-    if ((options.loss ?? 0) > 0) {
-      impairment = await mesh.impairLoss(options.loss ?? 0);
-      log(`impairment: ${((options.loss ?? 0) * 100).toFixed(1)}% loss on every host, by ${impairment}${impairment === 'netem' ? '' : ' (the kernel has no netem)'}`);
+    const spec: Impairment = options.impairment ?? ((options.loss ?? 0) > 0 ? { loss: options.loss ?? 0 } : {});
+    if (Object.values(spec).some((v) => v !== undefined && v > 0)) {
+      for (const host of mesh.hosts) impairment = await mesh.impair(host, spec);
+      log(`impairment on every host: ${describeImpairment(spec)}, by ${impairment}${impairment === 'netem' ? '' : ' (the kernel has no netem)'}`);
     }
     const controlFile = (host: NetnsHost): string => join(dir, `${host.ns}.json`);
     const common = ['--allow-private-exits', '--allow-same-subnet', '--log-level', 'warn'];

@@ -3,12 +3,15 @@
  * veth into a bridge that lives in a hub namespace of its own. Every address and link is
  * inside namespaces this mesh created; the machine's own namespace is never touched, and
  * `close()` deletes them all (deleting a namespace destroys its veths and the bridge).
- * Needs root and iproute2 (`ip netns`); impairment uses netem where the kernel has it and a
- * random DROP rule in each receiver's INPUT chain otherwise (iptables); captures use tcpdump.
+ * Needs root and iproute2 (`ip netns`). Impairment uses netem where the kernel has it and
+ * otherwise the userspace impairer (impairer.ts) behind an NFQUEUE rule in each receiver's
+ * INPUT chain; without gcc and libnetfilter_queue, only loss works, by a random DROP rule.
+ * Captures use tcpdump.
  */
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { readFile } from 'node:fs/promises';
 import { promisify } from 'node:util';
+import { checkImpairment, impairerArgs, impairerBinary, netemArgs, type Impairment } from './impairer.js';
 
 const run = promisify(execFile);
 
@@ -21,8 +24,17 @@ export interface NetnsHost {
   readonly address: string;
 }
 
-/** How loss is applied: netem on the bridge ports, or iptables in each receiver. */
-export type ImpairmentMethod = 'netem' | 'iptables-random-drop';
+/**
+ * How impairment is applied: netem on the bridge port towards each host; the userspace
+ * impairer behind NFQUEUE in each receiver; or, lacking both, loss only by a random DROP
+ * rule in each receiver.
+ */
+export type ImpairmentMethod = 'netem' | 'nfqueue' | 'iptables-random-drop';
+
+/** NFQUEUE number of the impairer; queues are per namespace, so one number serves every host. */
+const IMPAIR_QUEUE = 7;
+/** The rule that feeds the impairer: UDP from the wire only, so its re-sent duplicates (on lo) pass. */
+const NFQUEUE_RULE = ['INPUT', '-i', 'eth0', '-p', 'udp', '-j', 'NFQUEUE', '--queue-num', String(IMPAIR_QUEUE), '--queue-bypass'];
 
 /** One UDP packet seen on the bridge. */
 export interface CapturedPacket {
@@ -57,6 +69,11 @@ export class NetnsMesh {
   readonly hosts: NetnsHost[];
   readonly hub: string;
   readonly #children = new Set<ChildProcess>();
+  /** Running impairers by namespace, with what they printed. */
+  readonly #impairers = new Map<string, { child: ChildProcess; stderr: string }>();
+  /** iptables rules added per namespace (by impairment), to remove on unimpair. */
+  readonly #rules = new Map<string, string[][]>();
+  #method: Promise<ImpairmentMethod> | undefined;
   #closed = false;
 
   private constructor(hub: string, hosts: NetnsHost[]) {
@@ -93,9 +110,9 @@ export class NetnsMesh {
     return mesh;
   }
 
-  /** Starts `command` inside `host`'s namespace; it is killed by close(). */
-  spawn(host: NetnsHost, command: readonly string[]): ChildProcess {
-    const child = spawn('ip', ['netns', 'exec', host.ns, ...command], { stdio: ['ignore', 'pipe', 'pipe'] });
+  /** Starts `command` inside `host`'s namespace (with a stdin pipe if asked); it is killed by close(). */
+  spawn(host: NetnsHost, command: readonly string[], options: { stdin?: boolean } = {}): ChildProcess {
+    const child = spawn('ip', ['netns', 'exec', host.ns, ...command], { stdio: [options.stdin === true ? 'pipe' : 'ignore', 'pipe', 'pipe'] });
     this.#children.add(child);
     child.once('exit', () => this.#children.delete(child));
     return child;
@@ -114,34 +131,135 @@ export class NetnsMesh {
     return { code, stdout, stderr };
   }
 
-  /** Which loss method works here: netem if the kernel has it, else iptables in the receivers. */
-  async impairmentMethod(): Promise<ImpairmentMethod> {
+  /**
+   * Which impairment works here, decided once per mesh: netem if the kernel has it, else the
+   * userspace impairer if it builds (gcc, libnetfilter_queue), else loss only by iptables.
+   */
+  impairmentMethod(): Promise<ImpairmentMethod> {
+    this.#method ??= (async () => {
+      if (await this.#netemWorks()) return 'netem';
+      try {
+        await impairerBinary();
+        return 'nfqueue';
+      } catch {
+        return 'iptables-random-drop';
+      }
+    })();
+    return this.#method;
+  }
+
+  async #netemWorks(): Promise<boolean> {
     try {
       await ip(['-n', this.hub, 'link', 'add', 'probe0', 'type', 'dummy']);
-      try {
-        await run('ip', ['netns', 'exec', this.hub, 'tc', 'qdisc', 'add', 'dev', 'probe0', 'root', 'netem', 'loss', '1%']);
-        return 'netem';
-      } finally {
-        await ip(['-n', this.hub, 'link', 'del', 'probe0']).catch(() => undefined);
-      }
     } catch {
-      return 'iptables-random-drop';
+      return false;
     }
+    try {
+      await run('ip', ['netns', 'exec', this.hub, 'tc', 'qdisc', 'add', 'dev', 'probe0', 'root', 'netem', 'loss', '1%']);
+      return true;
+    } catch {
+      return false;
+    } finally {
+      await ip(['-n', this.hub, 'link', 'del', 'probe0']).catch(() => undefined);
+    }
+  }
+
+  /**
+   * Impairs the UDP that `host` receives (replacing any earlier impairment of it): netem on
+   * its bridge port, or the userspace impairer in its namespace. Returns the method used.
+   */
+  async impair(host: NetnsHost, spec: Impairment): Promise<ImpairmentMethod> {
+    checkImpairment(spec);
+    const method = await this.impairmentMethod();
+    await this.unimpair(host);
+    if (method === 'netem') {
+      const args = netemArgs(spec);
+      if (args.length > 0) await run('ip', ['netns', 'exec', this.hub, 'tc', 'qdisc', 'replace', 'dev', `p${host.index}`, 'root', 'netem', ...args]);
+    } else if (method === 'nfqueue') {
+      await this.#startImpairer(host, spec);
+    } else {
+      if ((spec.delayMs ?? 0) > 0 || (spec.duplicate ?? 0) > 0 || (spec.reorder ?? 0) > 0) {
+        throw new Error('only loss can be impaired here: the kernel has no netem, and the userspace impairer did not build (gcc, libnetfilter-queue-dev)');
+      }
+      // In INPUT, not OUTPUT: a DROP in OUTPUT makes sendto() fail with EPERM instead of losing the datagram.
+      if ((spec.loss ?? 0) > 0) await this.#addRule(host, ['INPUT', '-p', 'udp', '-m', 'statistic', '--mode', 'random', '--probability', (spec.loss ?? 0).toFixed(4), '-j', 'DROP']);
+    }
+    return method;
+  }
+
+  /** Removes `host`'s impairment, if any; the impairer passes what it still holds before it exits. */
+  async unimpair(host: NetnsHost): Promise<void> {
+    for (const rule of this.#rules.get(host.ns) ?? []) await run('ip', ['netns', 'exec', host.ns, 'iptables', '-D', ...rule]).catch(() => undefined);
+    this.#rules.delete(host.ns);
+    const impairer = this.#impairers.get(host.ns);
+    if (impairer !== undefined) {
+      this.#impairers.delete(host.ns);
+      impairer.child.kill('SIGTERM');
+      await exited(impairer.child);
+    }
+    if ((await this.impairmentMethod()) === 'netem') await run('ip', ['netns', 'exec', this.hub, 'tc', 'qdisc', 'del', 'dev', `p${host.index}`, 'root']).catch(() => undefined);
+  }
+
+  /** What `host`'s impairer has counted so far (received, dropped, delayed, reordered, duplicated), if one runs. */
+  async impairerReport(host: NetnsHost): Promise<string | undefined> {
+    const impairer = this.#impairers.get(host.ns);
+    if (impairer === undefined) return undefined;
+    const before = impairer.stderr.length;
+    impairer.child.kill('SIGUSR1');
+    const deadline = Date.now() + 5_000;
+    while (!impairer.stderr.slice(before).includes('\n') && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+    return impairer.stderr.slice(before).trim();
+  }
+
+  /** Kills `host`'s impairer with SIGKILL and leaves its rule in place, as a crash would (for tests of --queue-bypass). */
+  async crashImpairer(host: NetnsHost): Promise<void> {
+    const impairer = this.#impairers.get(host.ns);
+    if (impairer === undefined) throw new Error(`no impairer runs in ${host.ns}`);
+    this.#impairers.delete(host.ns);
+    impairer.child.kill('SIGKILL');
+    await exited(impairer.child);
+  }
+
+  async #startImpairer(host: NetnsHost, spec: Impairment): Promise<void> {
+    const child = this.spawn(host, [await impairerBinary(), ...impairerArgs(spec, IMPAIR_QUEUE, host.index)]);
+    const impairer = { child, stderr: '' };
+    this.#impairers.set(host.ns, impairer);
+    child.stderr?.on('data', (c: Buffer) => (impairer.stderr += c.toString()));
+    // The rule goes in only once the impairer listens on the queue: until then traffic is unimpaired, never lost.
+    await new Promise<void>((resolve, reject) => {
+      let stdout = '';
+      child.stdout?.on('data', (c: Buffer) => {
+        stdout += c.toString();
+        if (stdout.includes('ready')) resolve();
+      });
+      child.once('exit', (code) => reject(new Error(`the impairer in ${host.ns} exited (${code}): ${impairer.stderr}`)));
+    });
+    await this.#addRule(host, NFQUEUE_RULE);
+  }
+
+  async #addRule(host: NetnsHost, rule: string[]): Promise<void> {
+    await run('ip', ['netns', 'exec', host.ns, 'iptables', '-A', ...rule]);
+    this.#rules.set(host.ns, [...(this.#rules.get(host.ns) ?? []), rule]);
   }
 
   /** Drops `loss` (0..1) of the UDP datagrams every host receives. Returns the method used. */
   async impairLoss(loss: number): Promise<ImpairmentMethod> {
-    const method = await this.impairmentMethod();
-    for (const host of this.hosts) {
-      if (method === 'netem') {
-        // netem on the bridge port towards the host shapes what the host receives.
-        await run('ip', ['netns', 'exec', this.hub, 'tc', 'qdisc', 'add', 'dev', `p${host.index}`, 'root', 'netem', 'loss', `${(loss * 100).toFixed(2)}%`]);
-      } else {
-        // In INPUT, not OUTPUT: a DROP in OUTPUT makes sendto() fail with EPERM instead of losing the datagram.
-        await run('ip', ['netns', 'exec', host.ns, 'iptables', '-A', 'INPUT', '-p', 'udp', '-m', 'statistic', '--mode', 'random', '--probability', loss.toFixed(4), '-j', 'DROP']);
-      }
-    }
+    let method: ImpairmentMethod = await this.impairmentMethod();
+    for (const host of this.hosts) method = await this.impair(host, { loss });
     return method;
+  }
+
+  /**
+   * Cuts `host` off the bridge: its port leaves the bridge, so everything it sends vanishes
+   * and nothing reaches it, while its own sends still succeed (as behind a dead router).
+   */
+  async partition(host: NetnsHost): Promise<void> {
+    await ip(['-n', this.hub, 'link', 'set', `p${host.index}`, 'nomaster']);
+  }
+
+  /** Puts a partitioned `host` back on the bridge. */
+  async heal(host: NetnsHost): Promise<void> {
+    await ip(['-n', this.hub, 'link', 'set', `p${host.index}`, 'master', 'br0', 'up']);
   }
 
   /**
@@ -177,9 +295,13 @@ export class NetnsMesh {
     if (this.#closed) return;
     this.#closed = true;
     for (const child of this.#children) child.kill('SIGKILL');
-    await Promise.all([...this.#children].map((c) => new Promise((resolve) => (c.exitCode !== null ? resolve(undefined) : c.once('exit', resolve)))));
+    await Promise.all([...this.#children].map(exited));
     for (const ns of [...this.hosts.map((h) => h.ns), this.hub]) await ip(['netns', 'del', ns]).catch(() => undefined);
   }
+}
+
+function exited(child: ChildProcess): Promise<void> {
+  return new Promise((resolve) => (child.exitCode !== null || child.signalCode !== null ? resolve() : child.once('exit', () => resolve())));
 }
 
 async function ip(args: readonly string[]): Promise<void> {

@@ -729,6 +729,7 @@ export class TunnelEngine {
   }
 
   #onNeighbourLost(peerKey: string): void {
+    this.#counters.add('neighbours-lost');
     for (const entry of [...this.#byUpstream.values()]) {
       if (entry.prevKey === peerKey && entry.next !== undefined && entry.nextId !== undefined) {
         this.#sendDestroy(entry.next.address, 'destroy-out', entry.nextId, 'neighbour-lost');
@@ -789,6 +790,22 @@ export class TunnelEngine {
       this.onTunnelClosed(tunnel, 'expired');
     }
     for (const [ephemeral, until] of this.#seenEphemerals) if (until <= now) this.#seenEphemerals.delete(ephemeral);
+    this.#heartbeatNeighbours();
+  }
+
+  /**
+   * Every neighbour we hold tunnel state with gets the link's liveness check (PROTOCOL.md
+   * §3.8): a dead one becomes `unreachable`, and #onNeighbourLost frees its tunnels long
+   * before they expire, whichever side of us it was on and whether or not cells still flow.
+   */
+  #heartbeatNeighbours(): void {
+    const neighbours = new Map<string, UdpAddress>();
+    for (const entry of this.#byUpstream.values()) {
+      neighbours.set(entry.prevKey, entry.prev.address);
+      if (entry.next !== undefined && entry.nextKey !== undefined) neighbours.set(entry.nextKey, entry.next.address);
+    }
+    for (const tunnel of this.#owned.values()) neighbours.set(tunnel.firstHopKey, tunnel.firstHop);
+    for (const address of neighbours.values()) this.#link.heartbeat(address);
   }
 
   // ---- helpers ---------------------------------------------------------------------------
