@@ -85,6 +85,8 @@ export interface DeutNodeOptions {
   readonly buildRateGlobal?: RateLimit;
   /** Transit tunnels carried at most. @default 10,000 */
   readonly maxTransit?: number;
+  /** Transit tunnels carried at most for one previous hop. @default 2,500 */
+  readonly maxTransitPerNeighbour?: number;
   /** Endpoint exit policy beyond `allowPrivateExits`. */
   readonly exit?: Omit<ExitPolicyOptions, 'allowPrivateExits' | 'ownAddresses' | 'clock'>;
   /** How often to ask a neighbour for more peers. @default 30,000 */
@@ -187,6 +189,7 @@ export class DeutNode extends EventEmitter<DeutNodeEvents> {
       clock: this.#clock,
       logger,
       ...(options.maxTransit !== undefined ? { maxTransit: options.maxTransit } : {}),
+      ...(options.maxTransitPerNeighbour !== undefined ? { maxTransitPerNeighbour: options.maxTransitPerNeighbour } : {}),
       policy: {
         allowBuildFrom: (from: LinkPeer) => perNeighbour.take(from.address.host) && global.take(),
         admit: (): RefusalReason | undefined => (relay ? undefined : 'overloaded'),

@@ -138,6 +138,7 @@ const VECTOR_VALUES: readonly Omit<Vector, 'hex'>[] = [
   { type: 'dht-request-body', name: 'PING', value: { type: 'ping' } },
   { type: 'dht-request-body', name: 'FIND_NODE', value: { type: 'find-node', target: pattern(32, 0x10) } },
   { type: 'dht-request-body', name: 'FIND_VALUE', value: { type: 'find-value', key: pattern(32, 0x20) } },
+  { type: 'dht-request-body', name: 'FIND_NODE padded by 12 zero bytes', value: { type: 'find-node', target: pattern(32, 0x10), padding: 12 } },
   {
     type: 'dht-request-body',
     name: 'STORE of 5 bytes for an hour',
