@@ -2,3 +2,4 @@ export * from './testnet.js';
 export * from './dht.js';
 export * from './netns.js';
 export * from './netns-scenario.js';
+export * from './attack.js';

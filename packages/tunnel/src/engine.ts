@@ -427,6 +427,8 @@ export class TunnelEngine {
   #onBuildRequest(from: LinkPeer, fromKey: string, prevId: TunnelId, records: Uint8Array): void {
     if (this.#byUpstream.has(`${fromKey}|${prevId}`)) return this.#drop('build-duplicate-id');
     if (!this.#policy.allowBuildFrom(from)) return this.#drop('build-rate-limited');
+    // Counts key exchanges: exactly one per admitted request (and none for a dropped one).
+    this.#counters.add('build-key-exchanges');
     const opened = openRecord(this.#identity, records);
     if (opened === null) return this.#drop('build-bad-record');
     const { instructions } = opened;
@@ -454,6 +456,7 @@ export class TunnelEngine {
     if (this.#byUpstream.has(`${fromKey}|${prevId}`)) return this.#drop('build-duplicate-id');
     if (!this.#policy.allowBuildFrom(from)) return this.#drop('build-rate-limited');
     if (!this.#rememberEphemeral(ephemeral, RELAYER_REPLAY_TTL_MS)) return this.#drop('build-replay');
+    this.#counters.add('build-key-exchanges');
     const hop = acceptRelayerHop(ephemeral);
     const role = ttl === 0 ? 'endpoint' : 'relay';
     const refusal = this.#admit(from, fromKey, role);
