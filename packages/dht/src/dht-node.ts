@@ -14,7 +14,7 @@
 import type { Clock, Logger, RateLimit, TimerHandle } from '@deut/common';
 import { Counters, DeutError, KeyedRateLimiter, abortedError, addressKey, configError, silentLogger, systemClock, transportError } from '@deut/common';
 import { toHex, type KeyPair } from '@deut/crypto';
-import { DHT_CONTACT_BYTES, DHT_HEADER_BYTES, DHT_MAX_CONTACTS, DHT_MAX_TTL_SECONDS, DHT_MAX_VALUES, DHT_RESPONSE_OVERHEAD_BYTES, type DhtRequestBody, type DhtResponseBody, type DhtStoreResult } from '@deut/wire';
+import { DHT_CONTACT_BYTES, DHT_HEADER_BYTES, DHT_MAX_CONTACTS, DHT_REQUEST_OVERHEAD_BYTES, DHT_MAX_TTL_SECONDS, DHT_MAX_VALUES, DHT_RESPONSE_OVERHEAD_BYTES, type DhtRequestBody, type DhtResponseBody, type DhtStoreResult } from '@deut/wire';
 import type { DatagramChannel } from './channel.js';
 import { assertId, bucketIndex, ID_BITS, keyFromBytes, nodeIdFromPublicKey, randomIdInBucket } from './id.js';
 import { iterativeLookup, type AskResult, type LookupCandidate, type LookupResult } from './lookup.js';
@@ -24,6 +24,10 @@ import { ValueStore, type PutResult, type ValueStoreOptions } from './store.js';
 
 /** Type and count bytes of a NODES or VALUES body. */
 const LIST_HEADER_BYTES = 2;
+/** The smallest answer body: STORED, or NODES with no contact. */
+const SMALLEST_ANSWER_BODY = 2;
+/** Bytes of the verification PING a request may trigger (an unpadded PING request datagram). */
+const VERIFY_PING_BYTES = DHT_HEADER_BYTES + DHT_REQUEST_OVERHEAD_BYTES + 1;
 /**
  * Body bytes a VALUES answer fills at most (newest values first, always at least one), so
  * the answer fits one 1,200-byte datagram: the endpoint sends it to the asker as plain UDP,
@@ -351,19 +355,26 @@ export class DhtNode {
 
   /**
    * A request came from `peer` at `peer.address`. A contact already known there is only
-   * refreshed; anything else is verified with a PING to that address first.
+   * refreshed; anything else is verified with a PING to that address first, sent once and
+   * only if `mayPing` (the request left room for it: that address is not authenticated, so
+   * the PING counts against what the request may cost it, PROTOCOL.md §11.2). Returns
+   * whether a PING was sent.
    */
-  #requestFrom(peer: VerifiedPeer): void {
+  #requestFrom(peer: VerifiedPeer, mayPing: boolean): boolean {
     const known = this.table.get(peer.id);
     if (known !== undefined && addressKey(known.address) === addressKey(peer.address)) {
       this.table.seen(peer);
-      return;
+      return false;
     }
     const hex = toHex(peer.id);
-    if (hex === this.#selfHex || this.#checking.has(hex) || this.#checking.size >= 256) return;
+    if (hex === this.#selfHex || this.#checking.has(hex) || this.#checking.size >= 256) return false;
+    if (!mayPing) {
+      this.#counters.add('verifications-skipped');
+      return false;
+    }
     this.#checking.add(hex);
     this.#counters.add('verifications');
-    this.rpc.call(peer, { type: 'ping' }).then(
+    this.rpc.call(peer, { type: 'ping' }, { attempts: 1 }).then(
       (reply) => {
         this.#counters.add('verified');
         this.#checking.delete(hex);
@@ -371,13 +382,15 @@ export class DhtNode {
       },
       () => this.#checking.delete(hex),
     );
+    return true;
   }
 
   // ---- answering ---------------------------------------------------------------------------
 
   /** `maxBodyBytes`: the answer may be no larger than the request (PROTOCOL.md §11.2). */
-  #answer(body: DhtRequestBody, from: VerifiedPeer, maxBodyBytes: number): DhtResponseBody | undefined {
-    this.#requestFrom(from);
+  #answer(body: DhtRequestBody, from: VerifiedPeer, requestRoom: number): DhtResponseBody | undefined {
+    const pinged = this.#requestFrom(from, requestRoom - SMALLEST_ANSWER_BODY >= VERIFY_PING_BYTES);
+    const maxBodyBytes = requestRoom - (pinged ? VERIFY_PING_BYTES : 0);
     switch (body.type) {
       case 'ping':
         return { type: 'pong' };

@@ -1,0 +1,159 @@
+/**
+ * Issue #8, UDP amplification with a spoofed source (docs/PROTOCOL.md §1, §3.3, §11.2): no
+ * port of a node sends more bytes to an unauthenticated address than it received from it.
+ * Each test plays a spoofer on the in-memory network: it injects datagrams "from" victim
+ * addresses and counts the bytes the node sends there.
+ */
+import { after, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { ManualClock, type UdpAddress } from '@deut/common';
+import { cryptoReady, generateKeyPair, randomBytes } from '@deut/crypto';
+import { DhtNode, DhtRpc, keyFromBytes, type DatagramChannel } from '@deut/dht';
+import { InitiatorHandshake, Link } from '@deut/link';
+import { SpyingSocket, withDeadline, withTestnet } from '@deut/testkit';
+import { MemoryNetwork, type DatagramSocket } from '@deut/transport';
+import { DHT_PADDED_REQUEST_BYTES, DATAGRAM_BYTES } from '@deut/wire';
+
+await cryptoReady();
+const keepAlive = setInterval(() => undefined, 1000);
+after(() => clearInterval(keepAlive));
+
+const PAYLOAD = { minVersion: 1, maxVersion: 1, ephemeralIdentity: true } as const;
+const victim = (i: number): UdpAddress => ({ host: `10.9.${(i >> 8) & 255}.${i & 255}`, port: 53 });
+
+async function settle(network: MemoryNetwork): Promise<void> {
+  for (let i = 0; i < 8; i++) {
+    await network.idle();
+    await new Promise((resolve) => setImmediate(resolve));
+  }
+}
+
+/** bytes out / bytes in for `address`, asserting it is at most 1. */
+function assertNoAmplification(socket: SpyingSocket, address: UdpAddress, what: string): number {
+  const out = socket.sentTo(address).bytes;
+  const received = socket.receivedFrom(address).bytes;
+  assert.ok(received > 0, `${what}: the test sent something`);
+  assert.ok(out <= received, `${what}: ${out} bytes out for ${received} in`);
+  return out / received;
+}
+
+function channelOf(socket: DatagramSocket): DatagramChannel {
+  return { send: (to, data) => socket.send(data, to), onDatagram: (handler) => socket.onMessage(handler), close: () => undefined };
+}
+
+test('amplification - node port: msg1 replays, junk and load from a spoofed source get at most one 1200-byte answer per 1200 bytes, and nothing later', { timeout: 30_000 }, async (t) => {
+  const clock = new ManualClock();
+  const network = new MemoryNetwork({ seed: 11, clock });
+  const socket = new SpyingSocket(network.bind({ host: '127.0.8.1', port: 7000 }));
+  const b = await Link.create({ socket, identity: generateKeyPair(), clock, handshakeRateGlobal: { perSecond: 1, burst: 10 } });
+  try {
+    // Victims 0..29: one genuine msg1 each (captured off the wire, say), replayed 20 times.
+    for (let i = 0; i < 30; i++) {
+      const msg1 = new InitiatorHandshake(generateKeyPair(), PAYLOAD).msg1;
+      for (let copy = 0; copy < 20; copy++) socket.inject(msg1, victim(i));
+    }
+    // Victims 30..39: random 1200-byte datagrams and odd sizes.
+    for (let i = 30; i < 40; i++) for (let copy = 0; copy < 20; copy++) socket.inject(randomBytes(copy % 2 === 0 ? DATAGRAM_BYTES : 1 + copy * 50), victim(i));
+    await settle(network);
+    // Responder state expires and housekeeping runs for a minute: nothing is ever resent.
+    for (let t = 0; t < 60_000; t += 250) {
+      clock.advance(250);
+      await settle(network);
+    }
+    let worst = 0;
+    for (let i = 0; i < 40; i++) worst = Math.max(worst, assertNoAmplification(socket, victim(i), `victim ${i}`));
+    for (let i = 30; i < 40; i++) assert.equal(socket.sentTo(victim(i)).datagrams, 0, `junk from victim ${i} is not answered`);
+    assert.ok((b.stats().counters['cookies-sent'] ?? 0) > 0, 'the flood went past the budget and got cookies');
+    t.diagnostic(`node port: worst bytes out / bytes in per spoofed source ${worst.toFixed(2)}`);
+  } finally {
+    await b.close();
+    await network.close();
+  }
+});
+
+test('amplification - DHT port: FIND answers are never larger than their request, for replays, cut-down copies and unpadded requests', { timeout: 60_000 }, async (t) => {
+  const network = new MemoryNetwork({ seed: 12 });
+  const socket = new SpyingSocket(network.bind({ host: '127.0.9.1', port: 7000 }));
+  const callee = new DhtNode({ identity: generateKeyPair(), channel: channelOf(socket) });
+  const calleeContact = { publicKey: callee.publicKey, address: socket.local };
+  const others: DhtNode[] = [];
+  const rpcs: DhtRpc[] = [];
+  try {
+    // 24 nodes join through the callee, so its NODES answers are full (k = 20).
+    for (let i = 0; i < 24; i++) {
+      const node = new DhtNode({ identity: generateKeyPair(), channel: channelOf(network.bind({ host: `127.0.9.${i + 10}`, port: 7000 })), bootstrap: [calleeContact] });
+      others.push(node);
+      await withDeadline(node.join(), 10_000, 'a join');
+    }
+    const key = keyFromBytes(new TextEncoder().encode('key'));
+    assert.equal(callee.store.put(key, randomBytes(1000), { publisher: 'a'.repeat(64), ttlMs: 3_600_000, now: Date.now(), seq: 1 }), 'stored');
+
+    // A padded FIND_NODE from a genuine caller gets a full answer, and we keep its bytes.
+    const requests: Uint8Array[] = [];
+    callee.rpc.observer = (data) => void requests.push(data.slice());
+    const callerSocket = network.bind({ host: '127.0.9.2', port: 7000 });
+    const caller = new DhtRpc({ identity: generateKeyPair(), channel: channelOf(callerSocket) });
+    rpcs.push(caller);
+    const answer = await withDeadline(caller.call(calleeContact, { type: 'find-node', target: randomBytes(32) }), 10_000, 'a padded find-node');
+    assert.equal(answer.body.type, 'nodes');
+    assert.equal(answer.body.type === 'nodes' ? answer.body.contacts.length : 0, 20, 'a padded request gets all k contacts');
+    const request = requests.at(-1)!;
+    assert.equal(request.length, DHT_PADDED_REQUEST_BYTES);
+    assertNoAmplification(socket, callerSocket.local, 'the genuine caller');
+
+    // Replays of that request from spoofed victims: answered from the cache, never larger.
+    for (let i = 0; i < 10; i++) for (let copy = 0; copy < 5; copy++) socket.inject(request, victim(i));
+    // Cut-down copies (same rpc id and ephemeral key, so the same cache entry): nothing.
+    for (let i = 10; i < 20; i++) socket.inject(request.subarray(0, 107 + (i - 10) * 60), victim(i));
+    await settle(network);
+    let worst = 0;
+    for (let i = 0; i < 20; i++) worst = Math.max(worst, assertNoAmplification(socket, victim(i), `victim ${i}`));
+    for (let i = 10; i < 20; i++) assert.equal(socket.sentTo(victim(i)).datagrams, 0, `cut-down copy ${i} is not answered`);
+    assert.equal(callee.rpc.stats().counters['drop:answer-over-request'], 10);
+
+    // Unpadded FIND_NODE and FIND_VALUE (an old or hostile caller): answers shrink to fit.
+    const bareSocket = new SpyingSocket(network.bind({ host: '127.0.9.3', port: 7000 }));
+    const bare = new DhtRpc({ identity: generateKeyPair(), channel: channelOf(bareSocket), padded: new Set() });
+    rpcs.push(bare);
+    const small = await withDeadline(bare.call(calleeContact, { type: 'find-node', target: randomBytes(32) }), 10_000, 'an unpadded find-node');
+    assert.ok(small.body.type === 'nodes' && small.body.contacts.length <= 1, 'an unpadded request gets what fits in its own size');
+    const full = await withDeadline(caller.call(calleeContact, { type: 'find-value', key }), 10_000, 'a padded find-value');
+    assert.equal(full.body.type, 'values', 'a padded request gets the 1000-byte value');
+    const value = await withDeadline(bare.call(calleeContact, { type: 'find-value', key }), 10_000, 'an unpadded find-value');
+    assert.equal(value.body.type, 'nodes', 'a 1000-byte value does not fit a small request');
+    worst = Math.max(worst, assertNoAmplification(socket, bareSocket.local, 'the unpadded caller'));
+    t.diagnostic(`DHT port: worst bytes out / bytes in per source ${worst.toFixed(2)}`);
+  } finally {
+    for (const rpc of rpcs) rpc.close();
+    callee.close();
+    for (const node of others) node.close();
+    await network.close();
+  }
+});
+
+test('amplification - endpoint ports: junk and DHT-shaped datagrams from spoofed sources are never answered by the endpoint', { timeout: 60_000 }, async (t) => {
+  await withTestnet({ relays: 4, masters: 1, tunnels: 2, master: { hops: 1, dht: true } }, async (net) => {
+    const network = net.network!;
+    const master = net.masters[0]!;
+    const endpoints = master.node.tunnels.list().map((tunnel) => tunnel.endpoint);
+    assert.ok(endpoints.length >= 2);
+    const prober = new SpyingSocket(network.bind({ host: '127.0.3.9', port: 5353 }));
+    const heard: UdpAddress[] = [];
+    prober.onMessage((_data, from) => void heard.push(from));
+    try {
+      for (const endpoint of endpoints) {
+        for (let i = 0; i < 100; i++) prober.send(randomBytes(1 + ((i * 37) % 1400)), endpoint);
+        // A DHT request that cannot authenticate, and one that looks like a datagram header.
+        for (let i = 0; i < 20; i++) prober.send(Uint8Array.of(0xd1, 0x01, ...randomBytes(8 + 200)), endpoint);
+      }
+      await settle(network);
+      await new Promise((resolve) => setTimeout(resolve, 200));
+      await settle(network);
+      assert.equal(prober.receivedFrom(endpoints[0]!).bytes + prober.receivedFrom(endpoints[1]!).bytes, 0, 'no endpoint answered the prober');
+      assert.equal(heard.length, 0, 'nothing at all came back');
+      t.diagnostic(`endpoint ports: ${prober.sentTo(endpoints[0]!).bytes + prober.sentTo(endpoints[1]!).bytes} bytes in, 0 out`);
+    } finally {
+      await prober.close();
+    }
+  });
+});
