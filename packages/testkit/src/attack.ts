@@ -125,6 +125,8 @@ export interface EngineMeshNode {
   readonly closedEndpoints: Array<{ handle: number; reason: DestroyReason }>;
   readonly endpointFrames: Uint8Array[];
   readonly ownClosed: OwnedTunnel[];
+  /** As a master: inbound cell plaintext of its own tunnels. */
+  readonly ownFrames: Array<{ tunnel: OwnedTunnel; plaintext: Uint8Array }>;
   count(name: string): number;
 }
 
@@ -205,9 +207,11 @@ export function createEngineMesh(options: EngineMeshOptions): EngineMesh {
       closedEndpoints: [],
       endpointFrames: [],
       ownClosed: [],
+      ownFrames: [],
       count: (counter) => engine.stats().counters[counter] ?? 0,
     };
     engine.onTunnelClosed = (tunnel) => void node.ownClosed.push(tunnel);
+    engine.onTunnelFrame = (tunnel, plaintext) => void node.ownFrames.push({ tunnel, plaintext: plaintext.slice() });
     link.onPayload((payload, from) => {
       node.inbox.push({ payload: payload.slice(), from });
       const delivered = node.intercept === undefined ? payload : node.intercept(payload.slice(), from);
