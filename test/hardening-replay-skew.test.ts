@@ -93,7 +93,7 @@ test('replay - a build request is refused for its whole fresh window, even from 
       await mesh.settle();
     }
     assert.equal(hop.count('drop:build-replay'), 3, 'every replay within the fresh window is refused');
-    assert.equal(hop.count('endpoints-opened' as string), 1, 'only the original opened an endpoint');
+    assert.equal(hop.count('endpoints-opened'), 1, 'only the original opened an endpoint');
     // Past its window the request is stale anyway, and the cache may forget it.
     clock.advance(lastFreshMs + 2_000 - (clock.now() - 1_700_000_000_000));
     await mesh.settle();
