@@ -34,6 +34,8 @@ export interface NodeMetricsOptions {
    * @default false
    */
   readonly processMetrics?: boolean;
+  /** The public DHT node of `deut run --dht-listen`, if any: its drops join deut_drops_total as layer "public-dht". */
+  readonly publicDht?: DhtNode;
 }
 
 /** Build latency buckets (seconds), 1 ms to 10 s. */
@@ -194,8 +196,47 @@ export function createNodeMetrics(node: DeutNode, options: NodeMetricsOptions = 
         ['exits', s.node.exits.counters],
         ['messenger', s.node.messages?.counters],
         ['dht', s.dht?.rpc.counters],
+        ['public-dht', options.publicDht?.stats().rpc.counters],
       ];
       for (const [layer, counters] of sources) for (const [labels, value] of drops(layer, counters)) this.inc(labels, value);
+    },
+  });
+  new Counter({
+    name: 'deut_handshake_cookies_total',
+    help: 'Link handshake cookies (PROTOCOL.md 3.3), by kind: sent (msg1 answered under load instead of a key exchange), received (our msg1 was), admitted (msg1 that echoed a valid cookie).',
+    labelNames: ['kind'] as const,
+    registers,
+    collect() {
+      const link = read().node.link.counters;
+      this.reset();
+      this.inc({ kind: 'sent' }, count(link, 'cookies-sent'));
+      this.inc({ kind: 'received' }, count(link, 'cookies-received'));
+      this.inc({ kind: 'admitted' }, count(link, 'handshakes-cookie-admitted'));
+    },
+  });
+  new Counter({
+    name: 'deut_key_exchanges_total',
+    help: 'Key exchanges done for unauthenticated or neighbour input: kind="handshake" (link msg1 answered), kind="build" (build requests opened). Floods past the limits add none.',
+    labelNames: ['kind'] as const,
+    registers,
+    collect() {
+      const s = read().node;
+      this.reset();
+      this.inc({ kind: 'handshake' }, count(s.link.counters, 'handshakes-responded'));
+      this.inc({ kind: 'build' }, count(s.tunnels.counters, 'build-key-exchanges'));
+    },
+  });
+  new Counter({
+    name: 'deut_build_refusals_total',
+    help: 'Build requests this node refused with a reply, by reason (transit-cap, neighbour-cap, stale, overloaded, exit-policy, ...).',
+    labelNames: ['reason'] as const,
+    registers,
+    collect() {
+      const counters = read().node.tunnels.counters;
+      this.reset();
+      for (const name of Object.keys(counters)) {
+        if (name.startsWith('build-refused-')) this.inc({ reason: reasonLabel(name.slice('build-refused-'.length)) }, count(counters, name));
+      }
     },
   });
   new Gauge({
