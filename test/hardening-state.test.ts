@@ -154,3 +154,22 @@ test('state - half-open builds and idle tunnels expire: ports closed, tables bac
     network.heal();
   });
 });
+
+test('state - the endpoint port cap refuses builds without opening a port, and frees a place when a tunnel goes', { timeout: 60_000 }, async () => {
+  await withScene({ exit: { maxPorts: 10 } }, async (scene) => {
+    const { mesh, relay, target } = scene;
+    const master = await mesh.add('M');
+    await linkTo(scene, master);
+    const built = await buildMany(scene, master, 15, [target]);
+    assert.equal(built.ok, 10, 'as many endpoint tunnels as ports');
+    const stats = relay.stats();
+    assert.equal(stats.exits.ports, 10);
+    assert.equal(stats.exits.counters['ports-opened'], 10, 'the five refused builds opened no port');
+    assert.equal(stats.exits.counters['drop:port-cap'], 5);
+    assert.equal(stats.tunnels.transit, 10, 'and keep no transit state');
+    master.engine.destroy(built.tunnels[0]!);
+    await mesh.settle();
+    assert.equal(relay.stats().exits.ports, 9);
+    assert.equal((await buildMany(scene, master, 1, [target])).ok, 1, 'a freed port is available again');
+  });
+});
