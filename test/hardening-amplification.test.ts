@@ -90,8 +90,10 @@ test('amplification - DHT port: FIND answers are never larger than their request
 
     // A padded FIND_NODE from a genuine caller gets a full answer, and we keep its bytes.
     const requests: Uint8Array[] = [];
-    callee.rpc.observer = (data) => void requests.push(data.slice());
     const callerSocket = network.bind({ host: '127.0.9.2', port: 7000 });
+    callee.rpc.observer = (data, from) => {
+      if (from.host === callerSocket.local.host) requests.push(data.slice());
+    };
     const caller = new DhtRpc({ identity: generateKeyPair(), channel: channelOf(callerSocket) });
     rpcs.push(caller);
     const answer = await withDeadline(caller.call(calleeContact, { type: 'find-node', target: randomBytes(32) }), 10_000, 'a padded find-node');
