@@ -10,9 +10,9 @@ import { ManualClock, type UdpAddress } from '@deut/common';
 import { cryptoReady, generateKeyPair, randomBytes } from '@deut/crypto';
 import { DhtNode, DhtRpc, keyFromBytes, type DatagramChannel } from '@deut/dht';
 import { InitiatorHandshake, Link } from '@deut/link';
-import { SpyingSocket, withDeadline, withTestnet } from '@deut/testkit';
+import { SpyingSocket, until, withDeadline, withTestnet } from '@deut/testkit';
 import { MemoryNetwork, type DatagramSocket } from '@deut/transport';
-import { DHT_PADDED_REQUEST_BYTES, DATAGRAM_BYTES } from '@deut/wire';
+import { DHT_PADDED_REQUEST_BYTES, DATAGRAM_BYTES, MESSAGE_ID_BYTES, encodeEnvelope } from '@deut/wire';
 
 await cryptoReady();
 const keepAlive = setInterval(() => undefined, 1000);
@@ -156,6 +156,83 @@ test('amplification - endpoint ports: junk and DHT-shaped datagrams from spoofed
       t.diagnostic(`endpoint ports: ${prober.sentTo(endpoints[0]!).bytes + prober.sentTo(endpoints[1]!).bytes} bytes in, 0 out`);
     } finally {
       await prober.close();
+    }
+  });
+});
+
+test('amplification - request handlers: a request naming a victim (or spoofed from one) gets at most its own bytes there, small or large reply, while a 30 KiB answer to a 20-byte request still arrives once', { timeout: 120_000 }, async (t) => {
+  await withTestnet({ relays: 6, masters: 2, tunnels: 2 }, async (net) => {
+    const network = net.network!;
+    const [a, b] = [net.masters[0]!.node, net.masters[1]!.node];
+    const served = new Map<string, number>();
+    const REPLY_BYTES = [10, 1_000, 30 * 1024];
+    b.handle((payload) => {
+      const key = Buffer.from(payload).toString('hex');
+      served.set(key, (served.get(key) ?? 0) + 1);
+      return new Uint8Array(REPLY_BYTES[payload[0]!] ?? 0).fill(payload[1]!);
+    });
+    const endpoints = b.tunnels.list().map((tunnel) => tunnel.endpoint);
+    assert.ok(endpoints.length >= 2);
+
+    const attacker = network.bind({ host: '127.0.3.9', port: 4444 });
+    const victim = network.bind({ host: '127.0.3.10', port: 53 });
+    const spoofed = network.bind({ host: '127.0.3.11', port: 53 });
+    let attackerBytes = 0;
+    let spoofedBytes = 0;
+    let victimBytes = 0;
+    let spoofedVictimBytes = 0;
+    victim.onMessage((data) => void (victimBytes += data.length));
+    spoofed.onMessage((data) => void (spoofedVictimBytes += data.length));
+    try {
+      // Small (10-byte) and large (1,000- and 30 KiB) replies, each request replayed 3
+      // times per endpoint; the attacker names the victim up to 4 times, the spoofer sends
+      // "from" its victim and names nobody, so the answer goes to the source.
+      for (let i = 0; i < 12; i++) {
+        const payload = Uint8Array.of(i % 3, i, 0xee, 0xee);
+        const named = encodeEnvelope({ kind: 'request', messageId: randomBytes(MESSAGE_ID_BYTES), replyTo: Array.from({ length: 1 + (i % 4) }, () => victim.local), payload });
+        const bare = encodeEnvelope({ kind: 'request', messageId: randomBytes(MESSAGE_ID_BYTES), replyTo: [], payload: Uint8Array.of(i % 3, 100 + i) });
+        for (const endpoint of endpoints) {
+          for (let copy = 0; copy < 3; copy++) {
+            attacker.send(named, endpoint);
+            attackerBytes += named.length;
+            spoofed.send(bare, endpoint);
+            spoofedBytes += bare.length;
+          }
+        }
+      }
+      // The smallest request that names a 1,000-byte reply: 22 bytes, one less than a too-large answer.
+      const tiny = encodeEnvelope({ kind: 'request', messageId: randomBytes(MESSAGE_ID_BYTES), replyTo: [], payload: Uint8Array.of(1) });
+      spoofed.send(tiny, endpoints[0]!);
+      spoofedBytes += tiny.length;
+      await until(() => served.size === 25, 20_000, 'every attack request to reach the handler');
+
+      // A genuine 20-byte request whose handler answers 30 KiB, and a small one.
+      const large = await withDeadline(a.request(endpoints, Uint8Array.of(2, 1, ...new Uint8Array(18))), 20_000, 'the 30 KiB answer');
+      assert.equal(large.length, 30 * 1024);
+      assert.ok(large.every((byte) => byte === 1));
+      const small = await withDeadline(a.request(endpoints, Uint8Array.of(0, 2)), 20_000, 'a small answer');
+      assert.equal(small.length, 10);
+      for (let i = 0; i < 20; i++) {
+        await network.idle();
+        await new Promise((resolve) => setTimeout(resolve, 25));
+      }
+
+      assert.ok(victimBytes <= attackerBytes, `the victim named in replyTo got ${victimBytes} bytes for the attacker's ${attackerBytes}`);
+      assert.ok(spoofedVictimBytes <= spoofedBytes, `the spoofed source got ${spoofedVictimBytes} bytes for ${spoofedBytes}`);
+      for (const [payload, runs] of served) assert.equal(runs, 1, `the handler ran once for ${payload}`);
+      assert.equal(served.size, 27);
+      const requester = a.stats().messages!.counters;
+      const responder = b.stats().messages!.counters;
+      assert.ok((requester['requests-padded'] ?? 0) >= 1, 'the 30 KiB answer needed a padded re-send');
+      assert.ok((responder['too-large-sent'] ?? 0) >= 1);
+      assert.ok((responder['drop:reply-over-request'] ?? 0) >= 1, 'a 22-byte request is too small even for a too-large answer');
+      t.diagnostic(
+        `request handlers: replyTo victim ${victimBytes} bytes out / ${attackerBytes} in (${(victimBytes / attackerBytes).toFixed(2)}), ` +
+          `spoofed source ${spoofedVictimBytes} / ${spoofedBytes} (${(spoofedVictimBytes / spoofedBytes).toFixed(2)}); ` +
+          `too-large sent ${responder['too-large-sent'] ?? 0}, responses ${responder['response-copies-sent'] ?? 0}, over-budget drops ${responder['drop:reply-over-request'] ?? 0}, padded re-sends ${requester['requests-padded'] ?? 0}`,
+      );
+    } finally {
+      await Promise.all([attacker.close(), victim.close(), spoofed.close()]);
     }
   });
 });
