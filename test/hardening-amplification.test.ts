@@ -9,10 +9,21 @@ import assert from 'node:assert/strict';
 import { ManualClock, type UdpAddress } from '@deut/common';
 import { cryptoReady, generateKeyPair, randomBytes } from '@deut/crypto';
 import { DhtNode, DhtRpc, keyFromBytes, type DatagramChannel } from '@deut/dht';
-import { InitiatorHandshake, Link } from '@deut/link';
+import { HANDSHAKE_ATTEMPTS, InitiatorHandshake, Link } from '@deut/link';
+import { DeutNode, HANDSHAKE_ATTEMPTS_UNVERIFIED, PEX_CONTACTS_IN_FLIGHT, PEX_DISTRUST_AFTER } from '@deut/node';
 import { SpyingSocket, until, withDeadline, withTestnet } from '@deut/testkit';
 import { MemoryNetwork, type DatagramSocket } from '@deut/transport';
-import { DHT_PADDED_REQUEST_BYTES, DATAGRAM_BYTES, MESSAGE_ID_BYTES, encodeEnvelope } from '@deut/wire';
+import {
+  DHT_PADDED_REQUEST_BYTES,
+  DATAGRAM_BYTES,
+  MAX_PEER_LIST,
+  MESSAGE_ID_BYTES,
+  decodePeerExchange,
+  encodeEnvelope,
+  encodePeerExchange,
+  isPeerExchange,
+  type PeerExchangeMessage,
+} from '@deut/wire';
 
 await cryptoReady();
 const keepAlive = setInterval(() => undefined, 1000);
@@ -235,4 +246,78 @@ test('amplification - request handlers: a request naming a victim (or spoofed fr
       await Promise.all([attacker.close(), victim.close(), spoofed.close()]);
     }
   });
+});
+
+test('amplification - peer exchange: victims a hostile neighbour names get a bounded number of handshakes, the neighbour is distrusted, and the names are not passed on', { timeout: 60_000 }, async (t) => {
+  const clock = new ManualClock();
+  const network = new MemoryNetwork({ seed: 13, clock });
+  // The hostile neighbour: a genuine relayer link that answers every PEER_REQUEST with 20
+  // fresh addresses nobody listens at.
+  const hostile = await Link.create({ socket: network.bind({ host: '127.0.5.1', port: 7000 }), identity: generateKeyPair(), clock });
+  const victims: UdpAddress[] = [];
+  hostile.onPayload((payload, from) => {
+    if (!isPeerExchange(payload) || decodePeerExchange(payload).type !== 'peer-request') return;
+    const named = Array.from({ length: MAX_PEER_LIST }, (_, i) => victim(victims.length + i + 1));
+    victims.push(...named);
+    hostile.send(from.address, encodePeerExchange({ type: 'peer-list', peers: named.map((address) => ({ address, publicKey: generateKeyPair().publicKey })) }));
+  });
+  let spy: SpyingSocket | undefined;
+  const node = await DeutNode.start({
+    listen: { host: '127.0.5.2', port: 7000 },
+    bootstrap: [hostile.address],
+    sockets: {
+      bind: (address) => {
+        const socket = new SpyingSocket(network.bind(address));
+        spy ??= socket;
+        return Promise.resolve(socket);
+      },
+    },
+    clock,
+    allowSameSubnet: true,
+  });
+  const asker = await Link.create({ socket: network.bind({ host: '127.0.5.3', port: 7000 }), identity: generateKeyPair(), clock });
+  const answers: PeerExchangeMessage[] = [];
+  asker.onPayload((payload) => void (isPeerExchange(payload) && answers.push(decodePeerExchange(payload))));
+  try {
+    let askedWhileUnverified = false;
+    for (let ms = 0; ms < 180_000; ms += 250) {
+      clock.advance(250);
+      await settle(network);
+      if (!askedWhileUnverified && node.peers().some((p) => !p.verified)) {
+        // Another neighbour asks while the named addresses are still unproven.
+        asker.send(node.address, encodePeerExchange({ type: 'peer-request', relay: false }));
+        askedWhileUnverified = true;
+      }
+    }
+    const victimKeys = new Set(victims.map((v) => `${v.host}:${v.port}`));
+    let bytes = 0;
+    let contacted = 0;
+    for (const v of victims) {
+      const sent = spy!.sentTo(v);
+      bytes += sent.bytes;
+      if (sent.datagrams > 0) contacted++;
+    }
+    const bound = (PEX_DISTRUST_AFTER + PEX_CONTACTS_IN_FLIGHT - 1) * HANDSHAKE_ATTEMPTS_UNVERIFIED * DATAGRAM_BYTES;
+    assert.ok(victims.length >= 2 * MAX_PEER_LIST, 'the neighbour was asked more than once');
+    assert.ok(bytes <= bound, `${bytes} bytes to ${contacted} of ${victims.length} named victims; the bound is ${bound}`);
+    for (const v of victims) assert.ok(spy!.sentTo(v).datagrams <= HANDSHAKE_ATTEMPTS_UNVERIFIED, `at most ${HANDSHAKE_ATTEMPTS_UNVERIFIED} msg1 to ${v.host}`);
+    const counters = node.stats().counters;
+    assert.equal(counters['pex-distrusted'], 1, 'the neighbour is distrusted');
+    assert.ok((counters['pex-unanswered'] ?? 0) >= PEX_DISTRUST_AFTER);
+    assert.ok((counters['drop:pex-distrusted'] ?? 0) >= 1, 'its later lists are refused');
+    assert.ok(node.peers().every((p) => !victimKeys.has(p.key)), 'no victim is left in the table');
+    assert.ok(askedWhileUnverified);
+    const list = answers.find((m) => m.type === 'peer-list');
+    assert.ok(list !== undefined && list.type === 'peer-list', 'the asker got a list');
+    assert.ok(list.peers.every((p) => !victimKeys.has(`${p.address.host}:${p.address.port}`)), 'unverified names are not passed on');
+    t.diagnostic(
+      `peer exchange: ${victims.length} victims named over 180 s, ${contacted} contacted, ${bytes} bytes to them (bound ${bound}; ` +
+        `without vetting each named address can get ${HANDSHAKE_ATTEMPTS} × ${DATAGRAM_BYTES} bytes per contact)`,
+    );
+  } finally {
+    await node.close();
+    await hostile.close();
+    await asker.close();
+    await network.close();
+  }
 });

@@ -121,6 +121,12 @@ export interface LinkSessionInfo extends LinkPeer {
 export interface LinkSendOptions {
   /** Refuse the peer unless its static key is exactly this (a hop told its next hop's key). */
   readonly expectedKey?: Uint8Array;
+  /**
+   * msg1 transmissions before giving up, if this call starts the handshake (PROTOCOL.md §4.7:
+   * an address we only heard of from a neighbour gets fewer than HANDSHAKE_ATTEMPTS).
+   * @default HANDSHAKE_ATTEMPTS
+   */
+  readonly handshakeAttempts?: number;
 }
 
 /** Events a link emits. */
@@ -144,6 +150,8 @@ interface Initiating {
   /** A cookie reply was acted on since the last transmission: at most one resend per send. */
   cookieUsed: boolean;
   attempts: number;
+  /** Transmissions of the current stage before the handshake is abandoned. */
+  maxAttempts: number;
   nextAt: number;
   session?: LinkSession;
 }
@@ -267,7 +275,7 @@ export class Link extends EventEmitter<LinkEvents> {
     if (session !== undefined) return Promise.resolve(this.#info(peer, session));
     return new Promise((resolve, reject) => {
       peer.waiters.push({ resolve, reject });
-      if (peer.initiating === undefined) this.#initiate(peer);
+      if (peer.initiating === undefined) this.#initiate(peer, options.handshakeAttempts);
     });
   }
 
@@ -396,7 +404,8 @@ export class Link extends EventEmitter<LinkEvents> {
     const { msg3, outcome } = initiating.handshake.writeMsg3();
     const session = this.#addSession(peer, outcome);
     this.#remember(peer, data, { kind: 'datagram', bytes: msg3 });
-    Object.assign(initiating, { stage: 'msg3', datagram: msg3, attempts: 1, nextAt: this.#clock.now() + HANDSHAKE_RETRY_MS, session });
+    // The peer answered: whoever named its address, it is no amplification victim.
+    Object.assign(initiating, { stage: 'msg3', datagram: msg3, attempts: 1, maxAttempts: HANDSHAKE_ATTEMPTS, nextAt: this.#clock.now() + HANDSHAKE_RETRY_MS, session });
     this.#socketSend(msg3, peer.address);
   }
 
@@ -436,10 +445,19 @@ export class Link extends EventEmitter<LinkEvents> {
 
   // ---- handshakes and sessions ---------------------------------------------------------
 
-  #initiate(peer: PeerState): void {
+  #initiate(peer: PeerState, maxAttempts = HANDSHAKE_ATTEMPTS): void {
     const pinned = peer.expectedKey ?? this.#knownPeers.get(peer.key);
     const handshake = new InitiatorHandshake(this.#identity, this.#payload, pinned, this.#openMac1Key);
-    peer.initiating = { handshake, stage: 'msg1', datagram: handshake.msg1, openDatagram: handshake.msg1Open, cookieUsed: false, attempts: 1, nextAt: this.#clock.now() + HANDSHAKE_RETRY_MS };
+    peer.initiating = {
+      handshake,
+      stage: 'msg1',
+      datagram: handshake.msg1,
+      openDatagram: handshake.msg1Open,
+      cookieUsed: false,
+      attempts: 1,
+      maxAttempts: Number.isInteger(maxAttempts) ? Math.max(1, Math.min(HANDSHAKE_ATTEMPTS, maxAttempts)) : HANDSHAKE_ATTEMPTS,
+      nextAt: this.#clock.now() + HANDSHAKE_RETRY_MS,
+    };
     this.#counters.add('handshakes-initiated');
     this.#socketSend(handshake.msg1, peer.address);
   }
@@ -501,11 +519,11 @@ export class Link extends EventEmitter<LinkEvents> {
     for (const peer of this.#peers.values()) {
       const initiating = peer.initiating;
       if (initiating !== undefined && now >= initiating.nextAt) {
-        if (initiating.attempts >= HANDSHAKE_ATTEMPTS) {
+        if (initiating.attempts >= initiating.maxAttempts) {
           peer.initiating = undefined;
           if (initiating.session !== undefined) peer.sessions = peer.sessions.filter((s) => s !== initiating.session);
           this.#counters.add('handshake-timeouts');
-          this.#failPeer(peer, timeoutError('LINK_UNREACHABLE', `no handshake answer after ${HANDSHAKE_ATTEMPTS} attempts`), true);
+          this.#failPeer(peer, timeoutError('LINK_UNREACHABLE', `no handshake answer after ${initiating.attempts} attempts`), true);
         } else {
           initiating.nextAt = now + Math.min(HANDSHAKE_RETRY_MS * 2 ** initiating.attempts, HANDSHAKE_RETRY_MAX_MS);
           initiating.attempts++;
