@@ -215,6 +215,28 @@ export function createNodeMetrics(node: DeutNode, options: NodeMetricsOptions = 
     },
   });
   new Counter({
+    name: 'deut_anti_amplification_total',
+    help:
+      'What keeps us from sending more to an unproven address than it sent us (PROTOCOL.md 7, 4.7), by kind: ' +
+      'too-large-sent (a response did not fit in its request copy; we asked for padding), reply-over-request (not even that fitted; nothing sent), ' +
+      'padded-resend (our request was re-sent padded), pex-contact (handshake to a relayer a neighbour named), pex-unanswered (it never answered), ' +
+      'pex-distrusted (a neighbour whose names went unanswered), pex-list-refused (a list from a distrusted neighbour).',
+    labelNames: ['kind'] as const,
+    registers,
+    collect() {
+      const s = read().node;
+      const messages = s.messages?.counters;
+      this.reset();
+      this.inc({ kind: 'too-large-sent' }, count(messages, 'too-large-sent'));
+      this.inc({ kind: 'reply-over-request' }, count(messages, 'drop:reply-over-request'));
+      this.inc({ kind: 'padded-resend' }, count(messages, 'requests-padded'));
+      this.inc({ kind: 'pex-contact' }, count(s.counters, 'pex-contacts'));
+      this.inc({ kind: 'pex-unanswered' }, count(s.counters, 'pex-unanswered'));
+      this.inc({ kind: 'pex-distrusted' }, count(s.counters, 'pex-distrusted'));
+      this.inc({ kind: 'pex-list-refused' }, count(s.counters, 'drop:pex-distrusted'));
+    },
+  });
+  new Counter({
     name: 'deut_key_exchanges_total',
     help: 'Key exchanges done for unauthenticated or neighbour input: kind="handshake" (link msg1 answered), kind="build" (build requests opened). Floods past the limits add none.',
     labelNames: ['kind'] as const,

@@ -285,3 +285,32 @@ test('metrics - hardening counters: build refusals by reason, key exchanges, han
     }
   });
 });
+
+test('metrics - anti-amplification: padded re-sends, too-large answers and peer-exchange contacts reach deut_anti_amplification_total', async () => {
+  await withTestnet({ relays: 4, masters: 2, tunnels: 1, master: { hops: 1 } }, async (net) => {
+    const [a, b] = [net.masters[0]!.node, net.masters[1]!.node];
+    b.handle(() => new Uint8Array(30 * 1024));
+    const reply = await withDeadline(a.request(b.tunnels.list()[0]!.endpoint, new Uint8Array(20)), 20_000, 'a 30 KiB answer');
+    assert.equal(reply.length, 30 * 1024);
+    for (const node of [a, b]) {
+      const metrics = createNodeMetrics(node);
+      try {
+        const scraped = parseExposition(await metrics.scrape());
+        assertDescribed(scraped);
+        const stats = node.stats();
+        const messages = stats.messages!.counters;
+        assert.equal(total(scraped, 'deut_anti_amplification_total', { kind: 'too-large-sent' }), messages['too-large-sent'] ?? 0);
+        assert.equal(total(scraped, 'deut_anti_amplification_total', { kind: 'padded-resend' }), messages['requests-padded'] ?? 0);
+        assert.equal(total(scraped, 'deut_anti_amplification_total', { kind: 'reply-over-request' }), messages['drop:reply-over-request'] ?? 0);
+        for (const [kind, name] of [['pex-contact', 'pex-contacts'], ['pex-unanswered', 'pex-unanswered'], ['pex-distrusted', 'pex-distrusted'], ['pex-list-refused', 'drop:pex-distrusted']] as const) {
+          assert.equal(total(scraped, 'deut_anti_amplification_total', { kind }), stats.counters[name] ?? 0, kind);
+        }
+      } finally {
+        metrics.close();
+      }
+    }
+    assert.ok((a.stats().messages!.counters['requests-padded'] ?? 0) >= 1, 'the requester padded its request');
+    assert.ok((b.stats().messages!.counters['too-large-sent'] ?? 0) >= 1, 'the responder asked for padding');
+    assert.ok((a.stats().counters['pex-contacts'] ?? 0) >= 1, 'the master contacted relayers it learned of');
+  });
+});
