@@ -70,7 +70,7 @@ export async function runDaemon(config: RunConfig): Promise<number> {
     cleanups.push(() => control.close());
     let metricsAddress: string | undefined;
     if (config.metrics !== undefined) {
-      const metrics = createNodeMetrics(node);
+      const metrics = createNodeMetrics(node, publicDht !== undefined ? { publicDht: publicDht.dht } : {});
       const server = await serveMetrics(config.metrics, metrics);
       metricsAddress = addressKey(server.address);
       cleanups.push(async () => {

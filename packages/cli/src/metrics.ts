@@ -34,6 +34,8 @@ export interface NodeMetricsOptions {
    * @default false
    */
   readonly processMetrics?: boolean;
+  /** The public DHT node of `deut run --dht-listen`, if any: its drops join deut_drops_total as layer "public-dht". */
+  readonly publicDht?: DhtNode;
 }
 
 /** Build latency buckets (seconds), 1 ms to 10 s. */
@@ -194,8 +196,69 @@ export function createNodeMetrics(node: DeutNode, options: NodeMetricsOptions = 
         ['exits', s.node.exits.counters],
         ['messenger', s.node.messages?.counters],
         ['dht', s.dht?.rpc.counters],
+        ['public-dht', options.publicDht?.stats().rpc.counters],
       ];
       for (const [layer, counters] of sources) for (const [labels, value] of drops(layer, counters)) this.inc(labels, value);
+    },
+  });
+  new Counter({
+    name: 'deut_handshake_cookies_total',
+    help: 'Link handshake cookies (PROTOCOL.md 3.3), by kind: sent (msg1 answered under load instead of a key exchange), received (our msg1 was), admitted (msg1 that echoed a valid cookie).',
+    labelNames: ['kind'] as const,
+    registers,
+    collect() {
+      const link = read().node.link.counters;
+      this.reset();
+      this.inc({ kind: 'sent' }, count(link, 'cookies-sent'));
+      this.inc({ kind: 'received' }, count(link, 'cookies-received'));
+      this.inc({ kind: 'admitted' }, count(link, 'handshakes-cookie-admitted'));
+    },
+  });
+  new Counter({
+    name: 'deut_anti_amplification_total',
+    help:
+      'What keeps us from sending more to an unproven address than it sent us (PROTOCOL.md 7, 4.7), by kind: ' +
+      'too-large-sent (a response did not fit in its request copy; we asked for padding), reply-over-request (not even that fitted; nothing sent), ' +
+      'padded-resend (our request was re-sent padded), pex-contact (handshake to a relayer a neighbour named), pex-unanswered (it never answered), ' +
+      'pex-distrusted (a neighbour whose names went unanswered), pex-list-refused (a list from a distrusted neighbour).',
+    labelNames: ['kind'] as const,
+    registers,
+    collect() {
+      const s = read().node;
+      const messages = s.messages?.counters;
+      this.reset();
+      this.inc({ kind: 'too-large-sent' }, count(messages, 'too-large-sent'));
+      this.inc({ kind: 'reply-over-request' }, count(messages, 'drop:reply-over-request'));
+      this.inc({ kind: 'padded-resend' }, count(messages, 'requests-padded'));
+      this.inc({ kind: 'pex-contact' }, count(s.counters, 'pex-contacts'));
+      this.inc({ kind: 'pex-unanswered' }, count(s.counters, 'pex-unanswered'));
+      this.inc({ kind: 'pex-distrusted' }, count(s.counters, 'pex-distrusted'));
+      this.inc({ kind: 'pex-list-refused' }, count(s.counters, 'drop:pex-distrusted'));
+    },
+  });
+  new Counter({
+    name: 'deut_key_exchanges_total',
+    help: 'Key exchanges done for unauthenticated or neighbour input: kind="handshake" (link msg1 answered), kind="build" (build requests opened). Floods past the limits add none.',
+    labelNames: ['kind'] as const,
+    registers,
+    collect() {
+      const s = read().node;
+      this.reset();
+      this.inc({ kind: 'handshake' }, count(s.link.counters, 'handshakes-responded'));
+      this.inc({ kind: 'build' }, count(s.tunnels.counters, 'build-key-exchanges'));
+    },
+  });
+  new Counter({
+    name: 'deut_build_refusals_total',
+    help: 'Build requests this node refused with a reply, by reason (transit-cap, neighbour-cap, stale, overloaded, exit-policy, ...).',
+    labelNames: ['reason'] as const,
+    registers,
+    collect() {
+      const counters = read().node.tunnels.counters;
+      this.reset();
+      for (const name of Object.keys(counters)) {
+        if (name.startsWith('build-refused-')) this.inc({ reason: reasonLabel(name.slice('build-refused-'.length)) }, count(counters, name));
+      }
     },
   });
   new Gauge({

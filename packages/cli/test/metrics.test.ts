@@ -1,6 +1,8 @@
 /** Prometheus metrics of a node, scraped from a small in-memory testnet, and their HTTP server. */
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
+import { generateKeyPair } from '@deut/crypto';
+import { DhtNode } from '@deut/dht';
 import { until, withDeadline, withTestnet } from '@deut/testkit';
 import { Gauge, Registry, register as globalRegistry } from 'prom-client';
 import { createNodeMetrics, reasonLabel, serveMetrics, type NodeMetrics } from '../src/metrics.js';
@@ -250,4 +252,65 @@ test('metrics - a metrics server that cannot listen rejects', async () => {
   } finally {
     await first.close();
   }
+});
+
+test('metrics - hardening counters: build refusals by reason, key exchanges, handshake cookies and the public DHT\'s drops', async () => {
+  await withTestnet({ relays: 2, masters: 1, tunnels: 1, waitForTunnels: false, master: { hops: 1 }, relay: { maxTransitPerNeighbour: 0 } }, async (net) => {
+    const network = net.network!;
+    // Every build through a relay that carries nothing for anyone is refused with a reply.
+    const refusals = (r: { node: typeof net.relays[0]['node'] }): number => r.node.stats().tunnels.counters['build-refused-neighbour-cap'] ?? 0;
+    await until(() => net.relays.some((r) => refusals(r) > 0), 30_000, 'a refused build');
+    const relay = net.relays.find((r) => refusals(r) > 0)!.node;
+    const socket = network.bind({ host: '127.0.3.30', port: 6881 });
+    const publicDht = new DhtNode({ identity: generateKeyPair(), channel: { send: (to, data) => socket.send(data, to), onDatagram: (h) => socket.onMessage(h), close: () => undefined } });
+    const metrics = createNodeMetrics(relay, { publicDht });
+    try {
+      const prober = network.bind({ host: '127.0.3.31', port: 5000 });
+      for (let i = 0; i < 10; i++) prober.send(Uint8Array.of(0xd1, 0x01, 1, 2, 3), socket.local);
+      await network.idle();
+      await prober.close();
+      const scraped = parseExposition(await metrics.scrape());
+      assertDescribed(scraped);
+      assertLabelsSafe(scraped);
+      const stats = relay.stats();
+      assert.equal(total(scraped, 'deut_build_refusals_total', { reason: 'neighbour-cap' }), stats.tunnels.counters['build-refused-neighbour-cap']);
+      assert.equal(total(scraped, 'deut_key_exchanges_total', { kind: 'build' }), stats.tunnels.counters['build-key-exchanges']);
+      assert.equal(total(scraped, 'deut_key_exchanges_total', { kind: 'handshake' }), stats.link.counters['handshakes-responded'] ?? 0);
+      for (const kind of ['sent', 'received', 'admitted']) assert.equal(total(scraped, 'deut_handshake_cookies_total', { kind }), 0);
+      assert.equal(total(scraped, 'deut_drops_total', { layer: 'public-dht' }), 10, 'the public DHT counts each junk datagram once');
+    } finally {
+      metrics.close();
+      publicDht.close();
+      await socket.close();
+    }
+  });
+});
+
+test('metrics - anti-amplification: padded re-sends, too-large answers and peer-exchange contacts reach deut_anti_amplification_total', async () => {
+  await withTestnet({ relays: 4, masters: 2, tunnels: 1, master: { hops: 1 } }, async (net) => {
+    const [a, b] = [net.masters[0]!.node, net.masters[1]!.node];
+    b.handle(() => new Uint8Array(30 * 1024));
+    const reply = await withDeadline(a.request(b.tunnels.list()[0]!.endpoint, new Uint8Array(20)), 20_000, 'a 30 KiB answer');
+    assert.equal(reply.length, 30 * 1024);
+    for (const node of [a, b]) {
+      const metrics = createNodeMetrics(node);
+      try {
+        const scraped = parseExposition(await metrics.scrape());
+        assertDescribed(scraped);
+        const stats = node.stats();
+        const messages = stats.messages!.counters;
+        assert.equal(total(scraped, 'deut_anti_amplification_total', { kind: 'too-large-sent' }), messages['too-large-sent'] ?? 0);
+        assert.equal(total(scraped, 'deut_anti_amplification_total', { kind: 'padded-resend' }), messages['requests-padded'] ?? 0);
+        assert.equal(total(scraped, 'deut_anti_amplification_total', { kind: 'reply-over-request' }), messages['drop:reply-over-request'] ?? 0);
+        for (const [kind, name] of [['pex-contact', 'pex-contacts'], ['pex-unanswered', 'pex-unanswered'], ['pex-distrusted', 'pex-distrusted'], ['pex-list-refused', 'drop:pex-distrusted']] as const) {
+          assert.equal(total(scraped, 'deut_anti_amplification_total', { kind }), stats.counters[name] ?? 0, kind);
+        }
+      } finally {
+        metrics.close();
+      }
+    }
+    assert.ok((a.stats().messages!.counters['requests-padded'] ?? 0) >= 1, 'the requester padded its request');
+    assert.ok((b.stats().messages!.counters['too-large-sent'] ?? 0) >= 1, 'the responder asked for padding');
+    assert.ok((a.stats().counters['pex-contacts'] ?? 0) >= 1, 'the master contacted relayers it learned of');
+  });
 });

@@ -15,7 +15,7 @@ import { setMaxListeners } from 'node:events';
 import type { Clock, Logger, RateLimit, TimerHandle } from '@deut/common';
 import { Counters, DeutError, KeyedRateLimiter, abortedError, addressKey, configError, silentLogger, systemClock, transportError } from '@deut/common';
 import { toHex, type KeyPair } from '@deut/crypto';
-import { DHT_HEADER_BYTES, DHT_MAX_CONTACTS, DHT_MAX_TTL_SECONDS, DHT_MAX_VALUES, DHT_RESPONSE_OVERHEAD_BYTES, type DhtRequestBody, type DhtResponseBody, type DhtStoreResult } from '@deut/wire';
+import { DHT_CONTACT_BYTES, DHT_HEADER_BYTES, DHT_MAX_CONTACTS, DHT_REQUEST_OVERHEAD_BYTES, DHT_MAX_TTL_SECONDS, DHT_MAX_VALUES, DHT_RESPONSE_OVERHEAD_BYTES, type DhtRequestBody, type DhtResponseBody, type DhtStoreResult } from '@deut/wire';
 import type { DatagramChannel } from './channel.js';
 import { assertId, bucketIndex, ID_BITS, keyFromBytes, nodeIdFromPublicKey, randomIdInBucket } from './id.js';
 import { iterativeLookup, type AskResult, type LookupCandidate, type LookupResult } from './lookup.js';
@@ -23,12 +23,18 @@ import { K_BUCKET_SIZE, RoutingTable, type Contact, type ContactInfo } from './r
 import { DhtRpc, type DhtRpcOptions, type RemoteNode, type VerifiedPeer } from './rpc.js';
 import { ValueStore, type PutResult, type ValueStoreOptions } from './store.js';
 
+/** Type and count bytes of a NODES or VALUES body. */
+const LIST_HEADER_BYTES = 2;
+/** The smallest answer body: STORED, or NODES with no contact. */
+const SMALLEST_ANSWER_BODY = 2;
+/** Bytes of the verification PING a request may trigger (an unpadded PING request datagram). */
+const VERIFY_PING_BYTES = DHT_HEADER_BYTES + DHT_REQUEST_OVERHEAD_BYTES + 1;
 /**
  * Body bytes a VALUES answer fills at most (newest values first, always at least one), so
  * the answer fits one 1,200-byte datagram: the endpoint sends it to the asker as plain UDP,
  * and IP fragments are dropped by many networks. NODES answers (≤ 1,080 bytes) always fit.
  */
-const ANSWER_BODY_BUDGET = 1_200 - DHT_HEADER_BYTES - DHT_RESPONSE_OVERHEAD_BYTES - 2;
+const ANSWER_BODY_BUDGET = 1_200 - DHT_HEADER_BYTES - DHT_RESPONSE_OVERHEAD_BYTES - LIST_HEADER_BYTES;
 const VALUE_ENTRY_OVERHEAD = 4 + 2;
 /**
  * Abort listeners one operation may hold on its signal at once: a STORE goes to k nodes at
@@ -148,7 +154,7 @@ export class DhtNode {
     this.#maintenanceIntervalMs = options.maintenanceIntervalMs ?? 60_000;
     this.#operationTimeoutMs = options.operationTimeoutMs ?? 30_000;
     this.rpc = new DhtRpc({ ...options.rpc, identity: options.identity, channel: options.channel, clock: this.#clock, logger: this.#logger });
-    this.rpc.handle((body, from) => this.#answer(body, from));
+    this.rpc.handle((body, from, maxBodyBytes) => this.#answer(body, from, maxBodyBytes));
     this.#scheduleMaintenance();
   }
 
@@ -360,19 +366,26 @@ export class DhtNode {
 
   /**
    * A request came from `peer` at `peer.address`. A contact already known there is only
-   * refreshed; anything else is verified with a PING to that address first.
+   * refreshed; anything else is verified with a PING to that address first, sent once and
+   * only if `mayPing` (the request left room for it: that address is not authenticated, so
+   * the PING counts against what the request may cost it, PROTOCOL.md §11.2). Returns
+   * whether a PING was sent.
    */
-  #requestFrom(peer: VerifiedPeer): void {
+  #requestFrom(peer: VerifiedPeer, mayPing: boolean): boolean {
     const known = this.table.get(peer.id);
     if (known !== undefined && addressKey(known.address) === addressKey(peer.address)) {
       this.table.seen(peer);
-      return;
+      return false;
     }
     const hex = toHex(peer.id);
-    if (hex === this.#selfHex || this.#checking.has(hex) || this.#checking.size >= 256) return;
+    if (hex === this.#selfHex || this.#checking.has(hex) || this.#checking.size >= 256) return false;
+    if (!mayPing) {
+      this.#counters.add('verifications-skipped');
+      return false;
+    }
     this.#checking.add(hex);
     this.#counters.add('verifications');
-    this.rpc.call(peer, { type: 'ping' }).then(
+    this.rpc.call(peer, { type: 'ping' }, { attempts: 1 }).then(
       (reply) => {
         this.#counters.add('verified');
         this.#checking.delete(hex);
@@ -380,36 +393,40 @@ export class DhtNode {
       },
       () => this.#checking.delete(hex),
     );
+    return true;
   }
 
   // ---- answering ---------------------------------------------------------------------------
 
-  #answer(body: DhtRequestBody, from: VerifiedPeer): DhtResponseBody | undefined {
-    this.#requestFrom(from);
+  /** `maxBodyBytes`: the answer may be no larger than the request (PROTOCOL.md §11.2). */
+  #answer(body: DhtRequestBody, from: VerifiedPeer, requestRoom: number): DhtResponseBody | undefined {
+    const pinged = this.#requestFrom(from, requestRoom - SMALLEST_ANSWER_BODY >= VERIFY_PING_BYTES);
+    const maxBodyBytes = requestRoom - (pinged ? VERIFY_PING_BYTES : 0);
     switch (body.type) {
       case 'ping':
         return { type: 'pong' };
       case 'find-node':
-        return { type: 'nodes', contacts: this.#closestFor(body.target, from) };
+        return { type: 'nodes', contacts: this.#closestFor(body.target, from, maxBodyBytes) };
       case 'find-value': {
         const now = this.#clock.now();
         const values: Array<{ value: Uint8Array; ttlSeconds: number }> = [];
-        let room = ANSWER_BODY_BUDGET;
+        let room = Math.min(ANSWER_BODY_BUDGET, maxBodyBytes - LIST_HEADER_BYTES);
         for (const v of this.store.get(body.key, now).slice(0, DHT_MAX_VALUES)) {
           room -= VALUE_ENTRY_OVERHEAD + v.value.length;
-          if (room < 0 && values.length > 0) break;
+          if (room < 0) break;
           values.push({ value: v.value, ttlSeconds: Math.max(1, Math.min(DHT_MAX_TTL_SECONDS, Math.floor((v.expiresAt - now) / 1000))) });
         }
-        return values.length > 0 ? { type: 'values', values } : { type: 'nodes', contacts: this.#closestFor(body.key, from) };
+        return values.length > 0 ? { type: 'values', values } : { type: 'nodes', contacts: this.#closestFor(body.key, from, maxBodyBytes) };
       }
       case 'store':
         return { type: 'stored', result: this.#acceptStore(body, from) };
     }
   }
 
-  #closestFor(target: Uint8Array, from: VerifiedPeer): Array<{ publicKey: Uint8Array; address: ContactInfo['address'] }> {
+  #closestFor(target: Uint8Array, from: VerifiedPeer, maxBodyBytes: number): Array<{ publicKey: Uint8Array; address: ContactInfo['address'] }> {
+    const fit = Math.max(0, Math.floor((maxBodyBytes - LIST_HEADER_BYTES) / DHT_CONTACT_BYTES));
     return this.table
-      .closest(target, this.#k, new Set([toHex(from.id)]))
+      .closest(target, Math.min(this.#k, fit), new Set([toHex(from.id)]))
       .map((c) => ({ publicKey: c.publicKey, address: c.address }));
   }
 

@@ -19,6 +19,10 @@ import type { Clock, Logger, RateLimit, TimerHandle, UdpAddress } from '@deut/co
 import { Counters, KeyedRateLimiter, ProtocolError, TokenBucket, abortedError, addressKey, silentLogger, systemClock, timeoutError, transportError } from '@deut/common';
 import { NoiseHandshake, generateKeyPair, randomBytes, toHex, type KeyPair } from '@deut/crypto';
 import {
+  DHT_HEADER_BYTES,
+  DHT_PADDED_REQUEST_BYTES,
+  DHT_REQUEST_OVERHEAD_BYTES,
+  DHT_RESPONSE_OVERHEAD_BYTES,
   DHT_RPC_ID_BYTES,
   decodeDhtDatagram,
   decodeDhtRequestBody,
@@ -48,8 +52,12 @@ export interface VerifiedPeer {
   readonly address: UdpAddress;
 }
 
-/** Answers one authenticated request; undefined sends no answer (e.g. over a rate limit). */
-export type DhtRequestHandler = (body: DhtRequestBody, from: VerifiedPeer) => DhtResponseBody | undefined;
+/**
+ * Answers one authenticated request; undefined sends no answer (e.g. over a rate limit).
+ * `maxBodyBytes` is the largest answer body that keeps the answer datagram no larger than
+ * the request (PROTOCOL.md §11.2); a larger answer is not sent.
+ */
+export type DhtRequestHandler = (body: DhtRequestBody, from: VerifiedPeer, maxBodyBytes: number) => DhtResponseBody | undefined;
 
 /** The result of a call. */
 export interface DhtReply {
@@ -74,6 +82,11 @@ export interface DhtRpcOptions {
   readonly channel: DatagramChannel;
   readonly clock?: Clock;
   readonly logger?: Logger;
+  /**
+   * Request types padded to DHT_PADDED_REQUEST_BYTES, so that their answers may be that
+   * large. @default find-node and find-value
+   */
+  readonly padded?: ReadonlySet<DhtRequestBody['type']>;
   /** Sends of one request before it fails. @default 3 */
   readonly attempts?: number;
   /** Calls in flight at once; more are refused at once. @default 2,048 */
@@ -111,6 +124,11 @@ const MIN_ATTEMPT_MS = 500;
 const MAX_ATTEMPT_MS = 5_000;
 const INITIAL_ATTEMPT_MS = 1_000;
 
+/** Requests whose answers can outgrow them unpadded (NODES, VALUES). */
+const PADDED_BY_DEFAULT: ReadonlySet<DhtRequestBody['type']> = new Set(['find-node', 'find-value']);
+/** Request body length that makes a request datagram exactly DHT_PADDED_REQUEST_BYTES. */
+const PADDED_BODY_BYTES = DHT_PADDED_REQUEST_BYTES - DHT_HEADER_BYTES - DHT_REQUEST_OVERHEAD_BYTES;
+
 interface Pending {
   readonly rpcId: Uint8Array;
   readonly to: RemoteNode;
@@ -144,6 +162,7 @@ export class DhtRpc {
   readonly #global: TokenBucket;
   readonly #answerCacheMs: number;
   readonly #answerCacheBytes: number;
+  readonly #padded: ReadonlySet<DhtRequestBody['type']>;
   readonly #pending = new Map<string, Pending>();
   /** Insertion order is time order, so expiry and eviction work from the front. */
   readonly #answers = new Map<string, CachedAnswer>();
@@ -168,6 +187,7 @@ export class DhtRpc {
     this.#global = new TokenBucket(options.globalLimit ?? { perSecond: 2_000, burst: 4_000 }, now);
     this.#answerCacheMs = options.answerCacheMs ?? 30_000;
     this.#answerCacheBytes = options.answerCacheBytes ?? 4 * 1024 * 1024;
+    this.#padded = options.padded ?? PADDED_BY_DEFAULT;
     this.#channel.onDatagram((data, from) => this.#receive(data, from));
   }
 
@@ -190,7 +210,9 @@ export class DhtRpc {
     }
     const rpcId = randomBytes(DHT_RPC_ID_BYTES);
     const key = toHex(rpcId);
-    const plaintext = encodeDhtRequestBody(body);
+    const unpadded = encodeDhtRequestBody(body);
+    const padding = this.#padded.has(body.type) ? Math.max(0, PADDED_BODY_BYTES - unpadded.length) : 0;
+    const plaintext = padding > 0 ? encodeDhtRequestBody({ ...body, padding }) : unpadded;
     const ephemeral = generateKeyPair();
     const handshake = this.#initiate(rpcId, to.publicKey, ephemeral);
     const datagram = encodeDhtDatagram({ kind: 'request', rpcId, message: handshake.writeMessage(plaintext) });
@@ -312,7 +334,7 @@ export class DhtRpc {
       throw error;
     }
     if (datagram.kind === 'response') this.#receiveAnswer(datagram);
-    else this.#receiveRequest(datagram, from);
+    else this.#receiveRequest(datagram, data.length, from);
   }
 
   #receiveAnswer(datagram: DhtDatagram): void {
@@ -349,13 +371,15 @@ export class DhtRpc {
     pending.resolve({ body, rttMs, from: { id: nodeIdFromPublicKey(publicKey), publicKey, address: pending.to.address } });
   }
 
-  #receiveRequest(datagram: DhtDatagram, from: UdpAddress): void {
+  #receiveRequest(datagram: DhtDatagram, requestBytes: number, from: UdpAddress): void {
     const now = this.#clock.now();
     // The rpc id and the ephemeral key name one request: identical copies share an answer,
     // a forgery with a copied rpc id does not.
     const cacheKey = toHex(datagram.rpcId) + toHex(datagram.message.subarray(0, 32));
     const cached = this.#answers.get(cacheKey);
     if (cached !== undefined && cached.until > now) {
+      // The key names the request, not its length: a cut-down copy gets nothing larger than itself.
+      if (cached.datagram.length > requestBytes) return this.#drop('answer-over-request');
       this.#counters.add('answers-from-cache');
       this.#channel.send(from, cached.datagram);
       return;
@@ -380,8 +404,9 @@ export class DhtRpc {
     const publicKey = handshake.remoteStaticKey;
     if (publicKey === null) return this.#drop('request-unauthenticated');
     let answer: DhtResponseBody | undefined;
+    const maxBodyBytes = requestBytes - DHT_HEADER_BYTES - DHT_RESPONSE_OVERHEAD_BYTES;
     try {
-      answer = this.#handler(body, { id: nodeIdFromPublicKey(publicKey), publicKey, address: from });
+      answer = this.#handler(body, { id: nodeIdFromPublicKey(publicKey), publicKey, address: from }, maxBodyBytes);
     } catch (error) {
       this.#logger.error('dht: request handler failed', { error: String(error) });
       answer = undefined;
@@ -390,7 +415,10 @@ export class DhtRpc {
       this.#counters.add('requests-unanswered');
       return;
     }
-    const reply = encodeDhtDatagram({ kind: 'response', rpcId: datagram.rpcId, message: handshake.writeMessage(encodeDhtResponseBody(answer)) });
+    const answerBody = encodeDhtResponseBody(answer);
+    // Never more bytes to an unauthenticated address than it sent (PROTOCOL.md §11.2).
+    if (answerBody.length > maxBodyBytes) return this.#drop('answer-over-request');
+    const reply = encodeDhtDatagram({ kind: 'response', rpcId: datagram.rpcId, message: handshake.writeMessage(answerBody) });
     this.#cacheAnswer(cacheKey, reply, now);
     this.#counters.add('requests-answered');
     this.#channel.send(from, reply);

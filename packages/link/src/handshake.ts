@@ -16,6 +16,7 @@ import {
   type KeyPair,
 } from '@deut/crypto';
 import { DATAGRAM_BYTES, HANDSHAKE_PAYLOAD_BYTES, decodeHandshakePayload, encodeHandshakePayload, type HandshakePayload } from '@deut/wire';
+import { MAC2_OFFSET, computeMac2, openCookieReply } from './cookie.js';
 import type { SessionKeys } from './session.js';
 
 const PROLOGUE = new TextEncoder().encode('deut/1 link');
@@ -69,10 +70,12 @@ export function handshakeFingerprint(datagram: Uint8Array): string {
   return Buffer.from(datagram.subarray(MAC1_OFFSET)).toString('hex');
 }
 
-function seal(noiseBytes: Uint8Array, mac1Key: Uint8Array): Uint8Array {
+/** Noise bytes, random padding, then (msg1 under load) mac2 over what precedes it, then mac1. */
+function seal(noiseBytes: Uint8Array, mac1Key: Uint8Array, cookie?: Uint8Array): Uint8Array {
   const datagram = new Uint8Array(DATAGRAM_BYTES);
   datagram.set(noiseBytes);
   datagram.set(randomBytes(MAC1_OFFSET - noiseBytes.length), noiseBytes.length);
+  if (cookie !== undefined) datagram.set(computeMac2(cookie, datagram), MAC2_OFFSET);
   datagram.set(mac16(mac1Key, datagram.subarray(0, MAC1_OFFSET)), MAC1_OFFSET);
   return datagram;
 }
@@ -131,7 +134,12 @@ export class InitiatorHandshake {
    * seen and reported instead of looking like silence (PROTOCOL.md §3.3).
    */
   readonly msg1Open: Uint8Array | undefined;
+  /** The representative that starts msg1: a cookie reply is bound to it. */
+  readonly representative: Uint8Array;
   readonly #noise: NoiseHandshake;
+  readonly #message: Uint8Array;
+  readonly #mac1Key: Uint8Array;
+  readonly #openKey: Uint8Array | undefined;
   readonly #payload: HandshakePayload;
   readonly #msg2Mac1Key: Uint8Array;
   #remotePayload: HandshakePayload | undefined;
@@ -144,8 +152,25 @@ export class InitiatorHandshake {
     const message = this.#noise.writeMessage(EMPTY);
     message.set(ephemeral.representative, 0);
     this.#msg2Mac1Key = deriveKey('deut/1 mac1 msg2', ZERO_KEY, ephemeral.keyPair.publicKey);
-    this.msg1 = seal(message, responderStatic === undefined ? openKey : responderMac1Key(responderStatic));
-    this.msg1Open = responderStatic === undefined ? undefined : seal(message, openKey);
+    this.#message = message;
+    this.representative = message.slice(0, KEY_BYTES);
+    this.#mac1Key = responderStatic === undefined ? openKey : responderMac1Key(responderStatic);
+    this.#openKey = responderStatic === undefined ? undefined : openKey;
+    this.msg1 = seal(message, this.#mac1Key);
+    this.msg1Open = this.#openKey === undefined ? undefined : seal(message, this.#openKey);
+  }
+
+  /** The cookie in a cookie reply to our msg1, or null if `datagram` is not one. */
+  openCookieReply(datagram: Uint8Array): Uint8Array | null {
+    return this.#remotePayload === undefined ? openCookieReply(datagram, this.representative) : null;
+  }
+
+  /** msg1 (and its open-key twin) again, carrying mac2 under `cookie` (PROTOCOL.md §3.3). */
+  msg1WithCookie(cookie: Uint8Array): { msg1: Uint8Array; msg1Open: Uint8Array | undefined } {
+    return {
+      msg1: seal(this.#message, this.#mac1Key, cookie),
+      msg1Open: this.#openKey === undefined ? undefined : seal(this.#message, this.#openKey, cookie),
+    };
   }
 
   /** true if `datagram` carries msg2 of this handshake (mac1 check only). */

@@ -60,6 +60,7 @@ import {
   responderMac1Key,
   type HandshakeOutcome,
 } from './handshake.js';
+import { CookieIssuer } from './cookie.js';
 import { KnownPeers } from './known-peers.js';
 import { LinkSession } from './session.js';
 
@@ -77,7 +78,11 @@ export interface LinkOptions {
   readonly acceptFirstContact?: boolean;
   /** msg1 admission per source IP. @default { perSecond: 2, burst: 20 } */
   readonly handshakeRatePerSource?: RateLimit;
-  /** msg1 admission for the whole node. @default { perSecond: 500, burst: 1000 } */
+  /**
+   * msg1 answered with a key exchange for the whole node; past it the node is *under load*
+   * and answers msg1 with a cookie unless it echoes a valid one (PROTOCOL.md §3.3).
+   * @default { perSecond: 500, burst: 1000 }
+   */
   readonly handshakeRateGlobal?: RateLimit;
   /** @default systemClock */
   readonly clock?: Clock;
@@ -118,6 +123,12 @@ export interface LinkSessionInfo extends LinkPeer {
 export interface LinkSendOptions {
   /** Refuse the peer unless its static key is exactly this (a hop told its next hop's key). */
   readonly expectedKey?: Uint8Array;
+  /**
+   * msg1 transmissions before giving up, if this call starts the handshake (PROTOCOL.md §4.7:
+   * an address we only heard of from a neighbour gets fewer than HANDSHAKE_ATTEMPTS).
+   * @default HANDSHAKE_ATTEMPTS
+   */
+  readonly handshakeAttempts?: number;
 }
 
 /** Events a link emits. */
@@ -136,7 +147,13 @@ interface Initiating {
   readonly handshake: InitiatorHandshake;
   stage: 'msg1' | 'msg3';
   datagram: Uint8Array;
+  /** msg1 under the open mac1 key, sent on alternate attempts when we pinned the responder. */
+  openDatagram: Uint8Array | undefined;
+  /** A cookie reply was acted on since the last transmission: at most one resend per send. */
+  cookieUsed: boolean;
   attempts: number;
+  /** Transmissions of the current stage before the handshake is abandoned. */
+  maxAttempts: number;
   nextAt: number;
   session?: LinkSession;
 }
@@ -186,6 +203,7 @@ export class Link extends EventEmitter<LinkEvents> {
   readonly #openMac1Key: Uint8Array;
   readonly #perSource: KeyedRateLimiter;
   readonly #global: TokenBucket;
+  readonly #cookies: CookieIssuer;
   readonly #peers = new Map<string, PeerState>();
   readonly #counters = new Counters();
   #pending = 0;
@@ -208,6 +226,7 @@ export class Link extends EventEmitter<LinkEvents> {
     const now = (): number => this.#clock.now();
     this.#perSource = new KeyedRateLimiter(options.handshakeRatePerSource ?? { perSecond: 2, burst: 20 }, now);
     this.#global = new TokenBucket(options.handshakeRateGlobal ?? { perSecond: 500, burst: 1000 }, now);
+    this.#cookies = new CookieIssuer(this.#clock);
     this.#socket.onMessage((data, from) => this.#onDatagram(data, from));
     this.#schedule();
   }
@@ -266,7 +285,7 @@ export class Link extends EventEmitter<LinkEvents> {
     if (session !== undefined) return Promise.resolve(this.#info(peer, session));
     return new Promise((resolve, reject) => {
       peer.waiters.push({ resolve, reject });
-      if (peer.initiating === undefined) this.#initiate(peer);
+      if (peer.initiating === undefined) this.#initiate(peer, false, options.handshakeAttempts);
     });
   }
 
@@ -357,6 +376,10 @@ export class Link extends EventEmitter<LinkEvents> {
       }
       const initiating = peer.initiating;
       if (initiating?.stage === 'msg1' && initiating.handshake.isMsg2(data)) return this.#onMsg2(peer, initiating, data);
+      if (initiating?.stage === 'msg1') {
+        const cookie = initiating.handshake.openCookieReply(data);
+        if (cookie !== null) return this.#onCookie(peer, initiating, cookie);
+      }
       const responding = peer.responding;
       if (responding !== undefined && responding.handshake.isMsg3(data)) return this.#onMsg3(peer, responding, data);
       const remembered = peer.replies.get(handshakeFingerprint(data));
@@ -379,7 +402,15 @@ export class Link extends EventEmitter<LinkEvents> {
       this.#counters.add('handshake-retransmit-answered');
       return this.#socketSend(existing.responding.handshake.msg2, existing.address);
     }
-    if (!this.#perSource.take(from.host) || !this.#global.take()) return this.#drop('rate-limited');
+    if (!this.#perSource.take(from.host)) return this.#drop('rate-limited');
+    if (!this.#global.take()) {
+      // Under load: no key exchange for a source that has not shown it receives at its address.
+      if (!this.#cookies.mac2Valid(data, from)) {
+        this.#counters.add('cookies-sent');
+        return this.#socketSend(this.#cookies.reply(data, from), from);
+      }
+      this.#counters.add('handshakes-cookie-admitted');
+    }
     const replacing = existing?.responding !== undefined;
     if (!replacing && this.#pending >= MAX_PENDING_HANDSHAKES) return this.#drop('pending-cap');
     const peer = existing ?? this.#createPeer(from, key);
@@ -390,6 +421,17 @@ export class Link extends EventEmitter<LinkEvents> {
     this.#remember(peer, data, { kind: 'datagram', bytes: handshake.msg2 });
     this.#counters.add('handshakes-responded');
     this.#socketSend(handshake.msg2, peer.address);
+  }
+
+  /** The responder is under load: send msg1 again at once, now carrying mac2. */
+  #onCookie(peer: PeerState, initiating: Initiating, cookie: Uint8Array): void {
+    if (initiating.cookieUsed) return this.#drop('cookie-extra');
+    this.#counters.add('cookies-received');
+    const { msg1, msg1Open } = initiating.handshake.msg1WithCookie(cookie);
+    initiating.datagram = msg1;
+    initiating.openDatagram = msg1Open;
+    initiating.cookieUsed = true;
+    this.#socketSend(msg1, peer.address);
   }
 
   #onMsg2(peer: PeerState, initiating: Initiating, data: Uint8Array): void {
@@ -404,7 +446,8 @@ export class Link extends EventEmitter<LinkEvents> {
     const { msg3, outcome } = initiating.handshake.writeMsg3();
     const session = this.#addSession(peer, outcome);
     this.#remember(peer, data, { kind: 'datagram', bytes: msg3 });
-    Object.assign(initiating, { stage: 'msg3', datagram: msg3, attempts: 1, nextAt: this.#clock.now() + HANDSHAKE_RETRY_MS, session });
+    // The peer answered: whoever named its address, it is no amplification victim.
+    Object.assign(initiating, { stage: 'msg3', datagram: msg3, attempts: 1, maxAttempts: HANDSHAKE_ATTEMPTS, nextAt: this.#clock.now() + HANDSHAKE_RETRY_MS, session });
     this.#socketSend(msg3, peer.address);
   }
 
@@ -454,11 +497,23 @@ export class Link extends EventEmitter<LinkEvents> {
 
   // ---- handshakes and sessions ---------------------------------------------------------
 
-  /** `sameIdentity`: a liveness check, which expects the key of the current session when nothing else is pinned. */
-  #initiate(peer: PeerState, sameIdentity = false): void {
+  /**
+   * `sameIdentity`: a liveness check, which expects the key of the current session when nothing
+   * else is pinned. `maxAttempts`: fewer msg1 for addresses nobody has vouched for (§4.7).
+   */
+  #initiate(peer: PeerState, sameIdentity = false, maxAttempts = HANDSHAKE_ATTEMPTS): void {
     const pinned = peer.expectedKey ?? this.#knownPeers.get(peer.key) ?? (sameIdentity ? peer.sessions.find((s) => s.confirmed)?.remoteStatic : undefined);
     const handshake = new InitiatorHandshake(this.#identity, this.#payload, pinned, this.#openMac1Key);
-    peer.initiating = { handshake, stage: 'msg1', datagram: handshake.msg1, attempts: 1, nextAt: this.#clock.now() + HANDSHAKE_RETRY_MS };
+    peer.initiating = {
+      handshake,
+      stage: 'msg1',
+      datagram: handshake.msg1,
+      openDatagram: handshake.msg1Open,
+      cookieUsed: false,
+      attempts: 1,
+      maxAttempts: Number.isInteger(maxAttempts) ? Math.max(1, Math.min(HANDSHAKE_ATTEMPTS, maxAttempts)) : HANDSHAKE_ATTEMPTS,
+      nextAt: this.#clock.now() + HANDSHAKE_RETRY_MS,
+    };
     this.#counters.add('handshakes-initiated');
     this.#socketSend(handshake.msg1, peer.address);
   }
@@ -520,19 +575,20 @@ export class Link extends EventEmitter<LinkEvents> {
     for (const peer of this.#peers.values()) {
       const initiating = peer.initiating;
       if (initiating !== undefined && now >= initiating.nextAt) {
-        if (initiating.attempts >= HANDSHAKE_ATTEMPTS) {
+        if (initiating.attempts >= initiating.maxAttempts) {
           peer.initiating = undefined;
           if (initiating.session !== undefined) peer.sessions = peer.sessions.filter((s) => s !== initiating.session);
           this.#counters.add('handshake-timeouts');
           // A liveness check starts again only a full timeout after this failure, however often heartbeat() is called.
           peer.lastLivenessCheckAt = now;
-          this.#failPeer(peer, timeoutError('LINK_UNREACHABLE', `no handshake answer after ${HANDSHAKE_ATTEMPTS} attempts`), true);
+          this.#failPeer(peer, timeoutError('LINK_UNREACHABLE', `no handshake answer after ${initiating.attempts} attempts`), true);
         } else {
           initiating.nextAt = now + Math.min(HANDSHAKE_RETRY_MS * 2 ** initiating.attempts, HANDSHAKE_RETRY_MAX_MS);
           initiating.attempts++;
           this.#counters.add('handshake-retransmits');
-          const open = initiating.handshake.msg1Open;
+          const open = initiating.openDatagram;
           const alternate = initiating.stage === 'msg1' && open !== undefined && initiating.attempts % 2 === 0;
+          initiating.cookieUsed = false;
           this.#socketSend(alternate ? open : initiating.datagram, peer.address);
         }
       }

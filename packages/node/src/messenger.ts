@@ -20,7 +20,17 @@ import {
 } from '@deut/common';
 import { randomBytes } from '@deut/crypto';
 import type { OwnedTunnel } from '@deut/tunnel';
-import { MAX_REPLY_TO, MESSAGE_ID_BYTES, decodeEnvelope, encodeEnvelope, type Envelope } from '@deut/wire';
+import {
+  MAX_ENVELOPE_BYTES,
+  MAX_REPLY_TO,
+  MESSAGE_ID_BYTES,
+  decodeEnvelope,
+  encodeEnvelope,
+  encodeTooLarge,
+  envelopeBytes,
+  tooLargeSize,
+  type Envelope,
+} from '@deut/wire';
 import type { TunnelPool } from './pool.js';
 import { sample } from './random.js';
 
@@ -71,13 +81,23 @@ interface Pending {
   timer: TimerHandle | undefined;
   readonly used: Set<number>;
   lastTunnels: OwnedTunnel[];
+  /** Size the responder asked the request to be padded to (TOO_LARGE), 0 before any. */
+  padTo: number;
+  /** Sends the next attempt now, with the current padding. */
+  resendNow: () => void;
 }
 
 interface Seen {
   readonly until: number;
+  readonly messageId: Uint8Array;
   /** The encoded response, once the handler answered. */
   response: Uint8Array | undefined;
   replyTo: readonly UdpAddress[];
+  /**
+   * Bytes we may still send because of the latest request copy: that copy's size, spent
+   * by the one answer it gets (PROTOCOL.md §7, amplification).
+   */
+  budget: number;
 }
 
 /** Request/response and one-way messages over a tunnel pool. */
@@ -135,21 +155,35 @@ export class Messenger {
         this.#pending.delete(key);
         if (pending.timer !== undefined) this.#clock.clearTimeout(pending.timer);
         signal?.removeEventListener('abort', onAbort);
-        this.#remember(key, []);
+        this.#remember(key, messageId, [], 0);
         if (reply !== undefined) resolve(reply);
         else reject(error ?? abortedError('CLOSED', 'request ended'));
       };
-      const pending: Pending = { resolve: (reply) => finish(reply), reject: (error) => finish(undefined, error), timer: undefined, used: new Set(), lastTunnels: [] };
+      let attempts = 0;
+      const pending: Pending = {
+        resolve: (reply) => finish(reply),
+        reject: (error) => finish(undefined, error),
+        timer: undefined,
+        used: new Set(),
+        lastTunnels: [],
+        padTo: 0,
+        resendNow: () => {
+          if (pending.timer !== undefined) this.#clock.clearTimeout(pending.timer);
+          attempt(attempts);
+        },
+      };
       this.#pending.set(key, pending);
       signal?.addEventListener('abort', onAbort, { once: true });
       const attempt = (n: number): void => {
         if (this.#pending.get(key) !== pending) return;
+        attempts = n + 1;
         const tunnels = this.#pool.pick(this.#fanout, pending.used);
         if (tunnels.length === 0) {
           errors.push(timeoutError('NO_TUNNELS', 'no usable tunnel'));
         } else {
           const replyTo = this.#replyAddresses();
-          const envelope = encodeEnvelope({ kind: 'request', messageId, replyTo, payload });
+          const padding = Math.max(0, pending.padTo - envelopeBytes(replyTo.length, payload.length));
+          const envelope = encodeEnvelope({ kind: 'request', messageId, replyTo, padding, payload });
           tunnels.forEach((tunnel, i) => {
             pending.used.add(tunnel.localId);
             this.#transmit(tunnel, targets[(n * tunnels.length + i) % targets.length]!, envelope);
@@ -169,7 +203,7 @@ export class Messenger {
             return;
           }
           this.#counters.add('retries');
-          attempt(n + 1);
+          attempt(attempts);
         }, Math.max(wait, 0));
       };
       attempt(0);
@@ -190,6 +224,20 @@ export class Messenger {
     }
     const key = Buffer.from(envelope.messageId).toString('hex');
     switch (envelope.kind) {
+      case 'too-large': {
+        const pending = this.#pending.get(key);
+        const size = tooLargeSize(envelope);
+        if (pending === undefined) this.#counters.add('too-large-unmatched');
+        else if (size <= pending.padTo) this.#counters.add('duplicates-dropped');
+        else {
+          // The responder has run the handler and keeps the response: the same id, padded
+          // to `size`, fetches it. Re-send at once rather than wait for the attempt timer.
+          this.#counters.add('requests-padded');
+          pending.padTo = size;
+          pending.resendNow();
+        }
+        return true;
+      }
       case 'response': {
         const pending = this.#pending.get(key);
         if (pending !== undefined) {
@@ -202,7 +250,7 @@ export class Messenger {
       }
       case 'request':
       case 'oneway':
-        this.#serve(key, envelope, from);
+        this.#serve(key, envelope, from, data.length);
         return true;
     }
   }
@@ -218,21 +266,23 @@ export class Messenger {
     this.#seen.clear();
   }
 
-  #serve(key: string, envelope: Envelope, from: UdpAddress): void {
+  #serve(key: string, envelope: Envelope, from: UdpAddress, bytes: number): void {
     const replyTo = envelope.replyTo.length > 0 ? envelope.replyTo : [from];
     const seen = this.#seen.get(key);
     if (seen !== undefined && seen.until > this.#clock.now()) {
       this.#counters.add('duplicates-dropped');
       // The first answer may have been lost: send it again rather than run the handler
       // twice, to the addresses this copy names (a retry names the requester's current
-      // endpoints; the first copy's may be gone). A reply still being computed goes there too.
+      // endpoints; the first copy's may be gone). A reply still being computed goes there
+      // too, within the budget of this copy, the latest.
       seen.replyTo = replyTo;
-      if (seen.response !== undefined) this.#reply(seen.response, replyTo);
+      seen.budget = bytes;
+      if (seen.response !== undefined) this.#answer(seen);
       return;
     }
     const handler = this.#handler;
     if (handler === undefined) return this.#counters.add('drop:no-handler');
-    const entry = this.#remember(key, replyTo);
+    const entry = this.#remember(key, envelope.messageId, replyTo, bytes);
     this.#counters.add(envelope.kind === 'request' ? 'requests-served' : 'oneway-received');
     Promise.resolve()
       .then(() => handler(envelope.payload, from))
@@ -241,7 +291,7 @@ export class Messenger {
           if (envelope.kind !== 'request' || reply === undefined) return;
           const response = encodeEnvelope({ kind: 'response', messageId: envelope.messageId, replyTo: [], payload: reply });
           entry.response = response;
-          this.#reply(response, entry.replyTo);
+          this.#answer(entry);
         },
         (error: unknown) => {
           this.#counters.add('handler-errors');
@@ -252,13 +302,33 @@ export class Messenger {
       );
   }
 
-  /** Sends a response to up to `fanout` reply addresses, each through a different tunnel. */
-  #reply(response: Uint8Array, replyTo: readonly UdpAddress[]): void {
-    const tunnels = this.#pool.pick(this.#fanout);
+  /**
+   * Answers the latest copy of a served request, never with more bytes than that copy had:
+   * nothing authenticates its reply addresses, so a spoofer could aim a large response at
+   * a victim (QUIC's anti-amplification rule, RFC 9000 §8; WireGuard answers a handshake
+   * with less than it received). The response goes out in as many copies (up to `fanout`)
+   * as fit; if not even one fits, a TOO_LARGE asks the requester to send the same id padded
+   * to the size that lets every copy fit, and the cached response answers that copy.
+   */
+  #answer(entry: Seen): void {
+    const response = entry.response!;
+    const budget = entry.budget;
+    entry.budget = 0;
+    const copies = Math.min(this.#fanout, Math.floor(budget / response.length));
+    if (copies > 0) return this.#reply(response, entry.replyTo, copies, 'response-copies-sent');
+    const tooLarge = encodeTooLarge(entry.messageId, Math.min(MAX_ENVELOPE_BYTES, response.length * this.#fanout));
+    const tooLargeCopies = Math.min(this.#fanout, Math.floor(budget / tooLarge.length));
+    if (tooLargeCopies === 0) return this.#counters.add('drop:reply-over-request');
+    this.#reply(tooLarge, entry.replyTo, tooLargeCopies, 'too-large-sent');
+  }
+
+  /** Sends `copies` copies of a response to reply addresses, each through a different tunnel. */
+  #reply(response: Uint8Array, replyTo: readonly UdpAddress[], copies: number, counter: string): void {
+    const tunnels = this.#pool.pick(copies);
     if (tunnels.length === 0) return this.#counters.add('drop:no-tunnel-for-reply');
     const targets = sample(replyTo, tunnels.length);
     tunnels.forEach((tunnel, i) => this.#transmit(tunnel, targets[i % targets.length]!, response));
-    this.#counters.add('response-copies-sent', tunnels.length);
+    this.#counters.add(counter, tunnels.length);
   }
 
   /**
@@ -276,14 +346,14 @@ export class Messenger {
     return this.#pool.pick(Math.min(MAX_REPLY_TO, Math.max(this.#fanout, 2))).map((t) => t.endpoint);
   }
 
-  #remember(key: string, replyTo: readonly UdpAddress[]): Seen {
+  #remember(key: string, messageId: Uint8Array, replyTo: readonly UdpAddress[], budget: number): Seen {
     const now = this.#clock.now();
     // Insertion order is time order: drop expired ids from the front, then the oldest if full.
     for (const [id, seen] of this.#seen) {
       if (seen.until > now && this.#seen.size < this.#dedupLimit) break;
       this.#seen.delete(id);
     }
-    const entry: Seen = { until: now + this.#dedupWindowMs, response: undefined, replyTo };
+    const entry: Seen = { until: now + this.#dedupWindowMs, messageId: messageId.slice(), response: undefined, replyTo, budget };
     this.#seen.set(key, entry);
     return entry;
   }

@@ -30,6 +30,7 @@ import { ExitPolicy, type ExitPolicyOptions } from './exit-policy.js';
 import { EndpointExits, type SocketFactory } from './exits.js';
 import { Messenger, type RequestHandler, type RequestOptions } from './messenger.js';
 import { PeerTable, type PeerRecord } from './peers.js';
+import { PeerVetting } from './peer-vetting.js';
 import { TunnelPool, type TunnelInfo } from './pool.js';
 import { sample } from './random.js';
 import { TunnelSocket, type TunnelSocketOptions } from './tunnel-socket.js';
@@ -85,6 +86,8 @@ export interface DeutNodeOptions {
   readonly buildRateGlobal?: RateLimit;
   /** Transit tunnels carried at most. @default 10,000 */
   readonly maxTransit?: number;
+  /** Transit tunnels carried at most for one previous hop. @default 2,500 */
+  readonly maxTransitPerNeighbour?: number;
   /** Endpoint exit policy beyond `allowPrivateExits`. */
   readonly exit?: Omit<ExitPolicyOptions, 'allowPrivateExits' | 'ownAddresses' | 'clock'>;
   /** How often to ask a neighbour for more peers. @default 30,000 */
@@ -144,6 +147,7 @@ export class DeutNode extends EventEmitter<DeutNodeEvents> {
   readonly #engine: TunnelEngine;
   readonly #exits: EndpointExits;
   readonly #peers: PeerTable;
+  readonly #vetting: PeerVetting;
   readonly #pool: TunnelPool | undefined;
   readonly #messenger: Messenger | undefined;
   readonly #reassembler: Reassembler;
@@ -167,6 +171,12 @@ export class DeutNode extends EventEmitter<DeutNodeEvents> {
     const logger = options.logger ?? silentLogger;
     const self = addressKey(link.address);
     this.#peers = new PeerTable(self, () => this.#clock.now());
+    this.#vetting = new PeerVetting({
+      peers: this.#peers,
+      contact: (peer, attempts) => this.#link.connect(peer.address, { expectedKey: peer.publicKey, handshakeAttempts: attempts }),
+      clock: this.#clock,
+      counters: this.#counters,
+    });
     const policy = new ExitPolicy({ ...options.exit, allowPrivateExits: options.allowPrivateExits ?? false, ownAddresses: ownNodeAddresses(link.address), clock: this.#clock });
     const listenHost = link.address.host;
     this.#exits = new EndpointExits({
@@ -187,6 +197,7 @@ export class DeutNode extends EventEmitter<DeutNodeEvents> {
       clock: this.#clock,
       logger,
       ...(options.maxTransit !== undefined ? { maxTransit: options.maxTransit } : {}),
+      ...(options.maxTransitPerNeighbour !== undefined ? { maxTransitPerNeighbour: options.maxTransitPerNeighbour } : {}),
       policy: {
         allowBuildFrom: (from: LinkPeer) => perNeighbour.take(from.address.host) && global.take(),
         admit: (): RefusalReason | undefined => (relay ? undefined : 'overloaded'),
@@ -392,6 +403,7 @@ export class DeutNode extends EventEmitter<DeutNodeEvents> {
     if (this.#closed) return;
     this.#closed = true;
     if (this.#pexTimer !== undefined) this.#clock.clearTimeout(this.#pexTimer);
+    this.#vetting.close();
     this.#dhtRole?.close();
     this.#pool?.close();
     this.#messenger?.close();
@@ -450,7 +462,8 @@ export class DeutNode extends EventEmitter<DeutNodeEvents> {
     const fromKey = addressKey(from.address);
     if (message.type === 'peer-request') {
       if (message.relay) this.#peers.add(from.address, from.publicKey);
-      const entries = this.#peers.all().filter((p) => p.key !== fromKey);
+      // Only relayers we reached ourselves: a victim address one neighbour slipped us is not passed on.
+      const entries = this.#peers.verified().filter((p) => p.key !== fromKey);
       const peers = sample(entries, PEER_LIST_ANSWER).map((p) => ({ address: p.address, publicKey: p.publicKey }));
       this.#link.send(from.address, encodePeerExchange({ type: 'peer-list', peers }));
       this.#counters.add('peer-lists-sent');
@@ -459,9 +472,7 @@ export class DeutNode extends EventEmitter<DeutNodeEvents> {
     const askedAt = this.#asked.get(fromKey);
     if (askedAt === undefined || this.#clock.now() - askedAt > PEER_REQUEST_VALID_MS) return this.#counters.add('drop:pex-unsolicited');
     this.#asked.delete(fromKey);
-    let added = 0;
-    for (const peer of message.peers) if (this.#peers.add(peer.address, peer.publicKey)) added++;
-    this.#counters.add('peers-learned', added);
+    this.#counters.add('peers-learned', this.#vetting.learn(fromKey, message.peers));
   }
 
   #askForPeers(address: UdpAddress): void {
@@ -485,7 +496,7 @@ export class DeutNode extends EventEmitter<DeutNodeEvents> {
       const now = this.#clock.now();
       for (const [key, at] of this.#asked) if (now - at > PEER_REQUEST_VALID_MS) this.#asked.delete(key);
       const wanting = this.#peers.size < PEERS_WANTED;
-      const candidates = this.#peers.all().map((p) => p.address);
+      const candidates = this.#peers.verified().map((p) => p.address);
       const bootstrap = this.#options.bootstrap ?? [];
       const target = sample(candidates.length > 0 ? candidates : bootstrap, 1)[0];
       if (target !== undefined) this.#askForPeers(target);

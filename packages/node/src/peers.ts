@@ -1,7 +1,9 @@
 /**
  * The peer table (PROTOCOL.md §4.7): relayers this node knows, with the static key it
  * authenticated or was told to expect. Masters pick paths from it; relayers in relayer
- * mode pick next hops from it; PEER_LIST answers sample it.
+ * mode pick next hops from it; PEER_LIST answers sample it. A relayer only named by a
+ * neighbour is unverified until a handshake with it completes, and is used for none of
+ * these (its address might be a victim's).
  */
 import { addressKey, type UdpAddress } from '@deut/common';
 import type { PeerCandidate } from '@deut/tunnel';
@@ -15,6 +17,10 @@ export interface PeerRecord extends PeerCandidate {
   failures: number;
   /** Until when this relayer is left out of paths after failures. */
   avoidUntil: number;
+  /** A handshake with this address completed (or it reached us over a link). */
+  verified: boolean;
+  /** Address key of the neighbour whose PEER_LIST named it, while unverified. */
+  readonly namedBy: string | undefined;
 }
 
 /**
@@ -37,12 +43,47 @@ export class PeerTable {
     private readonly maxPeers = 4096,
   ) {}
 
-  /** Adds or refreshes a relayer; a different key for a known address replaces nothing. */
-  add(address: UdpAddress, publicKey: Uint8Array): boolean {
+  /**
+   * Adds a relayer: one we authenticated ourselves (verified), or, with `namedBy`, one a
+   * neighbour named (unverified). A different key for a known address replaces nothing,
+   * except that an authenticated key replaces a neighbour's unverified claim.
+   */
+  add(address: UdpAddress, publicKey: Uint8Array, namedBy?: string): boolean {
     const key = addressKey(address);
-    if (key === this.self || this.#peers.has(key) || this.#peers.size >= this.maxPeers) return false;
-    this.#peers.set(key, { address: { host: address.host, port: address.port }, publicKey: publicKey.slice(), key, failures: 0, avoidUntil: 0 });
+    const known = this.#peers.get(key);
+    if (key === this.self || (known !== undefined && (known.verified || namedBy !== undefined))) return false;
+    if (known === undefined && this.#peers.size >= this.maxPeers) return false;
+    const verified = namedBy === undefined;
+    this.#peers.set(key, { address: { host: address.host, port: address.port }, publicKey: publicKey.slice(), key, failures: 0, avoidUntil: 0, verified, namedBy });
     return true;
+  }
+
+  /** A handshake with this unverified relayer completed under the key it was named with. */
+  verify(key: string): void {
+    const peer = this.#peers.get(key);
+    if (peer !== undefined) peer.verified = true;
+  }
+
+  /** Relayers a handshake has proven. */
+  verified(): PeerRecord[] {
+    return [...this.#peers.values()].filter((p) => p.verified);
+  }
+
+  /** Relayers only named by neighbours so far. */
+  unverified(): PeerRecord[] {
+    return [...this.#peers.values()].filter((p) => !p.verified);
+  }
+
+  /** Forgets every unverified relayer that `neighbour` named; returns how many. */
+  removeNamedBy(neighbour: string): number {
+    let removed = 0;
+    for (const peer of [...this.#peers.values()]) {
+      if (!peer.verified && peer.namedBy === neighbour) {
+        this.#peers.delete(peer.key);
+        removed++;
+      }
+    }
+    return removed;
   }
 
   /** Forgets a relayer. */
@@ -83,8 +124,8 @@ export class PeerTable {
   }
 
   /**
-   * `count` distinct relayers chosen uniformly at random, none in `exclude`, none currently
-   * avoided, and (unless `sameSubnet`) no two in one /16. Fewer if the table cannot supply them.
+   * `count` distinct verified relayers chosen uniformly at random, none in `exclude`, none
+   * currently avoided, and (unless `sameSubnet`) no two in one /16. Fewer if the table cannot supply them.
    */
   pick(count: number, options: { exclude?: ReadonlySet<string>; sameSubnet?: boolean } = {}): PeerRecord[] {
     const now = this.now();
@@ -92,7 +133,7 @@ export class PeerTable {
     const chosen: PeerRecord[] = [];
     for (const peer of shuffled([...this.#peers.values()])) {
       if (chosen.length >= count) break;
-      if (options.exclude?.has(peer.key) === true || peer.avoidUntil > now) continue;
+      if (!peer.verified || options.exclude?.has(peer.key) === true || peer.avoidUntil > now) continue;
       if (options.sameSubnet !== true) {
         const group = subnetGroup(peer.address.host);
         if (groups.has(group)) continue;

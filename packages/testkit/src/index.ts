@@ -4,3 +4,4 @@ export * from './netns.js';
 export * from './impairer.js';
 export * from './netns-scenario.js';
 export * from './netns-master.js';
+export * from './attack.js';

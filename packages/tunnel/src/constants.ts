@@ -21,5 +21,7 @@ export const CELL_REPLAY_WINDOW = 256;
 export const CELL_COUNTER_START_LIMIT = 2 ** 47;
 /** Transit tunnels a node carries at most by default (i2pd: 10,000). */
 export const MAX_TRANSIT_TUNNELS = 10_000;
+/** Transit tunnels one previous hop may hold at most by default: a quarter of the table. */
+export const MAX_TRANSIT_PER_NEIGHBOUR = 2_500;
 /** Housekeeping period: expiry of tunnels, pending builds and the replay cache. */
 export const TUNNEL_TICK_MS = 1_000;

@@ -57,6 +57,7 @@ import {
   BUILD_TIMEOUT_MS,
   CELL_REPLAY_WINDOW,
   CLOCK_SKEW_S,
+  MAX_TRANSIT_PER_NEIGHBOUR,
   MAX_TRANSIT_TUNNELS,
   MAX_TUNNEL_LIFETIME_MS,
   TUNNEL_LIFETIME_MS,
@@ -131,6 +132,11 @@ export interface TunnelEngineOptions {
   readonly policy: TunnelPolicy;
   /** Transit tunnels carried at most (relay and endpoint). @default 10,000 */
   readonly maxTransit?: number;
+  /**
+   * Transit tunnels carried at most for one previous hop, so that one neighbour cannot take
+   * the whole table. @default 2,500 (a quarter of the default transit cap)
+   */
+  readonly maxTransitPerNeighbour?: number;
   /** @default systemClock */
   readonly clock?: Clock;
   /** @default silentLogger */
@@ -185,7 +191,17 @@ interface PendingBuild {
 
 const REPLAY_CACHE_LIMIT = 200_000;
 const RELAYER_REPLAY_TTL_MS = TUNNEL_LIFETIME_MS + CLOCK_SKEW_S * 1000;
-const MASTER_REPLAY_TTL_MS = (BUILD_MAX_AGE_S + CLOCK_SKEW_S) * 1000;
+/** Kept a little past the last moment a request could be fresh (timer granularity). */
+const REPLAY_MARGIN_MS = 2 * TUNNEL_TICK_MS;
+
+/**
+ * PROTOCOL.md §4.5: a build's `time` (whole seconds) may be up to CLOCK_SKEW_S ahead of this
+ * hop's clock and up to BUILD_MAX_AGE_S + CLOCK_SKEW_S behind it, edges included.
+ */
+export function buildTimeAcceptable(timeSeconds: number, nowMs: number): boolean {
+  const ms = timeSeconds * 1000;
+  return ms <= nowMs + CLOCK_SKEW_S * 1000 && ms >= nowMs - (BUILD_MAX_AGE_S + CLOCK_SKEW_S) * 1000;
+}
 
 /** Error raised when a build fails; `failure` says where and why. */
 export class BuildError extends DeutError {
@@ -207,6 +223,9 @@ export class TunnelEngine {
   readonly #clock: Clock;
   readonly #logger: Logger;
   readonly #maxTransit: number;
+  readonly #maxTransitPerNeighbour: number;
+  /** Transit entries per previous hop (address key), for the per-neighbour cap. */
+  readonly #transitPerNeighbour = new Map<string, number>();
   readonly #counters = new Counters();
   /** Hop entries by (upstream peer, id chosen by it). */
   readonly #byUpstream = new Map<string, HopEntry>();
@@ -234,6 +253,7 @@ export class TunnelEngine {
     this.#clock = options.clock ?? systemClock;
     this.#logger = options.logger ?? silentLogger;
     this.#maxTransit = options.maxTransit ?? MAX_TRANSIT_TUNNELS;
+    this.#maxTransitPerNeighbour = options.maxTransitPerNeighbour ?? MAX_TRANSIT_PER_NEIGHBOUR;
     this.#link.on('unreachable', ({ address }) => this.#onNeighbourLost(addressKey(address)));
     this.#schedule();
   }
@@ -407,18 +427,23 @@ export class TunnelEngine {
   #onBuildRequest(from: LinkPeer, fromKey: string, prevId: TunnelId, records: Uint8Array): void {
     if (this.#byUpstream.has(`${fromKey}|${prevId}`)) return this.#drop('build-duplicate-id');
     if (!this.#policy.allowBuildFrom(from)) return this.#drop('build-rate-limited');
+    // Counts key exchanges: exactly one per admitted request (and none for a dropped one).
+    this.#counters.add('build-key-exchanges');
     const opened = openRecord(this.#identity, records);
     if (opened === null) return this.#drop('build-bad-record');
-    if (!this.#rememberEphemeral(opened.ephemeral, MASTER_REPLAY_TTL_MS)) return this.#drop('build-replay');
-    const acceptance = acceptRecord(this.#identity, opened);
     const { instructions } = opened;
+    const now = this.#clock.now();
+    // Remembered until the request's own time could no longer pass the check below, so a
+    // replay is refused for as long as the request would be fresh (PROTOCOL.md §4.5).
+    const freshUntil = (instructions.timeSeconds + BUILD_MAX_AGE_S + CLOCK_SKEW_S) * 1000;
+    if (!this.#rememberEphemeral(opened.ephemeral, Math.max(freshUntil - now, 0) + REPLAY_MARGIN_MS)) return this.#drop('build-replay');
+    const acceptance = acceptRecord(this.#identity, opened);
     const role = instructions.role;
-    const nowS = this.#clock.now() / 1000;
-    if (instructions.timeSeconds > nowS + CLOCK_SKEW_S || instructions.timeSeconds < nowS - BUILD_MAX_AGE_S - CLOCK_SKEW_S) {
+    if (!buildTimeAcceptable(instructions.timeSeconds, now)) {
       this.#counters.add('build-refused-stale');
       return this.#refuse(from, prevId, acceptance, 'stale');
     }
-    const refusal = this.#admit(from, role);
+    const refusal = this.#admit(from, fromKey, role);
     if (refusal !== undefined) return this.#refuse(from, prevId, acceptance, refusal);
     const lifetimeMs = Math.min(instructions.lifetimeSeconds * 1000, MAX_TUNNEL_LIFETIME_MS);
     const entry = this.#addEntry(role, from, fromKey, prevId, acceptance, lifetimeMs);
@@ -431,9 +456,10 @@ export class TunnelEngine {
     if (this.#byUpstream.has(`${fromKey}|${prevId}`)) return this.#drop('build-duplicate-id');
     if (!this.#policy.allowBuildFrom(from)) return this.#drop('build-rate-limited');
     if (!this.#rememberEphemeral(ephemeral, RELAYER_REPLAY_TTL_MS)) return this.#drop('build-replay');
+    this.#counters.add('build-key-exchanges');
     const hop = acceptRelayerHop(ephemeral);
     const role = ttl === 0 ? 'endpoint' : 'relay';
-    const refusal = this.#admit(from, role);
+    const refusal = this.#admit(from, fromKey, role);
     if (refusal !== undefined) return this.#refuse(from, prevId, hop, refusal);
     const entry = this.#addEntry(role, from, fromKey, prevId, hop, TUNNEL_LIFETIME_MS);
     if (role === 'endpoint') return this.#openEndpoint(entry);
@@ -452,9 +478,13 @@ export class TunnelEngine {
     }));
   }
 
-  #admit(from: LinkPeer, role: 'relay' | 'endpoint'): RefusalReason | undefined {
+  #admit(from: LinkPeer, fromKey: string, role: 'relay' | 'endpoint'): RefusalReason | undefined {
     if (this.#byUpstream.size >= this.#maxTransit) {
       this.#counters.add('build-refused-transit-cap');
+      return 'overloaded';
+    }
+    if ((this.#transitPerNeighbour.get(fromKey) ?? 0) >= this.#maxTransitPerNeighbour) {
+      this.#counters.add('build-refused-neighbour-cap');
       return 'overloaded';
     }
     const refusal = this.#policy.admit(from, role);
@@ -481,6 +511,7 @@ export class TunnelEngine {
       endpointOpen: false,
     };
     this.#byUpstream.set(`${prevKey}|${prevId}`, entry);
+    this.#transitPerNeighbour.set(prevKey, (this.#transitPerNeighbour.get(prevKey) ?? 0) + 1);
     if (role === 'endpoint') this.#endpoints.set(entry.handle, entry);
     return entry;
   }
@@ -750,7 +781,12 @@ export class TunnelEngine {
 
   #remove(entry: HopEntry, reason: DestroyReason): void {
     const upKey = `${entry.prevKey}|${entry.prevId}`;
-    if (this.#byUpstream.get(upKey) === entry) this.#byUpstream.delete(upKey);
+    if (this.#byUpstream.get(upKey) === entry) {
+      this.#byUpstream.delete(upKey);
+      const left = (this.#transitPerNeighbour.get(entry.prevKey) ?? 1) - 1;
+      if (left > 0) this.#transitPerNeighbour.set(entry.prevKey, left);
+      else this.#transitPerNeighbour.delete(entry.prevKey);
+    }
     if (this.#endpoints.get(entry.handle) === entry) this.#endpoints.delete(entry.handle);
     if (entry.nextKey !== undefined && entry.nextId !== undefined) {
       const downKey = `${entry.nextKey}|${entry.nextId}`;

@@ -119,11 +119,14 @@ export const MESSAGE_ID_BYTES = 16;
 /** Most reply-to addresses in a message envelope (§7). */
 export const MAX_REPLY_TO = 4;
 
-/** Bytes of the fixed envelope header: version, kind, messageId, replyCount (§7). */
-export const ENVELOPE_HEADER_BYTES = 1 + 1 + MESSAGE_ID_BYTES + 1;
+/** Bytes of the fixed envelope header: version, kind, messageId, replyCount, paddingLength u16 (§7). */
+export const ENVELOPE_HEADER_BYTES = 1 + 1 + MESSAGE_ID_BYTES + 1 + 2;
 
 /** Largest whole envelope in bytes: it travels as one datagram (§7). */
 export const MAX_ENVELOPE_BYTES = MAX_DATAGRAM_BYTES;
+
+/** Bytes of a TOO_LARGE envelope's payload: the size, u16, the request must be padded to (§7). */
+export const TOO_LARGE_PAYLOAD_BYTES = 2;
 
 /** Largest envelope payload in bytes, reached with an empty reply-to list (§7). */
 export const MAX_ENVELOPE_PAYLOAD = MAX_ENVELOPE_BYTES - ENVELOPE_HEADER_BYTES;

@@ -13,7 +13,7 @@
 import { assertNever } from '@deut/common';
 import type { UdpAddress } from '@deut/common';
 import { readAddress, writeAddress } from './address.js';
-import { expectBytes, expectInt, fail, readU16, readU32, writeU16, writeU32 } from './checks.js';
+import { expectBytes, expectInt, expectZero, fail, readU16, readU32, writeU16, writeU32 } from './checks.js';
 import { ADDRESS_BYTES, PUBLIC_KEY_BYTES, TAG_BYTES } from './constants.js';
 
 /**
@@ -67,6 +67,14 @@ export const DHT_MAX_REQUEST_BODY_BYTES = STORE_HEADER_BYTES + DHT_MAX_VALUE_BYT
  */
 export const DHT_MAX_RESPONSE_BODY_BYTES = 2 + DHT_MAX_VALUES * (VALUE_HEADER_BYTES + DHT_MAX_VALUE_BYTES);
 
+/**
+ * Bytes of a padded request datagram, and the most any request datagram may have. Callers pad
+ * FIND_NODE and FIND_VALUE to exactly this, because a callee never answers with more bytes
+ * than the request it answers (PROTOCOL.md §11.2): the answer goes to the request's source
+ * address, which nothing authenticates, so a larger answer would make the DHT an amplifier.
+ */
+export const DHT_PADDED_REQUEST_BYTES = 1_200;
+
 /** Largest DHT datagram in bytes: the header and the larger of a full request and a full response. */
 export const DHT_MAX_DATAGRAM_BYTES =
   DHT_HEADER_BYTES +
@@ -105,7 +113,7 @@ export function isDhtDatagram(bytes: Uint8Array): boolean {
 /** Requires a Noise message of `kind` to fit between its minimum and the datagram limit. */
 /** The longest message of each kind: its overhead around its largest body. */
 const MAX_MESSAGE_BYTES: Readonly<Record<DhtKind, number>> = {
-  request: DHT_REQUEST_OVERHEAD_BYTES + DHT_MAX_REQUEST_BODY_BYTES,
+  request: DHT_PADDED_REQUEST_BYTES - DHT_HEADER_BYTES,
   response: DHT_RESPONSE_OVERHEAD_BYTES + DHT_MAX_RESPONSE_BODY_BYTES,
 };
 
@@ -204,7 +212,7 @@ export type DhtStoreResult = (typeof DHT_STORE_RESULTS)[number];
  * - `store`: keep `value` (0..DHT_MAX_VALUE_BYTES) under `key` for `ttlSeconds`
  *   (1..DHT_MAX_TTL_SECONDS); `timestampMs` (0..2^53−1) is the publisher's clock
  */
-export type DhtRequestBody =
+export type DhtRequestBody = (
   | { readonly type: 'ping' }
   | { readonly type: 'find-node'; readonly target: Uint8Array }
   | { readonly type: 'find-value'; readonly key: Uint8Array }
@@ -214,7 +222,14 @@ export type DhtRequestBody =
       readonly timestampMs: number;
       readonly ttlSeconds: number;
       readonly value: Uint8Array;
-    };
+    }
+) & {
+  /**
+   * Zero bytes after the body (PROTOCOL.md §11.3): a request is padded to the size of the
+   * answer it asks for, since no answer is larger than its request. Absent when 0.
+   */
+  readonly padding?: number;
+};
 
 /** One value in VALUES: the bytes (a view when decoded) and the seconds it has left. */
 export interface DhtValueEntry {
@@ -273,6 +288,16 @@ function startBody(type: number, length: number): Uint8Array {
  *   type outside the union
  */
 export function encodeDhtRequestBody(body: DhtRequestBody): Uint8Array {
+  const padding = body.padding ?? 0;
+  expectInt(padding, 0, DHT_PADDED_REQUEST_BYTES, 'dht request padding');
+  const unpadded = encodeUnpaddedRequestBody(body);
+  if (padding === 0) return unpadded;
+  const out = new Uint8Array(unpadded.length + padding);
+  out.set(unpadded);
+  return out;
+}
+
+function encodeUnpaddedRequestBody(body: DhtRequestBody): Uint8Array {
   switch (body.type) {
     case 'ping':
       return Uint8Array.of(REQUEST_TYPES.ping);
@@ -312,12 +337,19 @@ function expectBodyLength(bytes: Uint8Array, length: number, what: string): void
   if (bytes.length !== length) fail('BAD_LENGTH', `dht ${what}: ${bytes.length} bytes, expected ${length}`);
 }
 
+/** Checks that `bytes` is a `length`-byte body and zero padding; the padding, or {} when none. */
+function unpad(bytes: Uint8Array, length: number, what: string): { padding?: number } {
+  if (bytes.length < length) fail('BAD_LENGTH', `dht ${what}: ${bytes.length} bytes, expected ${length}`);
+  expectZero(bytes, length, bytes.length, `dht ${what} padding`);
+  return bytes.length > length ? { padding: bytes.length - length } : {};
+}
+
 /** Decodes a STORE body whose type byte has been checked. */
 function decodeStore(bytes: Uint8Array): DhtRequestBody {
   if (bytes.length < STORE_HEADER_BYTES) fail('BAD_LENGTH', `dht store: ${bytes.length} bytes, shorter than its header`);
   const length = readU16(bytes, STORE_LENGTH);
   if (length > DHT_MAX_VALUE_BYTES) fail('BAD_LENGTH', `dht store: ${length}-byte value, at most ${DHT_MAX_VALUE_BYTES}`);
-  expectBodyLength(bytes, STORE_HEADER_BYTES + length, 'store');
+  const padding = unpad(bytes, STORE_HEADER_BYTES + length, 'store');
   const high = readU32(bytes, STORE_TIMESTAMP);
   if (high > MAX_TIMESTAMP_HIGH) fail('BAD_FIELD', 'dht store: timestamp not below 2^53');
   const ttlSeconds = readU32(bytes, STORE_TTL);
@@ -327,29 +359,29 @@ function decodeStore(bytes: Uint8Array): DhtRequestBody {
     key: bytes.subarray(STORE_KEY, STORE_KEY + DHT_ID_BYTES),
     timestampMs: high * TWO_POW_32 + readU32(bytes, STORE_TIMESTAMP + 4),
     ttlSeconds,
-    value: bytes.subarray(STORE_HEADER_BYTES),
+    value: bytes.subarray(STORE_HEADER_BYTES, STORE_HEADER_BYTES + length),
+    ...padding,
   };
 }
 
 /**
  * Decodes and validates a request body. Byte fields (`target`, `key`, `value`) are
  * subarray views of `bytes`: copy them if `bytes` is reused.
- * @throws ProtocolError `BAD_LENGTH` for an empty body, a length other than the type's or a
- *   value length over DHT_MAX_VALUE_BYTES; `BAD_TYPE` for an unknown type byte; `BAD_FIELD`
- *   for a timestamp ≥ 2^53 or a TTL not in 1..DHT_MAX_TTL_SECONDS
+ * The body may be followed by zero padding, returned as `padding`.
+ * @throws ProtocolError `BAD_LENGTH` for an empty body, a body shorter than the type's or a
+ *   value length over DHT_MAX_VALUE_BYTES; `BAD_PADDING` for non-zero bytes after the body;
+ *   `BAD_TYPE` for an unknown type byte; `BAD_FIELD` for a timestamp ≥ 2^53 or a TTL not in
+ *   1..DHT_MAX_TTL_SECONDS
  */
 export function decodeDhtRequestBody(bytes: Uint8Array): DhtRequestBody {
   if (bytes.length === 0) fail('BAD_LENGTH', 'dht request: empty');
   switch (bytes[0]) {
     case REQUEST_TYPES.ping:
-      expectBodyLength(bytes, 1, 'ping');
-      return { type: 'ping' };
+      return { type: 'ping', ...unpad(bytes, 1, 'ping') };
     case REQUEST_TYPES['find-node']:
-      expectBodyLength(bytes, 1 + DHT_ID_BYTES, 'find-node');
-      return { type: 'find-node', target: bytes.subarray(1) };
+      return { type: 'find-node', target: bytes.subarray(1, 1 + DHT_ID_BYTES), ...unpad(bytes, 1 + DHT_ID_BYTES, 'find-node') };
     case REQUEST_TYPES['find-value']:
-      expectBodyLength(bytes, 1 + DHT_ID_BYTES, 'find-value');
-      return { type: 'find-value', key: bytes.subarray(1) };
+      return { type: 'find-value', key: bytes.subarray(1, 1 + DHT_ID_BYTES), ...unpad(bytes, 1 + DHT_ID_BYTES, 'find-value') };
     case REQUEST_TYPES.store:
       return decodeStore(bytes);
     default:

@@ -32,7 +32,7 @@ test('constants - sizes match PROTOCOL.md', () => {
     MAX_TUNNEL_LIFETIME_S: 900,
     MESSAGE_ID_BYTES: 16,
     MAX_REPLY_TO: 4,
-    ENVELOPE_HEADER_BYTES: 19,
+    ENVELOPE_HEADER_BYTES: 21,
     MAX_ENVELOPE_BYTES: 65507,
   };
   for (const [name, value] of Object.entries(expected)) {

@@ -18,6 +18,7 @@ import {
   DHT_MAX_TTL_SECONDS,
   DHT_MAX_VALUES,
   DHT_MAX_VALUE_BYTES,
+  DHT_PADDED_REQUEST_BYTES,
   DHT_REQUEST_OVERHEAD_BYTES,
   DHT_RESPONSE_OVERHEAD_BYTES,
   DHT_RPC_ID_BYTES,
@@ -196,11 +197,13 @@ test('dht - the largest bodies and datagrams are exactly the maxima', () => {
   const largestBytes = encodeDhtDatagram(largest);
   assert.equal(largestBytes.length, DHT_MAX_DATAGRAM_BYTES);
   assert.deepStrictEqual(decodeDhtDatagram(largestBytes), largest);
-  const largestRequest = encodeDhtDatagram(datagramOf('request', DHT_REQUEST_OVERHEAD_BYTES + DHT_MAX_REQUEST_BODY_BYTES));
+  const fullest = encodeDhtDatagram(datagramOf('request', DHT_REQUEST_OVERHEAD_BYTES + DHT_MAX_REQUEST_BODY_BYTES));
+  assert.ok(fullest.length <= DHT_PADDED_REQUEST_BYTES, 'the largest unpadded request fits a padded one');
+  // The largest request is a padded one (PROTOCOL.md §11.2); one byte more is refused before anyone opens it.
+  const largestRequest = encodeDhtDatagram(datagramOf('request', DHT_PADDED_REQUEST_BYTES - DHT_HEADER_BYTES));
+  assert.equal(largestRequest.length, DHT_PADDED_REQUEST_BYTES);
   assert.ok(largestRequest.length <= DHT_MAX_DATAGRAM_BYTES);
-  assert.equal(decodeDhtDatagram(largestRequest).message.length, DHT_REQUEST_OVERHEAD_BYTES + DHT_MAX_REQUEST_BODY_BYTES);
-  // A request too long to hold any request body is refused before anyone opens it.
-  const overRequest = datagramOf('request', DHT_REQUEST_OVERHEAD_BYTES + DHT_MAX_REQUEST_BODY_BYTES + 1);
+  const overRequest = datagramOf('request', DHT_PADDED_REQUEST_BYTES - DHT_HEADER_BYTES + 1);
   assertProtocolError(() => encodeDhtDatagram(overRequest), 'BAD_LENGTH');
   assertProtocolError(() => decodeDhtDatagram(extended(largestRequest)), 'BAD_LENGTH');
 
@@ -248,10 +251,11 @@ test('dht - datagrams: encoding refuses bad kinds, rpc ids and messages', () => 
 test('dht - request bodies: empty, unknown types and wrong lengths are refused', () => {
   assertProtocolError(() => decodeDhtRequestBody(new Uint8Array(0)), 'BAD_LENGTH');
   for (const type of [0x00, 0x05, 0x7f, 0x81, 0x84, 0xff]) assertProtocolError(() => decodeDhtRequestBody(Uint8Array.of(type)), 'BAD_TYPE');
-  assertProtocolError(() => decodeDhtRequestBody(Uint8Array.of(0x01, 0x00)), 'BAD_LENGTH');
+  assertProtocolError(() => decodeDhtRequestBody(Uint8Array.of(0x01, 0x01)), 'BAD_PADDING');
   for (const type of ['02', '03']) {
     assertProtocolError(() => decodeDhtRequestBody(fromHex(type + toHex(KEY).slice(2))), 'BAD_LENGTH');
-    assertProtocolError(() => decodeDhtRequestBody(fromHex(type + toHex(KEY) + '00')), 'BAD_LENGTH');
+    assertProtocolError(() => decodeDhtRequestBody(fromHex(type + toHex(KEY) + '01')), 'BAD_PADDING');
+    assert.equal(decodeDhtRequestBody(fromHex(type + toHex(KEY) + '0000')).padding, 2, 'zero bytes after the body are padding');
     assertProtocolError(() => decodeDhtRequestBody(fromHex(type)), 'BAD_LENGTH');
   }
 });
@@ -267,7 +271,8 @@ test('dht - request bodies: STORE lengths must add up and numbers must be in ran
   const good = fromHex(storeHex('dead'));
   assertProtocolError(() => decodeDhtRequestBody(good.subarray(0, 46)), 'BAD_LENGTH');
   assertProtocolError(() => decodeDhtRequestBody(good.subarray(0, 48)), 'BAD_LENGTH');
-  assertProtocolError(() => decodeDhtRequestBody(extended(good)), 'BAD_LENGTH');
+  assertProtocolError(() => decodeDhtRequestBody(withByte(extended(good), good.length, 0x01)), 'BAD_PADDING');
+  assert.deepStrictEqual(decodeDhtRequestBody(extended(good)), { ...decodeDhtRequestBody(good), padding: 1 });
   assertProtocolError(() => decodeDhtRequestBody(fromHex(storeHex('00'.repeat(1001)))), 'BAD_LENGTH');
   assertProtocolError(() => decodeDhtRequestBody(fromHex(storeHex('', '03e9'))), 'BAD_LENGTH');
   assert.equal(decodeDhtRequestBody(fromHex(storeHex('00'.repeat(1000)))).type, 'store');

@@ -29,6 +29,8 @@ import {
   DHT_RPC_ID_BYTES,
   DHT_STORE_RESULTS,
   ENVELOPE_HEADER_BYTES,
+  MAX_ENVELOPE_BYTES,
+  TOO_LARGE_ENVELOPE_BYTES,
   HANDSHAKE_PAYLOAD_BYTES,
   LINK_FRAME_BYTES,
   MAX_FRAGMENTS,
@@ -247,12 +249,27 @@ export const cellFrameArb: fc.Arbitrary<CellFrame> = fc.oneof(
 );
 
 /** Valid envelopes (payloads kept short; the size limit has its own tests). */
-export const envelopeArb: fc.Arbitrary<Envelope> = record({
-  kind: fc.constantFrom('request' as const, 'response' as const, 'oneway' as const),
-  messageId: bytesArb(MESSAGE_ID_BYTES),
-  replyTo: fc.array(addressArb, { maxLength: MAX_REPLY_TO }),
-  payload: fc.uint8Array({ maxLength: 3000 }),
-});
+export const envelopeArb: fc.Arbitrary<Envelope> = fc.oneof(
+  record({
+    kind: fc.constantFrom('request' as const, 'response' as const, 'oneway' as const),
+    messageId: bytesArb(MESSAGE_ID_BYTES),
+    replyTo: fc.array(addressArb, { maxLength: MAX_REPLY_TO }),
+    payload: fc.uint8Array({ maxLength: 3000 }),
+  }),
+  record({
+    kind: fc.constant('request' as const),
+    messageId: bytesArb(MESSAGE_ID_BYTES),
+    replyTo: fc.array(addressArb, { maxLength: MAX_REPLY_TO }),
+    padding: fc.integer({ min: 1, max: 3000 }),
+    payload: fc.uint8Array({ maxLength: 300 }),
+  }),
+  record({
+    kind: fc.constant('too-large' as const),
+    messageId: bytesArb(MESSAGE_ID_BYTES),
+    replyTo: fc.constant([]),
+    payload: fc.integer({ min: ENVELOPE_HEADER_BYTES, max: MAX_ENVELOPE_BYTES }).map((size) => Uint8Array.of(size >> 8, size & 0xff)),
+  }),
+);
 
 /** Valid peer exchange messages. */
 export const peerExchangeArb: fc.Arbitrary<PeerExchangeMessage> = fc.oneof(
@@ -337,7 +354,7 @@ export const CODECS: readonly AnyCodec[] = [
   codec('build-instructions', encodeBuildInstructions, decodeBuildInstructions, buildInstructionsArb, [BUILD_INSTRUCTIONS_BYTES]),
   codec('build-reply', encodeBuildReply, decodeBuildReply, buildReplyArb, [BUILD_REPLY_BYTES]),
   codec('cell-frame', encodeCellFrame, decodeCellFrame, cellFrameArb, [CELL_PLAINTEXT_BYTES]),
-  codec('envelope', encodeEnvelope, decodeEnvelope, envelopeArb, [ENVELOPE_HEADER_BYTES, ENVELOPE_HEADER_BYTES + ADDRESS_BYTES]),
+  codec('envelope', encodeEnvelope, decodeEnvelope, envelopeArb, [ENVELOPE_HEADER_BYTES, TOO_LARGE_ENVELOPE_BYTES, ENVELOPE_HEADER_BYTES + ADDRESS_BYTES]),
   codec('peer-exchange', encodePeerExchange, decodePeerExchange, peerExchangeArb, [2, 2 + PEER_ENTRY_BYTES, 2 + MAX_PEER_LIST * PEER_ENTRY_BYTES]),
   codec('dht-request-body', encodeDhtRequestBody, decodeDhtRequestBody, dhtRequestBodyArb, [1, 1 + DHT_ID_BYTES, 47, 47 + DHT_MAX_VALUE_BYTES]),
   codec('dht-response-body', encodeDhtResponseBody, decodeDhtResponseBody, dhtResponseBodyArb, [1, 2, 2 + 6, 2 + DHT_CONTACT_BYTES, 2 + DHT_MAX_CONTACTS * DHT_CONTACT_BYTES]),

@@ -123,6 +123,12 @@ const VECTOR_VALUES: readonly Omit<Vector, 'hex'>[] = [
   },
   { type: 'envelope', name: 'response', value: { kind: 'response', messageId: pattern(16, 0xc0), replyTo: [], payload: pattern(3, 0x61) } },
   { type: 'envelope', name: 'one-way, empty payload', value: { kind: 'oneway', messageId: pattern(16, 0xd0), replyTo: [], payload: new Uint8Array(0) } },
+  {
+    type: 'envelope',
+    name: 'request padded by 8',
+    value: { kind: 'request', messageId: pattern(16, 0xc0), replyTo: [{ host: '192.0.2.1', port: 7000 }], padding: 8, payload: pattern(5, 0x41) },
+  },
+  { type: 'envelope', name: 'too-large, pad to 2100', value: { kind: 'too-large', messageId: pattern(16, 0xc0), replyTo: [], payload: Uint8Array.of(0x08, 0x34) } },
   { type: 'peer-exchange', name: 'peer request from a relayer', value: { type: 'peer-request', relay: true } },
   {
     type: 'peer-exchange',
@@ -138,6 +144,7 @@ const VECTOR_VALUES: readonly Omit<Vector, 'hex'>[] = [
   { type: 'dht-request-body', name: 'PING', value: { type: 'ping' } },
   { type: 'dht-request-body', name: 'FIND_NODE', value: { type: 'find-node', target: pattern(32, 0x10) } },
   { type: 'dht-request-body', name: 'FIND_VALUE', value: { type: 'find-value', key: pattern(32, 0x20) } },
+  { type: 'dht-request-body', name: 'FIND_NODE padded by 12 zero bytes', value: { type: 'find-node', target: pattern(32, 0x10), padding: 12 } },
   {
     type: 'dht-request-body',
     name: 'STORE of 5 bytes for an hour',
@@ -243,6 +250,8 @@ test('wire vectors - hand-checked fields', () => {
   assert.equal(hexOf('build-instructions', 'endpoint'), '10' + '83' + 'a17201' + 'a174ce6553f100' + 'a16ccd0258' + '00'.repeat(95));
   // refused ‖ stale ‖ port 0 ‖ address 0 ‖ zeros
   assert.equal(hexOf('build-reply', 'refused: stale'), '0106' + '00'.repeat(30));
-  // version 1 ‖ one-way ‖ message id ‖ no reply addresses
-  assert.equal(hexOf('envelope', 'one-way, empty payload'), '0103' + 'd0d1d2d3d4d5d6d7d8d9dadbdcdddedf' + '00');
+  // version 1 ‖ one-way ‖ message id ‖ no reply addresses ‖ no padding
+  assert.equal(hexOf('envelope', 'one-way, empty payload'), '0103' + 'd0d1d2d3d4d5d6d7d8d9dadbdcdddedf' + '00' + '0000');
+  // version 1 ‖ too-large ‖ message id ‖ no reply addresses ‖ no padding ‖ size 2100
+  assert.equal(hexOf('envelope', 'too-large, pad to 2100'), '0104' + 'c0c1c2c3c4c5c6c7c8c9cacbcccdcecf' + '00' + '0000' + '0834');
 });
