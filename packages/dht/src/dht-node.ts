@@ -227,7 +227,13 @@ export class DhtNode {
     const dhtKey = keyFromBytes(typeof key === 'string' ? new TextEncoder().encode(key) : key);
     this.#counters.add('gets');
     const local = this.store.get(dhtKey, this.#clock.now()).map((v) => v.value);
-    const result = await this.#lookup(dhtKey, true, options);
+    let result = await this.#lookup(dhtKey, true, options);
+    // A call that failed may have been to a holder of the value (a loaded or lossy path, not
+    // a missing value): before answering "nothing", look once more with fresh calls.
+    if (result.values.length === 0 && local.length === 0 && result.failed > 0) {
+      this.#counters.add('gets-retried');
+      result = await this.#lookup(dhtKey, true, options);
+    }
     const values = [...local];
     const seen = new Set(local.map(toHex));
     for (const value of result.values) if (!seen.has(toHex(value))) values.push(value);

@@ -300,6 +300,33 @@ test('dht - 30 nodes: every value put is found by every node, and findNode retur
   }
 });
 
+test('dht - a get whose calls failed looks once more before it answers nothing; a get that reached everyone does not', { timeout: 60_000 }, async () => {
+  const hub = new Hub();
+  const nodes = await network(hub, 6);
+  try {
+    const put = await nodes[1]!.dht.put('held', text('the value'));
+    assert.ok(put.stored >= 4);
+    // Joined after the put, so the value is not in its own store.
+    const asker = startNode(hub, [nodes[0]!]);
+    nodes.push(asker);
+    await asker.dht.join();
+    const retried = (): number => asker.dht.stats().counters['gets-retried'] ?? 0;
+    // Everything the asker sends is lost until its get decides to look again: its first
+    // lookup fails every call (as on a path that is down for a moment), the second reaches.
+    hub.filter = (from) => addressKey(from) !== addressKey(asker.address) || retried() > 0;
+    const got = await asker.dht.get('held');
+    assert.equal(retried(), 1, 'one more lookup after the failed one');
+    assert.deepEqual(got.values.map(fromText), ['the value']);
+    // A key nobody stored, with every call answered: "nothing" is the answer, at once.
+    hub.filter = () => true;
+    const missing = await asker.dht.get('never stored');
+    assert.deepEqual(missing.values, []);
+    assert.equal(retried(), 1, 'no second lookup when every call was answered');
+  } finally {
+    closeAll(nodes);
+  }
+});
+
 test('dht - a contact address moves only after the peer answers there; a replayed request cannot hijack it', { timeout: 30_000 }, async () => {
   const hub = new Hub();
   const [a, b] = await network(hub, 2);
