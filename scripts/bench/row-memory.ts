@@ -1,0 +1,114 @@
+/**
+ * Row 4, memory: heap and RSS per tunnel, in the process that carries them, measured after
+ * full collections before and after building them. Relayed tunnels: a master process builds
+ * master → relay → endpoint and the relay process is measured; endpoint tunnels hold a real
+ * UDP port each and the endpoint process is measured. For the largest relayed size the
+ * endpoint binds no ports (a stand-in socket), since that many would exceed the descriptor
+ * limit and the figure is the relay's.
+ */
+import { makeRow, type RowResult } from './table.js';
+import { hopOf, startWorker, stopAll, type Worker } from './workers.js';
+import type { BenchConfig } from './config.js';
+
+interface Memory {
+  heapUsed: number;
+  rss: number;
+  transit: number;
+  endpoints: number;
+}
+
+interface Point {
+  tunnels: number;
+  relay: Memory;
+  endpoint: Memory;
+}
+
+/** Builds up to each size in turn and measures both hop processes at each. */
+async function grow(sizes: readonly number[], nullExits: boolean, config: BenchConfig): Promise<{ base: { relay: Memory; endpoint: Memory }; points: Point[] }> {
+  const workers: Worker[] = [];
+  try {
+    const relay = await startWorker('deut');
+    workers.push(relay);
+    const endpoint = await startWorker('deut', { nullExits });
+    workers.push(endpoint);
+    const master = await startWorker('master');
+    workers.push(master);
+    // One tunnel first, so that link sessions and code paths exist in the baseline reading.
+    await master.call('build', { hops: [hopOf(relay), hopOf(endpoint)], count: 1 });
+    const base = { relay: await relay.call<Memory>('memory'), endpoint: await endpoint.call<Memory>('memory') };
+    const points: Point[] = [];
+    let have = 1;
+    for (const size of sizes) {
+      const built = await master.call<{ built: number; failed: number; ms: number }>('build', { hops: [hopOf(relay), hopOf(endpoint)], count: size - have, concurrency: 64 });
+      have += built.built;
+      config.log(`row 4: ${have} tunnels (${built.failed} failed; ${Math.round(built.built / (built.ms / 1000))} builds/s)`);
+      points.push({ tunnels: have - 1, relay: await relay.call<Memory>('memory'), endpoint: await endpoint.call<Memory>('memory') });
+    }
+    return { base, points };
+  } finally {
+    await stopAll(workers);
+  }
+}
+
+const KB = 1024;
+
+/** Row 4: relayed tunnels at three sizes, endpoint tunnels at two or three. */
+export async function memoryRow(config: BenchConfig): Promise<RowResult[]> {
+  const rows: RowResult[] = [];
+  const endpointSizes = config.quick ? [500, 1_000, 2_000] : [1_000, 5_000, 10_000];
+  const real = await grow(endpointSizes, false, config);
+  const perTunnel = (p: Point, side: 'relay' | 'endpoint', field: 'heapUsed' | 'rss'): number => (p[side][field] - real.base[side][field]) / KB / p.tunnels;
+  const relayPoints: Array<{ tunnels: number; heap: number; rss: number; held: number }> = real.points.map((p) => ({
+    tunnels: p.tunnels,
+    heap: perTunnel(p, 'relay', 'heapUsed'),
+    rss: perTunnel(p, 'relay', 'rss'),
+    held: p.relay.transit,
+  }));
+  if (!config.quick) {
+    const big = await grow([100_000], true, config);
+    const p = big.points[0]!;
+    relayPoints.push({
+      tunnels: p.tunnels,
+      heap: (p.relay.heapUsed - big.base.relay.heapUsed) / KB / p.tunnels,
+      rss: (p.relay.rss - big.base.relay.rss) / KB / p.tunnels,
+      held: p.relay.transit,
+    });
+  }
+  for (const p of relayPoints) {
+    rows.push(
+      makeRow({
+        row: 4,
+        name: 'heap per relayed tunnel',
+        size: `${p.tunnels} tunnels`,
+        unit: 'KB',
+        deut: [p.heap],
+        goal: { on: 'value', op: '<=', target: 1 },
+        note: `RSS per tunnel ${p.rss.toFixed(2)} KB; ${p.held} transit entries held; one measurement (memory is not CPU-noisy)`,
+      }),
+    );
+  }
+  for (const p of real.points) {
+    rows.push(
+      makeRow({
+        row: 4,
+        name: 'heap per endpoint tunnel',
+        size: `${p.tunnels} tunnels`,
+        unit: 'KB',
+        deut: [perTunnel(p, 'endpoint', 'heapUsed')],
+        note: `RSS per tunnel ${perTunnel(p, 'endpoint', 'rss').toFixed(2)} KB, a UDP port each; one measurement`,
+      }),
+    );
+  }
+  const lastPoint = real.points[real.points.length - 1]!;
+  rows.push(
+    makeRow({
+      row: 4,
+      name: 'endpoint ports held on one node',
+      size: `${lastPoint.tunnels} asked`,
+      unit: 'ports',
+      deut: [lastPoint.endpoint.endpoints],
+      ...(config.quick ? { note: 'quick run: only this many asked; the goal of 10,000 is judged by the full run' } : { goal: { on: 'value', op: '>=', target: 10_000 } }),
+    }),
+  );
+  return rows;
+}
