@@ -12,6 +12,7 @@ import type { BenchConfig } from './config.js';
 
 interface Memory {
   heapUsed: number;
+  arrayBuffers: number;
   rss: number;
   transit: number;
   endpoints: number;
@@ -37,12 +38,13 @@ async function grow(sizes: readonly number[], nullExits: boolean, config: BenchC
     await master.call('build', { hops: [hopOf(relay), hopOf(endpoint)], count: 1 });
     const base = { relay: await relay.call<Memory>('memory'), endpoint: await endpoint.call<Memory>('memory') };
     const points: Point[] = [];
-    let have = 1;
+    // Tunnels built after the baseline reading.
+    let have = 0;
     for (const size of sizes) {
       const built = await master.call<{ built: number; failed: number; ms: number }>('build', { hops: [hopOf(relay), hopOf(endpoint)], count: size - have, concurrency: 64 });
       have += built.built;
       config.log(`row 4: ${have} tunnels (${built.failed} failed; ${Math.round(built.built / (built.ms / 1000))} builds/s)`);
-      points.push({ tunnels: have - 1, relay: await relay.call<Memory>('memory'), endpoint: await endpoint.call<Memory>('memory') });
+      points.push({ tunnels: have, relay: await relay.call<Memory>('memory'), endpoint: await endpoint.call<Memory>('memory') });
     }
     return { base, points };
   } finally {
@@ -52,50 +54,51 @@ async function grow(sizes: readonly number[], nullExits: boolean, config: BenchC
 
 const KB = 1024;
 
+/** Growth per tunnel, in KB, from `base` to `now`. */
+function perTunnel(tunnels: number, now: Memory, base: Memory): { tunnels: number; heap: number; buffers: number; rss: number; held: number } {
+  return {
+    tunnels,
+    heap: (now.heapUsed - base.heapUsed) / KB / tunnels,
+    buffers: (now.arrayBuffers - base.arrayBuffers) / KB / tunnels,
+    rss: (now.rss - base.rss) / KB / tunnels,
+    held: now.transit,
+  };
+}
+
 /** Row 4: relayed tunnels at three sizes, endpoint tunnels at two or three. */
 export async function memoryRow(config: BenchConfig): Promise<RowResult[]> {
   const rows: RowResult[] = [];
   const endpointSizes = config.quick ? [500, 1_000, 2_000] : [1_000, 5_000, 10_000];
   const real = await grow(endpointSizes, false, config);
-  const perTunnel = (p: Point, side: 'relay' | 'endpoint', field: 'heapUsed' | 'rss'): number => (p[side][field] - real.base[side][field]) / KB / p.tunnels;
-  const relayPoints: Array<{ tunnels: number; heap: number; rss: number; held: number }> = real.points.map((p) => ({
-    tunnels: p.tunnels,
-    heap: perTunnel(p, 'relay', 'heapUsed'),
-    rss: perTunnel(p, 'relay', 'rss'),
-    held: p.relay.transit,
-  }));
+  const relayPoints = real.points.map((p) => perTunnel(p.tunnels, p.relay, real.base.relay));
   if (!config.quick) {
     const big = await grow([100_000], true, config);
     const p = big.points[0]!;
-    relayPoints.push({
-      tunnels: p.tunnels,
-      heap: (p.relay.heapUsed - big.base.relay.heapUsed) / KB / p.tunnels,
-      rss: (p.relay.rss - big.base.relay.rss) / KB / p.tunnels,
-      held: p.relay.transit,
-    });
+    relayPoints.push(perTunnel(p.tunnels, p.relay, big.base.relay));
   }
   for (const p of relayPoints) {
     rows.push(
       makeRow({
         row: 4,
-        name: 'heap per relayed tunnel',
+        name: 'memory per relayed tunnel',
         size: `${p.tunnels} tunnels`,
         unit: 'KB',
-        deut: [p.heap],
+        deut: [p.heap + p.buffers],
         goal: { on: 'value', op: '<=', target: 1 },
-        note: `RSS per tunnel ${p.rss.toFixed(2)} KB; ${p.held} transit entries held; one measurement (memory is not CPU-noisy)`,
+        note: `JS heap ${p.heap.toFixed(2)} KB + typed-array stores ${p.buffers.toFixed(2)} KB; RSS ${p.rss.toFixed(2)} KB; ${p.held} transit entries held; one measurement (memory is not CPU-noisy)`,
       }),
     );
   }
-  for (const p of real.points) {
+  for (const point of real.points) {
+    const p = perTunnel(point.tunnels, point.endpoint, real.base.endpoint);
     rows.push(
       makeRow({
         row: 4,
-        name: 'heap per endpoint tunnel',
+        name: 'memory per endpoint tunnel',
         size: `${p.tunnels} tunnels`,
         unit: 'KB',
-        deut: [perTunnel(p, 'endpoint', 'heapUsed')],
-        note: `RSS per tunnel ${perTunnel(p, 'endpoint', 'rss').toFixed(2)} KB, a UDP port each; one measurement`,
+        deut: [p.heap + p.buffers],
+        note: `JS heap ${p.heap.toFixed(2)} KB + typed-array stores ${p.buffers.toFixed(2)} KB; RSS ${p.rss.toFixed(2)} KB (a bound UDP socket each); one measurement`,
       }),
     );
   }

@@ -41,13 +41,13 @@ function text(address: UdpAddress): string {
   return `${address.host}:${address.port}`;
 }
 
-/** Heap and RSS after two full collections (the worker runs with --expose-gc). */
-function memory(): { heapUsed: number; rss: number } {
+/** Heap, typed-array backing stores (outside the heap) and RSS after two full collections (the worker runs with --expose-gc). */
+function memory(): { heapUsed: number; arrayBuffers: number; rss: number } {
   const gc = (globalThis as { gc?: () => void }).gc;
   gc?.();
   gc?.();
   const usage = process.memoryUsage();
-  return { heapUsed: usage.heapUsed, rss: usage.rss };
+  return { heapUsed: usage.heapUsed, arrayBuffers: usage.arrayBuffers, rss: usage.rss };
 }
 
 /**
