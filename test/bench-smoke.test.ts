@@ -4,10 +4,12 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import type * as StatsModule from '../scripts/bench/stats.js';
+import type * as TableModule from '../scripts/bench/table.js';
 
-// scripts/ is its own project; the test reads its compiled output.
-type Stats = typeof import('../scripts/bench/stats.js');
-type Table = typeof import('../scripts/bench/table.js');
+// scripts/ is its own project; the test loads its compiled output from there.
+type Stats = typeof StatsModule;
+type Table = typeof TableModule;
 const stats = (await import(new URL('../../scripts/dist/bench/stats.js', import.meta.url).href)) as Stats;
 const table = (await import(new URL('../../scripts/dist/bench/table.js', import.meta.url).href)) as Table;
 
