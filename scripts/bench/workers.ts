@@ -86,9 +86,9 @@ export function startWorker(role: string, options: Record<string, unknown> = {})
   });
 }
 
-/** Kills every worker in `workers`, waiting for each to be gone. */
+/** Stops every worker in `workers` (SIGTERM: a profiled worker writes its profile), waiting for each to be gone. */
 export async function stopAll(workers: readonly Worker[]): Promise<void> {
-  await Promise.all(workers.map((w) => w.kill('SIGKILL')));
+  await Promise.all(workers.map((w) => w.kill('SIGTERM')));
 }
 
 /** A path hop as the master worker's `build` command takes it. */

@@ -7,3 +7,4 @@ export * from './noise.js';
 export * from './elligator.js';
 export * from './header-protection.js';
 export * from './onion.js';
+export * from './scratch.js';

@@ -20,6 +20,7 @@
 import sodium from 'libsodium-wrappers-sumo';
 import { bugError, cryptoError } from '@deut/common';
 import { fillRandomBytes } from './bytes.js';
+import { peelLayerInto, xorLayerInto } from './scratch.js';
 
 /** Bytes in every cell body, whatever the direction or path length. */
 export const CELL_BODY_BYTES = 1160;
@@ -125,24 +126,6 @@ function xorInto(dst: Uint8Array, dOff: number, src: Uint8Array, sOff: number, l
 }
 
 /**
- * Checks the tag of `body` under `layer` and returns the keystream-XORed buffer: bytes
- * 0..64 zeroed, bytes 64.. equal to (Y ‖ 0^16) XOR S. Null if the tag is wrong.
- */
-function verifyAndStrip(layer: LayerKey, body: Uint8Array): Uint8Array | null {
-  const work = new Uint8Array(BLOCK + B);
-  const y = body.subarray(TAG);
-  work.set(y, BLOCK);
-  const out = streamFromBlock0(layer, work);
-  const ok = sodium.crypto_onetimeauth_verify(body.subarray(0, TAG), y, out.subarray(0, OTK_BYTES));
-  if (!ok) {
-    out.fill(0);
-    return null;
-  }
-  out.fill(0, 0, BLOCK);
-  return out;
-}
-
-/**
  * Removes one outbound layer, at a relay or at the endpoint: checks T = MAC(otk, Y) in
  * constant time and returns (Y ‖ 0^16) XOR S, the body for the next hop (always
  * {@link CELL_BODY_BYTES} long).
@@ -156,10 +139,23 @@ function verifyAndStrip(layer: LayerKey, body: Uint8Array): Uint8Array | null {
  *   these are the caller's bugs, the wire decoder fixes the body size.
  */
 export function peelOutbound(key: Uint8Array, v: number, body: Uint8Array): Uint8Array | null {
-  const layer = { key, v };
-  checkLayer(layer);
+  const next = new Uint8Array(B);
+  return peelOutboundInto(key, v, body, next, 0) ? next : null;
+}
+
+/**
+ * {@link peelOutbound} writing the next body straight into `out[outOffset..+CELL_BODY_BYTES)`
+ * (a relay writes it where the forwarded cell's body goes), on reused libsodium memory.
+ *
+ * @returns false, and nothing written, if the tag does not verify.
+ * @throws DeutError (kind `crypto`) on a wrong key length, sequence value or body length,
+ *   or an output too short.
+ */
+export function peelOutboundInto(key: Uint8Array, v: number, body: Uint8Array, out: Uint8Array, outOffset: number): boolean {
+  checkLayer({ key, v });
   checkBody(body);
-  return verifyAndStrip(layer, body)?.slice(BLOCK) ?? null;
+  if (outOffset < 0 || out.length - outOffset < B) throw cryptoError('BAD_CELL_LENGTH', `output must have room for ${B} bytes`);
+  return peelLayerInto(key, v, body, out, outOffset);
 }
 
 /**
@@ -170,10 +166,7 @@ export function peelOutbound(key: Uint8Array, v: number, body: Uint8Array): Uint
  * @throws DeutError (kind `crypto`) on a wrong key length, sequence value or body length.
  */
 export function openOutbound(key: Uint8Array, v: number, body: Uint8Array): Uint8Array | null {
-  const layer = { key, v };
-  checkLayer(layer);
-  checkBody(body);
-  return verifyAndStrip(layer, body)?.slice(BLOCK, BLOCK + CELL_PLAINTEXT_BYTES) ?? null;
+  return peelOutbound(key, v, body)?.subarray(0, CELL_PLAINTEXT_BYTES) ?? null;
 }
 
 /** Writes MAC(otk, Y) before the Y of the body that starts at `start` in `work`. */
@@ -269,10 +262,23 @@ export function sealInbound(key: Uint8Array, v: number, plaintext: Uint8Array): 
  * @throws DeutError (kind `crypto`) on a wrong key length, sequence value or body length.
  */
 export function addInboundLayer(key: Uint8Array, v: number, body: Uint8Array): Uint8Array {
-  const layer = { key, v };
-  checkLayer(layer);
+  const out = new Uint8Array(B);
+  addInboundLayerInto(key, v, body, out, 0);
+  return out;
+}
+
+/**
+ * {@link addInboundLayer} writing into `out[outOffset..+CELL_BODY_BYTES)`, on reused
+ * libsodium memory; `out` may hold `body` itself.
+ *
+ * @throws DeutError (kind `crypto`) on a wrong key length, sequence value or body length,
+ *   or an output too short.
+ */
+export function addInboundLayerInto(key: Uint8Array, v: number, body: Uint8Array, out: Uint8Array, outOffset: number): void {
+  checkLayer({ key, v });
   checkBody(body);
-  return sodium.crypto_stream_xchacha20_xor_ic(body, nonceFor(v), 1, key);
+  if (outOffset < 0 || out.length - outOffset < B) throw cryptoError('BAD_CELL_LENGTH', `output must have room for ${B} bytes`);
+  xorLayerInto(key, v, 1, body, out, outOffset);
 }
 
 /**
@@ -289,10 +295,11 @@ export function addInboundLayer(key: Uint8Array, v: number, body: Uint8Array): U
 export function openInbound(hops: readonly LayerKey[], body: Uint8Array): Uint8Array | null {
   checkHops(hops);
   checkBody(body);
-  let current = body;
+  const current = body.slice();
   for (let i = 0; i < hops.length - 1; i++) {
     const hop = at(hops, i);
-    current = sodium.crypto_stream_xchacha20_xor_ic(current, nonceFor(hop.v), 1, hop.key);
+    xorLayerInto(hop.key, hop.v, 1, current, current, 0);
   }
-  return verifyAndStrip(at(hops, hops.length - 1), current)?.slice(BLOCK, BLOCK + CELL_PLAINTEXT_BYTES) ?? null;
+  const last = at(hops, hops.length - 1);
+  return peelLayerInto(last.key, last.v, current, current, 0) ? current.subarray(0, CELL_PLAINTEXT_BYTES) : null;
 }

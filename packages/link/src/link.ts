@@ -27,9 +27,11 @@ import { constantTimeEqual, cryptoReady, type KeyPair } from '@deut/crypto';
 import type { DatagramSocket } from '@deut/transport';
 import {
   DATAGRAM_BYTES,
+  LINK_FRAME_BYTES,
   MAX_LINK_PAYLOAD,
   decodeLinkFrame,
   encodeLinkFrame,
+  encodeLinkFrameInto,
   type HandshakePayload,
 } from '@deut/wire';
 import {
@@ -178,6 +180,8 @@ export class Link extends EventEmitter<LinkEvents> {
   readonly #global: TokenBucket;
   readonly #peers = new Map<string, PeerState>();
   readonly #counters = new Counters();
+  /** The link frame being sealed (sending is synchronous). */
+  readonly #frame = new Uint8Array(LINK_FRAME_BYTES);
   #pending = 0;
   #handler: LinkPayloadHandler | undefined;
   #timer: TimerHandle | undefined;
@@ -225,6 +229,7 @@ export class Link extends EventEmitter<LinkEvents> {
 
   /**
    * Sends one payload (≤ 1173 bytes) to `to`, starting a handshake if there is no session.
+   * The payload is copied (sealed, or queued) before this returns: the caller may reuse it.
    * Like UDP, it never fails loudly: a payload that cannot be delivered is dropped and
    * counted, and an unreachable peer is reported through the `unreachable` event.
    */
@@ -531,8 +536,11 @@ export class Link extends EventEmitter<LinkEvents> {
 
   #transmit(peer: PeerState, session: LinkSession, payload: Uint8Array): void {
     this.#counters.add('payloads-out');
-    this.#observer?.({ direction: 'out', peer: peer.address, payload });
-    this.#socketSend(session.seal(encodeLinkFrame({ type: 'payload', payload })), peer.address);
+    // A copy: callers may reuse their payload buffer as soon as send() returns.
+    this.#observer?.({ direction: 'out', peer: peer.address, payload: payload.slice() });
+    // The frame is built in one reused buffer: seal() encrypts it into a new datagram at once.
+    encodeLinkFrameInto({ type: 'payload', payload }, this.#frame);
+    this.#socketSend(session.seal(this.#frame), peer.address);
   }
 
   #socketSend(datagram: Uint8Array, to: UdpAddress): void {

@@ -20,13 +20,15 @@ import {
   type TimerHandle,
   type UdpAddress,
 } from '@deut/common';
-import { addInboundLayer, openOutbound, peelOutbound, randomBytes, sealInbound, type KeyPair } from '@deut/crypto';
+import { addInboundLayerInto, openOutbound, peelOutboundInto, randomBytes, sealInbound, type KeyPair } from '@deut/crypto';
 import type { Link, LinkPeer } from '@deut/link';
 import {
   CELL_BYTES,
+  CELL_HEADER_BYTES,
   MAX_HOPS,
   RELAYER_FILLER_BYTES,
   decodeTunnelMessage,
+  encodeCellHeaderInto,
   encodeCellInto,
   encodeTunnelMessage,
   tunnelId,
@@ -219,6 +221,8 @@ export class TunnelEngine {
   readonly #endpoints = new Map<number, HopEntry>();
   /** Build ephemeral keys seen, with the time they may be forgotten. */
   readonly #seenEphemerals = new Map<string, number>();
+  /** The cell being relayed (relaying is synchronous, and link.send copies it). */
+  readonly #relayCell = new Uint8Array(CELL_BYTES);
   #nextHandle = 1;
   #timer: TimerHandle | undefined;
   #closed = false;
@@ -644,11 +648,12 @@ export class TunnelEngine {
       this.#policy.endpointFrame(this.#endpointView(entry), plaintext);
       return;
     }
-    const peeled = peelOutbound(keys.outboundKey, seq, body);
-    if (peeled === null) return this.#badCell(entry);
+    // The layer comes off straight into the forwarded cell's body; link.send copies the
+    // cell before it returns, so one buffer serves every relayed cell.
+    const cell = this.#relayCell;
+    if (!peelOutboundInto(keys.outboundKey, seq, body, cell, CELL_HEADER_BYTES)) return this.#badCell(entry);
     entry.outWindow.mark(seq);
-    const cell = new Uint8Array(CELL_BYTES);
-    encodeCellInto(cell, 'cell-out', entry.nextId!, seq + keys.outboundOffset, peeled);
+    encodeCellHeaderInto(cell, 'cell-out', entry.nextId!, seq + keys.outboundOffset);
     this.#link.send(entry.next!.address, cell);
     this.#counters.add('cells-relayed');
   }
@@ -668,8 +673,9 @@ export class TunnelEngine {
     if (entry.state !== 'active') return this.#drop('cell-not-ready');
     if (!entry.inWindow.mark(seq)) return this.#drop('cell-replay');
     const { keys } = entry;
-    const cell = new Uint8Array(CELL_BYTES);
-    encodeCellInto(cell, 'cell-in', entry.prevId, seq + keys.inboundOffset, addInboundLayer(keys.inboundKey, seq, body));
+    const cell = this.#relayCell;
+    addInboundLayerInto(keys.inboundKey, seq, body, cell, CELL_HEADER_BYTES);
+    encodeCellHeaderInto(cell, 'cell-in', entry.prevId, seq + keys.inboundOffset);
     this.#link.send(entry.prev.address, cell);
     this.#counters.add('cells-relayed');
   }
