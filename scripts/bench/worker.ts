@@ -5,6 +5,7 @@
  * an echo or ack server, a counting sink and a plain UDP client.
  */
 import { performance } from 'node:perf_hooks';
+import { writeHeapSnapshot } from 'node:v8';
 import { parseAddress, systemClock, type UdpAddress } from '@deut/common';
 import { cryptoReady, fromHex, generateKeyPair, toHex } from '@deut/crypto';
 import { Link } from '@deut/link';
@@ -122,6 +123,8 @@ async function deutRole(options: Record<string, unknown>): Promise<{ info: unkno
     handlers: {
       memory: () => Promise.resolve({ ...memory(), transit: node.stats().tunnels.transit, endpoints: node.stats().tunnels.endpoints }),
       stats: () => Promise.resolve(node.stats()),
+      // For finding where transit memory goes (PERFORMANCE.md): a heap snapshot file.
+      snapshot: (args) => Promise.resolve(writeHeapSnapshot(String(args.path))),
     },
   };
 }

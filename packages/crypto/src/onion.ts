@@ -72,6 +72,16 @@ function checkLayer(layer: LayerKey): void {
   }
 }
 
+/** As checkLayer, for a key that is the 32 bytes at `key[keyOffset]` of a longer array. */
+function checkKeyAt(key: Uint8Array, keyOffset: number, v: number): void {
+  if (!Number.isInteger(keyOffset) || keyOffset < 0 || key.length - keyOffset < LAYER_KEY_BYTES) {
+    throw cryptoError('BAD_KEY_LENGTH', `layer key must be ${LAYER_KEY_BYTES} bytes at offset ${keyOffset} of ${key.length}`);
+  }
+  if (!Number.isSafeInteger(v) || v < 0) {
+    throw cryptoError('BAD_SEQUENCE', `sequence value must be an integer in [0, 2^53), got ${v}`);
+  }
+}
+
 function checkBody(body: Uint8Array): void {
   if (body.length !== B) throw cryptoError('BAD_CELL_LENGTH', `cell body must be ${B} bytes, got ${body.length}`);
 }
@@ -139,6 +149,7 @@ function xorInto(dst: Uint8Array, dOff: number, src: Uint8Array, sOff: number, l
  *   these are the caller's bugs, the wire decoder fixes the body size.
  */
 export function peelOutbound(key: Uint8Array, v: number, body: Uint8Array): Uint8Array | null {
+  checkLayer({ key, v });
   const next = new Uint8Array(B);
   return peelOutboundInto(key, v, body, next, 0) ? next : null;
 }
@@ -151,11 +162,11 @@ export function peelOutbound(key: Uint8Array, v: number, body: Uint8Array): Uint
  * @throws DeutError (kind `crypto`) on a wrong key length, sequence value or body length,
  *   or an output too short.
  */
-export function peelOutboundInto(key: Uint8Array, v: number, body: Uint8Array, out: Uint8Array, outOffset: number): boolean {
-  checkLayer({ key, v });
+export function peelOutboundInto(key: Uint8Array, v: number, body: Uint8Array, out: Uint8Array, outOffset: number, keyOffset = 0): boolean {
+  checkKeyAt(key, keyOffset, v);
   checkBody(body);
   if (outOffset < 0 || out.length - outOffset < B) throw cryptoError('BAD_CELL_LENGTH', `output must have room for ${B} bytes`);
-  return peelLayerInto(key, v, body, out, outOffset);
+  return peelLayerInto(key, v, body, out, outOffset, keyOffset);
 }
 
 /**
@@ -262,6 +273,7 @@ export function sealInbound(key: Uint8Array, v: number, plaintext: Uint8Array): 
  * @throws DeutError (kind `crypto`) on a wrong key length, sequence value or body length.
  */
 export function addInboundLayer(key: Uint8Array, v: number, body: Uint8Array): Uint8Array {
+  checkLayer({ key, v });
   const out = new Uint8Array(B);
   addInboundLayerInto(key, v, body, out, 0);
   return out;
@@ -274,11 +286,11 @@ export function addInboundLayer(key: Uint8Array, v: number, body: Uint8Array): U
  * @throws DeutError (kind `crypto`) on a wrong key length, sequence value or body length,
  *   or an output too short.
  */
-export function addInboundLayerInto(key: Uint8Array, v: number, body: Uint8Array, out: Uint8Array, outOffset: number): void {
-  checkLayer({ key, v });
+export function addInboundLayerInto(key: Uint8Array, v: number, body: Uint8Array, out: Uint8Array, outOffset: number, keyOffset = 0): void {
+  checkKeyAt(key, keyOffset, v);
   checkBody(body);
   if (outOffset < 0 || out.length - outOffset < B) throw cryptoError('BAD_CELL_LENGTH', `output must have room for ${B} bytes`);
-  xorLayerInto(key, v, 1, body, out, outOffset);
+  xorLayerInto(key, v, 1, body, out, outOffset, keyOffset);
 }
 
 /**

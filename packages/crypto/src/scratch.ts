@@ -72,6 +72,12 @@ function writeNoiseNonce(h: Uint8Array, counter: number): void {
   }
 }
 
+/** Copies the 32-byte key at `key[offset]` into the block without making a view of it. */
+function writeKey(h: Uint8Array, key: Uint8Array, offset: number): void {
+  const at = base + KEY;
+  for (let i = 0; i < 32; i++) h[at + i] = key[offset + i]!;
+}
+
 /** nonce = LE64(v) ‖ 0^16, the onion layers' XChaCha20 nonce (PROTOCOL.md §5.2). */
 function writeLayerNonce(h: Uint8Array, v: number): void {
   const at = base + NONCE;
@@ -138,12 +144,13 @@ export function xorHeaderMask(hpKey: Uint8Array, sample: Uint8Array, target: Uin
 
 /**
  * One onion layer's XChaCha20 keystream (nonce LE64(v) ‖ 0^16) from block `block` XORed
- * over `input`, written at `out[outOffset]` (input and out may be the same bytes).
+ * over `input`, written at `out[outOffset]` (input and out may be the same bytes). The key
+ * is the 32 bytes at `key[keyOffset]` (a transit entry keeps both its layer keys in one array).
  */
-export function xorLayerInto(key: Uint8Array, v: number, block: number, input: Uint8Array, out: Uint8Array, outOffset: number): void {
+export function xorLayerInto(key: Uint8Array, v: number, block: number, input: Uint8Array, out: Uint8Array, outOffset: number, keyOffset = 0): void {
   const m = arena();
   const h = heap(m);
-  h.set(key, base + KEY);
+  writeKey(h, key, keyOffset);
   writeLayerNonce(h, v);
   h.set(input, base + MESSAGE);
   m._crypto_stream_xchacha20_xor_ic(base + MESSAGE, base + MESSAGE, input.length, 0, base + NONCE, block, 0, base + KEY);
@@ -154,13 +161,13 @@ export function xorLayerInto(key: Uint8Array, v: number, block: number, input: U
  * Removes one outbound onion layer from `body` = T ‖ Y (PROTOCOL.md §5.2): with the
  * keystream from block 0 (otk = its first 32 bytes, S from byte 64), checks T = MAC(otk, Y)
  * and writes (Y ‖ 0^16) XOR S, `body.length` bytes, at `out[outOffset]`. false, and nothing
- * written, if the tag is wrong.
+ * written, if the tag is wrong. The key is the 32 bytes at `key[keyOffset]`.
  */
-export function peelLayerInto(key: Uint8Array, v: number, body: Uint8Array, out: Uint8Array, outOffset: number): boolean {
+export function peelLayerInto(key: Uint8Array, v: number, body: Uint8Array, out: Uint8Array, outOffset: number, keyOffset = 0): boolean {
   const m = arena();
   const h = heap(m);
   const y = body.length - 16;
-  h.set(key, base + KEY);
+  writeKey(h, key, keyOffset);
   writeLayerNonce(h, v);
   // SPARE holds T ‖ Y for the MAC; MESSAGE holds 0^64 ‖ Y ‖ 0^16, XORed in place.
   h.set(body, base + SPARE);

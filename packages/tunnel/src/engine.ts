@@ -11,8 +11,10 @@ import {
   Counters,
   DeutError,
   ProtocolError,
-  ReplayWindow,
   addressKey,
+  replayCheck,
+  replayMark,
+  replayWindowWords,
   silentLogger,
   systemClock,
   type Clock,
@@ -151,16 +153,23 @@ interface HopEntry {
   readonly handle: number;
   readonly role: 'relay' | 'endpoint';
   readonly prev: LinkPeer;
+  /** Interned: every entry of one neighbour shares the string (see #peerRefs). */
   readonly prevKey: string;
   readonly prevId: TunnelId;
-  next?: PeerCandidate;
+  /** Interned, like prevKey; the next hop's key is only needed while the build is forwarded. */
+  nextAddress?: UdpAddress;
   nextKey?: string;
   nextId?: TunnelId;
-  readonly keys: HopKeys;
+  /** Outbound layer key ‖ inbound layer key: 64 secret bytes in one array. */
+  readonly layerKeys: Uint8Array;
+  readonly outboundOffset: number;
+  readonly inboundOffset: number;
   /** Reply secrets, needed until this hop's reply slot is sent, then wiped and dropped. */
   acceptance: Acceptance | undefined;
-  readonly outWindow: ReplayWindow;
-  readonly inWindow: ReplayWindow;
+  /** Both cell replay windows packed in one array: outbound words, then inbound words. */
+  readonly windows: Uint32Array;
+  outHighest: number;
+  inHighest: number;
   state: 'pending' | 'active';
   /** Pending: when the build gives up; active: when the tunnel expires. */
   deadline: number;
@@ -186,6 +195,10 @@ interface PendingBuild {
 }
 
 const REPLAY_CACHE_LIMIT = 200_000;
+/** Words of one cell replay window, and where the inbound one starts in `HopEntry.windows`. */
+const WINDOW_WORDS = replayWindowWords(CELL_REPLAY_WINDOW);
+const OUTBOUND_KEY = 0;
+const INBOUND_KEY = 32;
 const RELAYER_REPLAY_TTL_MS = TUNNEL_LIFETIME_MS + CLOCK_SKEW_S * 1000;
 const MASTER_REPLAY_TTL_MS = (BUILD_MAX_AGE_S + CLOCK_SKEW_S) * 1000;
 
@@ -221,6 +234,11 @@ export class TunnelEngine {
   readonly #endpoints = new Map<number, HopEntry>();
   /** Build ephemeral keys seen, with the time they may be forgotten. */
   readonly #seenEphemerals = new Map<string, number>();
+  /**
+   * One key string and address object per neighbour, shared by all its transit entries and
+   * counted, so that 100,000 tunnels over a few links do not hold 200,000 copies of them.
+   */
+  readonly #peerRefs = new Map<string, { readonly key: string; readonly address: UdpAddress; refs: number }>();
   /** The cell being relayed (relaying is synchronous, and link.send copies it). */
   readonly #relayCell = new Uint8Array(CELL_BYTES);
   #nextHandle = 1;
@@ -335,7 +353,7 @@ export class TunnelEngine {
     if (entry === undefined || entry.state !== 'active') return false;
     const counter = entry.inboundCounter++;
     const cell = new Uint8Array(CELL_BYTES);
-    encodeCellInto(cell, 'cell-in', entry.prevId, counter, sealInbound(entry.keys.inboundKey, counter, plaintext));
+    encodeCellInto(cell, 'cell-in', entry.prevId, counter, sealInbound(entry.layerKeys.subarray(INBOUND_KEY), counter, plaintext));
     this.#link.send(entry.prev.address, cell);
     this.#counters.add('endpoint-cells-sent');
     return true;
@@ -372,7 +390,7 @@ export class TunnelEngine {
     for (const tunnel of [...this.#owned.values()]) this.destroy(tunnel, 'shutdown');
     for (const entry of [...this.#byUpstream.values()]) {
       this.#sendDestroy(entry.prev.address, 'destroy-in', entry.prevId, 'shutdown');
-      if (entry.next !== undefined && entry.nextId !== undefined) this.#sendDestroy(entry.next.address, 'destroy-out', entry.nextId, 'shutdown');
+      if (entry.nextAddress !== undefined && entry.nextId !== undefined) this.#sendDestroy(entry.nextAddress, 'destroy-out', entry.nextId, 'shutdown');
       this.#remove(entry, 'shutdown');
     }
     for (const pending of [...this.#pendingBuilds.values()]) {
@@ -468,23 +486,32 @@ export class TunnelEngine {
 
   #addEntry(role: 'relay' | 'endpoint', prev: LinkPeer, prevKey: string, prevId: TunnelId, acceptance: Acceptance, lifetimeMs: number): HopEntry {
     const now = this.#clock.now();
+    const { keys } = acceptance;
+    const layerKeys = new Uint8Array(64);
+    layerKeys.set(keys.outboundKey, OUTBOUND_KEY);
+    layerKeys.set(keys.inboundKey, INBOUND_KEY);
+    keys.outboundKey.fill(0);
+    keys.inboundKey.fill(0);
     const entry: HopEntry = {
       handle: this.#nextHandle++,
       role,
       prev,
-      prevKey,
+      prevKey: this.#refPeer(prevKey, prev.address).key,
       prevId,
-      keys: acceptance.keys,
+      layerKeys,
+      outboundOffset: keys.outboundOffset,
+      inboundOffset: keys.inboundOffset,
       acceptance,
-      outWindow: new ReplayWindow(CELL_REPLAY_WINDOW),
-      inWindow: new ReplayWindow(CELL_REPLAY_WINDOW),
+      windows: new Uint32Array(2 * WINDOW_WORDS),
+      outHighest: -1,
+      inHighest: -1,
       state: 'pending',
       deadline: now + BUILD_HOP_TIMEOUT_MS,
       expiresAt: now + lifetimeMs,
       inboundCounter: randomCounterStart(),
       endpointOpen: false,
     };
-    this.#byUpstream.set(`${prevKey}|${prevId}`, entry);
+    this.#byUpstream.set(`${entry.prevKey}|${prevId}`, entry);
     if (role === 'endpoint') this.#endpoints.set(entry.handle, entry);
     return entry;
   }
@@ -496,8 +523,9 @@ export class TunnelEngine {
       return this.#entryReply(entry, { status: 'refused', reason: 'bad-record', endpoint: null }, undefined);
     }
     const nextId = this.#chooseId(nextKey);
-    entry.next = next;
-    entry.nextKey = nextKey;
+    const peer = this.#refPeer(nextKey, next.address);
+    entry.nextAddress = peer.address;
+    entry.nextKey = peer.key;
     entry.nextId = nextId;
     this.#byDownstream.set(`${nextKey}|${nextId}`, entry);
     this.#link.connect(next.address, { expectedKey: next.publicKey }).then(
@@ -638,12 +666,11 @@ export class TunnelEngine {
     const entry = this.#byUpstream.get(key);
     if (entry === undefined) return this.#drop('cell-unknown-tunnel');
     if (entry.state !== 'active') return this.#drop('cell-not-ready');
-    if (!entry.outWindow.check(seq)) return this.#drop('cell-replay');
-    const { keys } = entry;
+    if (!replayCheck(entry.windows, 0, WINDOW_WORDS, entry.outHighest, seq)) return this.#drop('cell-replay');
     if (entry.role === 'endpoint') {
-      const plaintext = openOutbound(keys.outboundKey, seq, body);
+      const plaintext = openOutbound(entry.layerKeys.subarray(OUTBOUND_KEY, OUTBOUND_KEY + 32), seq, body);
       if (plaintext === null) return this.#badCell(entry);
-      entry.outWindow.mark(seq);
+      entry.outHighest = replayMark(entry.windows, 0, WINDOW_WORDS, entry.outHighest, seq);
       this.#counters.add('endpoint-cells-received');
       this.#policy.endpointFrame(this.#endpointView(entry), plaintext);
       return;
@@ -651,10 +678,10 @@ export class TunnelEngine {
     // The layer comes off straight into the forwarded cell's body; link.send copies the
     // cell before it returns, so one buffer serves every relayed cell.
     const cell = this.#relayCell;
-    if (!peelOutboundInto(keys.outboundKey, seq, body, cell, CELL_HEADER_BYTES)) return this.#badCell(entry);
-    entry.outWindow.mark(seq);
-    encodeCellHeaderInto(cell, 'cell-out', entry.nextId!, seq + keys.outboundOffset);
-    this.#link.send(entry.next!.address, cell);
+    if (!peelOutboundInto(entry.layerKeys, seq, body, cell, CELL_HEADER_BYTES, OUTBOUND_KEY)) return this.#badCell(entry);
+    entry.outHighest = replayMark(entry.windows, 0, WINDOW_WORDS, entry.outHighest, seq);
+    encodeCellHeaderInto(cell, 'cell-out', entry.nextId!, seq + entry.outboundOffset);
+    this.#link.send(entry.nextAddress!, cell);
     this.#counters.add('cells-relayed');
   }
 
@@ -671,11 +698,12 @@ export class TunnelEngine {
     const entry = this.#byDownstream.get(key);
     if (entry === undefined) return this.#drop('cell-unknown-tunnel');
     if (entry.state !== 'active') return this.#drop('cell-not-ready');
-    if (!entry.inWindow.mark(seq)) return this.#drop('cell-replay');
-    const { keys } = entry;
+    const inHighest = replayMark(entry.windows, WINDOW_WORDS, WINDOW_WORDS, entry.inHighest, seq);
+    if (inHighest === -2) return this.#drop('cell-replay');
+    entry.inHighest = inHighest;
     const cell = this.#relayCell;
-    addInboundLayerInto(keys.inboundKey, seq, body, cell, CELL_HEADER_BYTES);
-    encodeCellHeaderInto(cell, 'cell-in', entry.prevId, seq + keys.inboundOffset);
+    addInboundLayerInto(entry.layerKeys, seq, body, cell, CELL_HEADER_BYTES, INBOUND_KEY);
+    encodeCellHeaderInto(cell, 'cell-in', entry.prevId, seq + entry.inboundOffset);
     this.#link.send(entry.prev.address, cell);
     this.#counters.add('cells-relayed');
   }
@@ -684,7 +712,7 @@ export class TunnelEngine {
   #badCell(entry: HopEntry): void {
     this.#drop('cell-bad-tag');
     this.#sendDestroy(entry.prev.address, 'destroy-in', entry.prevId, 'bad-cell');
-    if (entry.next !== undefined && entry.nextId !== undefined) this.#sendDestroy(entry.next.address, 'destroy-out', entry.nextId, 'bad-cell');
+    if (entry.nextAddress !== undefined && entry.nextId !== undefined) this.#sendDestroy(entry.nextAddress, 'destroy-out', entry.nextId, 'bad-cell');
     this.#remove(entry, 'bad-cell');
   }
 
@@ -693,7 +721,7 @@ export class TunnelEngine {
   #onDestroyOut(key: string): void {
     const entry = this.#byUpstream.get(key);
     if (entry === undefined) return this.#drop('destroy-unknown-tunnel');
-    if (entry.next !== undefined && entry.nextId !== undefined) this.#sendDestroy(entry.next.address, 'destroy-out', entry.nextId, 'closed');
+    if (entry.nextAddress !== undefined && entry.nextId !== undefined) this.#sendDestroy(entry.nextAddress, 'destroy-out', entry.nextId, 'closed');
     this.#remove(entry, 'closed');
     this.#counters.add('destroys-received');
   }
@@ -715,8 +743,8 @@ export class TunnelEngine {
 
   #onNeighbourLost(peerKey: string): void {
     for (const entry of [...this.#byUpstream.values()]) {
-      if (entry.prevKey === peerKey && entry.next !== undefined && entry.nextId !== undefined) {
-        this.#sendDestroy(entry.next.address, 'destroy-out', entry.nextId, 'neighbour-lost');
+      if (entry.prevKey === peerKey && entry.nextAddress !== undefined && entry.nextId !== undefined) {
+        this.#sendDestroy(entry.nextAddress, 'destroy-out', entry.nextId, 'neighbour-lost');
         this.#remove(entry, 'neighbour-lost');
       } else if (entry.nextKey === peerKey) {
         this.#sendDestroy(entry.prev.address, 'destroy-in', entry.prevId, 'neighbour-lost');
@@ -734,11 +762,18 @@ export class TunnelEngine {
 
   #remove(entry: HopEntry, reason: DestroyReason): void {
     const upKey = `${entry.prevKey}|${entry.prevId}`;
-    if (this.#byUpstream.get(upKey) === entry) this.#byUpstream.delete(upKey);
+    if (this.#byUpstream.get(upKey) === entry) {
+      this.#byUpstream.delete(upKey);
+      this.#unrefPeer(entry.prevKey);
+      entry.layerKeys.fill(0);
+    }
     if (this.#endpoints.get(entry.handle) === entry) this.#endpoints.delete(entry.handle);
     if (entry.nextKey !== undefined && entry.nextId !== undefined) {
       const downKey = `${entry.nextKey}|${entry.nextId}`;
-      if (this.#byDownstream.get(downKey) === entry) this.#byDownstream.delete(downKey);
+      if (this.#byDownstream.get(downKey) === entry) {
+        this.#byDownstream.delete(downKey);
+        this.#unrefPeer(entry.nextKey);
+      }
     }
     if (entry.endpointOpen) {
       entry.endpointOpen = false;
@@ -795,6 +830,22 @@ export class TunnelEngine {
       const key = `${peerKey}|${id}`;
       if (!this.#byDownstream.has(key) && !this.#owned.has(key) && !this.#pendingBuilds.has(key)) return id;
     }
+  }
+
+  /** The shared key string and address of a neighbour, counting one more entry that uses them. */
+  #refPeer(key: string, address: UdpAddress): { readonly key: string; readonly address: UdpAddress; refs: number } {
+    let peer = this.#peerRefs.get(key);
+    if (peer === undefined) {
+      peer = { key, address: { host: address.host, port: address.port }, refs: 0 };
+      this.#peerRefs.set(key, peer);
+    }
+    peer.refs++;
+    return peer;
+  }
+
+  #unrefPeer(key: string): void {
+    const peer = this.#peerRefs.get(key);
+    if (peer !== undefined && --peer.refs === 0) this.#peerRefs.delete(key);
   }
 
   #entryByHandle(tunnel: EndpointTunnel): HopEntry | undefined {
