@@ -157,9 +157,9 @@ interface HopEntry {
   readonly prevKey: string;
   readonly prevId: TunnelId;
   /** Interned, like prevKey; the next hop's key is only needed while the build is forwarded. */
-  nextAddress?: UdpAddress;
-  nextKey?: string;
-  nextId?: TunnelId;
+  nextAddress: UdpAddress | undefined;
+  nextKey: string | undefined;
+  nextId: TunnelId | undefined;
   /** Outbound layer key ‖ inbound layer key: 64 secret bytes in one array. */
   readonly layerKeys: Uint8Array;
   readonly outboundOffset: number;
@@ -177,6 +177,15 @@ interface HopEntry {
   /** Endpoint only: counter of cells sent toward the master. */
   inboundCounter: number;
   endpointOpen: boolean;
+}
+
+/** What the transit entries of one neighbour share (see TunnelEngine.#peerRefs). */
+interface PeerRef {
+  readonly key: string;
+  readonly address: UdpAddress;
+  /** The neighbour as the upstream of entries, as last seen (session and key). */
+  upstream: LinkPeer | undefined;
+  refs: number;
 }
 
 interface PendingBuild {
@@ -199,6 +208,7 @@ const REPLAY_CACHE_LIMIT = 200_000;
 const WINDOW_WORDS = replayWindowWords(CELL_REPLAY_WINDOW);
 const OUTBOUND_KEY = 0;
 const INBOUND_KEY = 32;
+const ENTRY_KEY_BYTES = 64;
 const RELAYER_REPLAY_TTL_MS = TUNNEL_LIFETIME_MS + CLOCK_SKEW_S * 1000;
 const MASTER_REPLAY_TTL_MS = (BUILD_MAX_AGE_S + CLOCK_SKEW_S) * 1000;
 
@@ -238,7 +248,7 @@ export class TunnelEngine {
    * One key string and address object per neighbour, shared by all its transit entries and
    * counted, so that 100,000 tunnels over a few links do not hold 200,000 copies of them.
    */
-  readonly #peerRefs = new Map<string, { readonly key: string; readonly address: UdpAddress; refs: number }>();
+  readonly #peerRefs = new Map<string, PeerRef>();
   /** The cell being relayed (relaying is synchronous, and link.send copies it). */
   readonly #relayCell = new Uint8Array(CELL_BYTES);
   #nextHandle = 1;
@@ -487,22 +497,32 @@ export class TunnelEngine {
   #addEntry(role: 'relay' | 'endpoint', prev: LinkPeer, prevKey: string, prevId: TunnelId, acceptance: Acceptance, lifetimeMs: number): HopEntry {
     const now = this.#clock.now();
     const { keys } = acceptance;
-    const layerKeys = new Uint8Array(64);
+    // One buffer per entry behind both views: the keys, then the replay windows.
+    const buffer = new ArrayBuffer(ENTRY_KEY_BYTES + 2 * WINDOW_WORDS * 4);
+    const layerKeys = new Uint8Array(buffer, 0, ENTRY_KEY_BYTES);
     layerKeys.set(keys.outboundKey, OUTBOUND_KEY);
     layerKeys.set(keys.inboundKey, INBOUND_KEY);
     keys.outboundKey.fill(0);
     keys.inboundKey.fill(0);
+    const peer = this.#refPeer(prevKey, prev.address);
+    // The same neighbour on the same session is one LinkPeer for all its entries.
+    const sameUpstream = peer.upstream !== undefined && peer.upstream.sessionId === prev.sessionId && peer.upstream.publicKey === prev.publicKey;
+    if (!sameUpstream) peer.upstream = prev;
     const entry: HopEntry = {
       handle: this.#nextHandle++,
       role,
-      prev,
-      prevKey: this.#refPeer(prevKey, prev.address).key,
+      prev: peer.upstream ?? prev,
+      prevKey: peer.key,
       prevId,
+      // Set when the build is forwarded; present from the start so entries keep one shape.
+      nextAddress: undefined,
+      nextKey: undefined,
+      nextId: undefined,
       layerKeys,
       outboundOffset: keys.outboundOffset,
       inboundOffset: keys.inboundOffset,
       acceptance,
-      windows: new Uint32Array(2 * WINDOW_WORDS),
+      windows: new Uint32Array(buffer, ENTRY_KEY_BYTES, 2 * WINDOW_WORDS),
       outHighest: -1,
       inHighest: -1,
       state: 'pending',
@@ -833,10 +853,10 @@ export class TunnelEngine {
   }
 
   /** The shared key string and address of a neighbour, counting one more entry that uses them. */
-  #refPeer(key: string, address: UdpAddress): { readonly key: string; readonly address: UdpAddress; refs: number } {
+  #refPeer(key: string, address: UdpAddress): PeerRef {
     let peer = this.#peerRefs.get(key);
     if (peer === undefined) {
-      peer = { key, address: { host: address.host, port: address.port }, refs: 0 };
+      peer = { key, address: { host: address.host, port: address.port }, upstream: undefined, refs: 0 };
       this.#peerRefs.set(key, peer);
     }
     peer.refs++;
