@@ -42,10 +42,10 @@ async function lookups(nodes: readonly DhtNode[], label: string, count: number, 
   return { ms: median(durations), calls: calls / count };
 }
 
-/** Row 6 at one mesh size (100 nodes, 30 in a quick run). */
+/** Row 6 at one mesh size (100 nodes, 20 in a quick run). */
 export async function dhtRow(config: BenchConfig): Promise<RowResult[]> {
-  const size = config.quick ? 30 : 100;
-  const perRun = config.quick ? 30 : 100;
+  const size = config.quick ? 20 : 100;
+  const perRun = config.quick ? 20 : 100;
   const started = performance.now();
   const net = await createTestnet({ transport: 'udp', relays: 12, masters: size, tunnels: 3, master: { dht: true } });
   const sockets: dgram.Socket[] = [];

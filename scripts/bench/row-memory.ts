@@ -68,7 +68,7 @@ function perTunnel(tunnels: number, now: Memory, base: Memory): { tunnels: numbe
 /** Row 4: relayed tunnels at three sizes, endpoint tunnels at two or three. */
 export async function memoryRow(config: BenchConfig): Promise<RowResult[]> {
   const rows: RowResult[] = [];
-  const endpointSizes = config.quick ? [500, 1_000, 2_000] : [1_000, 5_000, 10_000];
+  const endpointSizes = config.quick ? [250, 500, 1_000] : [1_000, 5_000, 10_000];
   const real = await grow(endpointSizes, false, config);
   const relayPoints = real.points.map((p) => perTunnel(p.tunnels, p.relay, real.base.relay));
   if (!config.quick) {

@@ -28,8 +28,8 @@ interface BulkResult {
 
 /** Rows 2 (p50, p99) and 5. */
 export async function pathRows(config: BenchConfig): Promise<RowResult[]> {
-  const requests = config.quick ? 300 : 1_000;
-  const messages = config.quick ? 200 : 600;
+  const requests = config.quick ? 200 : 1_000;
+  const messages = config.quick ? 100 : 600;
   const workers: Worker[] = [];
   const start = async (role: string, options: Record<string, unknown> = {}): Promise<Worker> => {
     const worker = await startWorker(role, options);

@@ -36,7 +36,7 @@ async function measure(sender: Worker, sink: Worker, to: string, cells: number, 
 /** Row 1 at three sizes: tunnels the relay carries, the cells spread over all of them. */
 export async function relayRow(config: BenchConfig): Promise<RowResult[]> {
   const sizes = config.quick ? [1, 10, 100] : [1, 100, 1_000];
-  const cells = config.quick ? 15_000 : 40_000;
+  const cells = config.quick ? 8_000 : 40_000;
   const rows: RowResult[] = [];
   const baselineWorkers: Worker[] = [];
   try {

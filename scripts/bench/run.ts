@@ -25,20 +25,21 @@ const argv = await yargs(hideBin(process.argv))
   .scriptName('npm run bench --')
   .option('quick', { type: 'boolean', default: false, describe: 'smoke run: small sizes, under 2 minutes' })
   .option('rows', { type: 'string', default: '1,2,3,4,5,6', describe: 'comma-separated rows to run' })
-  .option('runs', { type: 'number', default: 5, describe: 'alternating runs per figure' })
+  .option('runs', { type: 'number', describe: 'alternating runs per figure (default 5; 3 with --quick)' })
   .option('out', { type: 'string', default: 'bench/results', describe: 'directory of the JSON results' })
   .strict()
   .parse();
 
 const wanted = new Set(argv.rows.split(',').map((s) => Number(s.trim())));
 for (const row of wanted) if (!(row >= 1 && row <= 6)) throw new Error(`no row ${row}: rows are 1..6`);
-if (!Number.isInteger(argv.runs) || argv.runs < 1) throw new Error('--runs must be a positive integer');
+const runs = argv.runs ?? (argv.quick ? 3 : 5);
+if (!Number.isInteger(runs) || runs < 1) throw new Error('--runs must be a positive integer');
 
 const began = performance.now();
 const startedAt = new Date().toISOString();
 const config: BenchConfig = {
   quick: argv.quick,
-  runs: argv.runs,
+  runs,
   log: (line) => process.stderr.write(`[${((performance.now() - began) / 1000).toFixed(0).padStart(4)} s] ${line}\n`),
 };
 await cryptoReady();
@@ -60,5 +61,5 @@ const seconds = (performance.now() - began) / 1000;
 const table = formatTable(rows);
 console.log(table);
 for (const r of rows) if (r.note !== undefined) console.log(`- row ${r.row} ${r.name}${r.size === '' ? '' : ` @ ${r.size}`}: ${r.note}`);
-const path = await writeResults(argv.out, { startedAt, seconds, quick: argv.quick, runs: argv.runs, node: process.version, cpus: cpus().length, rows });
-console.log(`\n${argv.quick ? 'quick' : 'full'} run, ${argv.runs} alternating runs per figure, ${seconds.toFixed(0)} s; results in ${path}`);
+const path = await writeResults(argv.out, { startedAt, seconds, quick: argv.quick, runs, node: process.version, cpus: cpus().length, rows });
+console.log(`\n${argv.quick ? 'quick' : 'full'} run, ${runs} alternating runs per figure, ${seconds.toFixed(0)} s; results in ${path}`);
