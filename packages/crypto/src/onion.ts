@@ -15,12 +15,12 @@
  * replay windows of §5.3 guarantee it, and keystream reuse would leak plaintext XORs.
  *
  * Every function here expects libsodium to be initialised: callers must have awaited
- * `sodium.ready` (the package's ready function does so).
+ * `sodium.ready` (the package's ready function does so). The ciphers run on reused
+ * libsodium memory (scratch.ts): same bytes as the wrappers, without their copies.
  */
-import sodium from 'libsodium-wrappers-sumo';
 import { bugError, cryptoError } from '@deut/common';
 import { fillRandomBytes } from './bytes.js';
-import { peelLayerInto, xorLayerInto } from './scratch.js';
+import { macInto, peelLayerInto, xorLayerInto } from './scratch.js';
 
 /** Bytes in every cell body, whatever the direction or path length. */
 export const CELL_BODY_BYTES = 1160;
@@ -49,19 +49,8 @@ const TAG = LAYER_TAG_BYTES;
 const Y_BYTES = B - TAG;
 // S starts at keystream block 1; block 0 holds the one-time MAC key.
 const BLOCK = 64;
-const OTK_BYTES = 32;
 // Input for a bare keystream (block 0 for otk, then S); only ever read.
 const ZERO_INPUT = new Uint8Array(BLOCK + B);
-
-// Scratch nonce: safe to share because every use is synchronous and the wrapper copies it.
-const nonceScratch = new Uint8Array(24);
-const nonceView = new DataView(nonceScratch.buffer);
-
-function nonceFor(v: number): Uint8Array {
-  nonceView.setUint32(0, v >>> 0, true);
-  nonceView.setUint32(4, Math.floor(v / 0x1_0000_0000), true);
-  return nonceScratch;
-}
 
 function checkLayer(layer: LayerKey): void {
   if (layer.key.length !== LAYER_KEY_BYTES) {
@@ -107,7 +96,9 @@ function checkHops(hops: readonly LayerKey[]): void {
  * (output bytes 0..32) and the layer (output from byte 64 on).
  */
 function streamFromBlock0(layer: LayerKey, input: Uint8Array): Uint8Array {
-  return sodium.crypto_stream_xchacha20_xor_ic(input, nonceFor(layer.v), 0, layer.key);
+  const out = new Uint8Array(input.length);
+  xorLayerInto(layer.key, layer.v, 0, input, out, 0);
+  return out;
 }
 
 
@@ -182,8 +173,7 @@ export function openOutbound(key: Uint8Array, v: number, body: Uint8Array): Uint
 
 /** Writes MAC(otk, Y) before the Y of the body that starts at `start` in `work`. */
 function sealTag(work: Uint8Array, start: number, stream: Uint8Array): void {
-  const tag = sodium.crypto_onetimeauth(work.subarray(start + TAG, start + B), stream.subarray(0, OTK_BYTES));
-  work.set(tag, start);
+  macInto(stream, 0, work.subarray(start + TAG, start + B), work, start);
 }
 
 /**
@@ -259,7 +249,7 @@ export function sealInbound(key: Uint8Array, v: number, plaintext: Uint8Array): 
   const out = streamFromBlock0(layer, work);
   const y = out.subarray(BLOCK);
   const body = new Uint8Array(B);
-  body.set(sodium.crypto_onetimeauth(y, out.subarray(0, OTK_BYTES)), 0);
+  macInto(out, 0, y, body, 0);
   body.set(y, TAG);
   work.fill(0);
   out.fill(0);

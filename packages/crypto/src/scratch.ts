@@ -180,6 +180,19 @@ export function peelLayerInto(key: Uint8Array, v: number, body: Uint8Array, out:
   return ok;
 }
 
+/**
+ * Poly1305 of `message` under the one-time key at `otk[otkOffset..+32)`, written as 16
+ * bytes at `out[outOffset]` (out may overlap neither input's bytes that are still needed).
+ */
+export function macInto(otk: Uint8Array, otkOffset: number, message: Uint8Array, out: Uint8Array, outOffset: number): void {
+  const m = arena();
+  const h = heap(m);
+  writeKey(h, otk, otkOffset);
+  h.set(message, base + MESSAGE);
+  m._crypto_onetimeauth(base + MASK, base + MESSAGE, message.length, 0, base + KEY);
+  out.set(h.subarray(base + MASK, base + MASK + 16), outOffset);
+}
+
 /** Overwrites the whole block (keys, plaintexts): for shutdown and tests. */
 export function wipeScratch(): void {
   if (raw === undefined) return;
