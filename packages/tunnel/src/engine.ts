@@ -67,6 +67,7 @@ import {
   TUNNEL_TICK_MS,
 } from './constants.js';
 import { OwnedTunnel, randomCounterStart, type PathHop } from './owned-tunnel.js';
+import { PeerIdMap } from './peer-id-map.js';
 
 /** Reasons a hop refuses a build (PROTOCOL.md §4.3), as named by @deut/wire. */
 export type RefusalReason = BuildRefusalReason;
@@ -234,9 +235,9 @@ export class TunnelEngine {
   readonly #maxTransit: number;
   readonly #counters = new Counters();
   /** Hop entries by (upstream peer, id chosen by it). */
-  readonly #byUpstream = new Map<string, HopEntry>();
+  readonly #byUpstream = new PeerIdMap<HopEntry>();
   /** Hop entries by (downstream peer, id we chose). */
-  readonly #byDownstream = new Map<string, HopEntry>();
+  readonly #byDownstream = new PeerIdMap<HopEntry>();
   /** Our own tunnels by (first hop, id we chose). */
   readonly #owned = new Map<string, OwnedTunnel>();
   readonly #pendingBuilds = new Map<string, PendingBuild>();
@@ -418,26 +419,26 @@ export class TunnelEngine {
     const fromKey = addressKey(from.address);
     switch (message.type) {
       case 'cell-out':
-        return this.#onCellOut(`${fromKey}|${message.tunnelId}`, message.seq, message.body);
+        return this.#onCellOut(fromKey, message.tunnelId, message.seq, message.body);
       case 'cell-in':
-        return this.#onCellIn(`${fromKey}|${message.tunnelId}`, message.seq, message.body);
+        return this.#onCellIn(fromKey, message.tunnelId, message.seq, message.body);
       case 'build-request':
         return this.#onBuildRequest(from, fromKey, message.tunnelId, message.records);
       case 'build-request-relayer':
         return this.#onRelayerBuildRequest(from, fromKey, message.tunnelId, message.ttl, message.ephemeralKey);
       case 'build-response':
-        return this.#onBuildResponse(`${fromKey}|${message.tunnelId}`, message.slots);
+        return this.#onBuildResponse(fromKey, message.tunnelId, message.slots);
       case 'destroy-out':
-        return this.#onDestroyOut(`${fromKey}|${message.tunnelId}`);
+        return this.#onDestroyOut(fromKey, message.tunnelId);
       case 'destroy-in':
-        return this.#onDestroyIn(`${fromKey}|${message.tunnelId}`, message.reason);
+        return this.#onDestroyIn(fromKey, message.tunnelId, message.reason);
     }
   }
 
   // ---- builds at a hop -------------------------------------------------------------------
 
   #onBuildRequest(from: LinkPeer, fromKey: string, prevId: TunnelId, records: Uint8Array): void {
-    if (this.#byUpstream.has(`${fromKey}|${prevId}`)) return this.#drop('build-duplicate-id');
+    if (this.#byUpstream.has(fromKey, prevId)) return this.#drop('build-duplicate-id');
     if (!this.#policy.allowBuildFrom(from)) return this.#drop('build-rate-limited');
     const opened = openRecord(this.#identity, records);
     if (opened === null) return this.#drop('build-bad-record');
@@ -460,7 +461,7 @@ export class TunnelEngine {
   }
 
   #onRelayerBuildRequest(from: LinkPeer, fromKey: string, prevId: TunnelId, ttl: number, ephemeral: Uint8Array): void {
-    if (this.#byUpstream.has(`${fromKey}|${prevId}`)) return this.#drop('build-duplicate-id');
+    if (this.#byUpstream.has(fromKey, prevId)) return this.#drop('build-duplicate-id');
     if (!this.#policy.allowBuildFrom(from)) return this.#drop('build-rate-limited');
     if (!this.#rememberEphemeral(ephemeral, RELAYER_REPLAY_TTL_MS)) return this.#drop('build-replay');
     const hop = acceptRelayerHop(ephemeral);
@@ -531,7 +532,7 @@ export class TunnelEngine {
       inboundCounter: randomCounterStart(),
       endpointOpen: false,
     };
-    this.#byUpstream.set(`${entry.prevKey}|${prevId}`, entry);
+    this.#byUpstream.set(entry.prevKey, prevId, entry);
     if (role === 'endpoint') this.#endpoints.set(entry.handle, entry);
     return entry;
   }
@@ -547,15 +548,15 @@ export class TunnelEngine {
     entry.nextAddress = peer.address;
     entry.nextKey = peer.key;
     entry.nextId = nextId;
-    this.#byDownstream.set(`${nextKey}|${nextId}`, entry);
+    this.#byDownstream.set(peer.key, nextId, entry);
     this.#link.connect(next.address, { expectedKey: next.publicKey }).then(
       () => {
-        if (this.#byDownstream.get(`${nextKey}|${nextId}`) !== entry || entry.state !== 'pending') return;
+        if (this.#byDownstream.get(nextKey, nextId) !== entry || entry.state !== 'pending') return;
         this.#link.send(next.address, encodeTunnelMessage(request(nextId)));
         this.#counters.add('builds-forwarded');
       },
       () => {
-        if (this.#byDownstream.get(`${nextKey}|${nextId}`) !== entry || entry.state !== 'pending') return;
+        if (this.#byDownstream.get(nextKey, nextId) !== entry || entry.state !== 'pending') return;
         this.#counters.add('build-refused-next-hop-unreachable');
         this.#remove(entry, 'closed');
         this.#entryReply(entry, { status: 'refused', reason: 'next-hop-unreachable', endpoint: null }, undefined);
@@ -567,7 +568,7 @@ export class TunnelEngine {
     const tunnel = this.#endpointView(entry);
     this.#policy.openEndpoint(tunnel).then(
       (result) => {
-        if (this.#byUpstream.get(`${entry.prevKey}|${entry.prevId}`) !== entry) {
+        if (this.#byUpstream.get(entry.prevKey, entry.prevId) !== entry) {
           // Torn down while the port was being bound: give it back.
           if (typeof result !== 'string') this.#policy.closeEndpoint(tunnel, 'closed');
           return;
@@ -584,17 +585,17 @@ export class TunnelEngine {
       },
       (error: unknown) => {
         this.#logger.error('tunnel: endpoint setup failed', { error: String(error) });
-        if (this.#byUpstream.get(`${entry.prevKey}|${entry.prevId}`) !== entry) return;
+        if (this.#byUpstream.get(entry.prevKey, entry.prevId) !== entry) return;
         this.#remove(entry, 'closed');
         this.#entryReply(entry, { status: 'refused', reason: 'exit-policy', endpoint: null }, undefined);
       },
     );
   }
 
-  #onBuildResponse(key: string, slots: Uint8Array): void {
-    const pending = this.#pendingBuilds.get(key);
+  #onBuildResponse(fromKey: string, id: TunnelId, slots: Uint8Array): void {
+    const pending = this.#pendingBuilds.get(`${fromKey}|${id}`);
     if (pending !== undefined) return this.#onOwnBuildResponse(pending, slots);
-    const entry = this.#byDownstream.get(key);
+    const entry = this.#byDownstream.get(fromKey, id);
     if (entry === undefined || entry.state !== 'pending') return this.#drop('build-response-unknown');
     this.#activate(entry);
     this.#entryReply(entry, { status: 'accepted', reason: 'none', endpoint: null }, slots);
@@ -682,8 +683,8 @@ export class TunnelEngine {
 
   // ---- cells -----------------------------------------------------------------------------
 
-  #onCellOut(key: string, seq: number, body: Uint8Array): void {
-    const entry = this.#byUpstream.get(key);
+  #onCellOut(fromKey: string, id: TunnelId, seq: number, body: Uint8Array): void {
+    const entry = this.#byUpstream.get(fromKey, id);
     if (entry === undefined) return this.#drop('cell-unknown-tunnel');
     if (entry.state !== 'active') return this.#drop('cell-not-ready');
     if (!replayCheck(entry.windows, 0, WINDOW_WORDS, entry.outHighest, seq)) return this.#drop('cell-replay');
@@ -705,9 +706,13 @@ export class TunnelEngine {
     this.#counters.add('cells-relayed');
   }
 
-  #onCellIn(key: string, seq: number, body: Uint8Array): void {
-    const tunnel = this.#owned.get(key);
-    if (tunnel !== undefined) {
+  #onCellIn(fromKey: string, id: TunnelId, seq: number, body: Uint8Array): void {
+    // Ids are unique across our tables toward one neighbour (#chooseId), so the relay's
+    // table is asked first and a relayed cell never builds the owned tables' key string.
+    const entry = this.#byDownstream.get(fromKey, id);
+    if (entry === undefined) {
+      const tunnel = this.#owned.get(`${fromKey}|${id}`);
+      if (tunnel === undefined) return this.#drop('cell-unknown-tunnel');
       const result = tunnel.openCell(seq, body);
       if (result === 'replay') return this.#drop('cell-replay');
       if (result === 'bad-tag') return this.#drop('cell-bad-tag');
@@ -715,8 +720,6 @@ export class TunnelEngine {
       this.onTunnelFrame(tunnel, result);
       return;
     }
-    const entry = this.#byDownstream.get(key);
-    if (entry === undefined) return this.#drop('cell-unknown-tunnel');
     if (entry.state !== 'active') return this.#drop('cell-not-ready');
     const inHighest = replayMark(entry.windows, WINDOW_WORDS, WINDOW_WORDS, entry.inHighest, seq);
     if (inHighest === -2) return this.#drop('cell-replay');
@@ -738,15 +741,16 @@ export class TunnelEngine {
 
   // ---- teardown --------------------------------------------------------------------------
 
-  #onDestroyOut(key: string): void {
-    const entry = this.#byUpstream.get(key);
+  #onDestroyOut(fromKey: string, id: TunnelId): void {
+    const entry = this.#byUpstream.get(fromKey, id);
     if (entry === undefined) return this.#drop('destroy-unknown-tunnel');
     if (entry.nextAddress !== undefined && entry.nextId !== undefined) this.#sendDestroy(entry.nextAddress, 'destroy-out', entry.nextId, 'closed');
     this.#remove(entry, 'closed');
     this.#counters.add('destroys-received');
   }
 
-  #onDestroyIn(key: string, reasonCode: number): void {
+  #onDestroyIn(fromKey: string, id: TunnelId, reasonCode: number): void {
+    const key = `${fromKey}|${id}`;
     const tunnel = this.#owned.get(key);
     if (tunnel !== undefined) {
       this.#owned.delete(key);
@@ -754,7 +758,7 @@ export class TunnelEngine {
       this.onTunnelClosed(tunnel, destroyReasonName(reasonCode));
       return;
     }
-    const entry = this.#byDownstream.get(key);
+    const entry = this.#byDownstream.get(fromKey, id);
     if (entry === undefined) return this.#drop('destroy-unknown-tunnel');
     this.#sendDestroy(entry.prev.address, 'destroy-in', entry.prevId, 'closed');
     this.#remove(entry, 'closed');
@@ -781,17 +785,15 @@ export class TunnelEngine {
   }
 
   #remove(entry: HopEntry, reason: DestroyReason): void {
-    const upKey = `${entry.prevKey}|${entry.prevId}`;
-    if (this.#byUpstream.get(upKey) === entry) {
-      this.#byUpstream.delete(upKey);
+    if (this.#byUpstream.get(entry.prevKey, entry.prevId) === entry) {
+      this.#byUpstream.delete(entry.prevKey, entry.prevId);
       this.#unrefPeer(entry.prevKey);
       entry.layerKeys.fill(0);
     }
     if (this.#endpoints.get(entry.handle) === entry) this.#endpoints.delete(entry.handle);
     if (entry.nextKey !== undefined && entry.nextId !== undefined) {
-      const downKey = `${entry.nextKey}|${entry.nextId}`;
-      if (this.#byDownstream.get(downKey) === entry) {
-        this.#byDownstream.delete(downKey);
+      if (this.#byDownstream.get(entry.nextKey, entry.nextId) === entry) {
+        this.#byDownstream.delete(entry.nextKey, entry.nextId);
         this.#unrefPeer(entry.nextKey);
       }
     }
@@ -848,7 +850,7 @@ export class TunnelEngine {
       const bytes = randomBytes(4);
       const id = tunnelId(((bytes[0]! << 24) | (bytes[1]! << 16) | (bytes[2]! << 8) | bytes[3]!) >>> 0);
       const key = `${peerKey}|${id}`;
-      if (!this.#byDownstream.has(key) && !this.#owned.has(key) && !this.#pendingBuilds.has(key)) return id;
+      if (!this.#byDownstream.has(peerKey, id) && !this.#owned.has(key) && !this.#pendingBuilds.has(key)) return id;
     }
   }
 
