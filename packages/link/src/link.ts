@@ -238,10 +238,12 @@ export class Link extends EventEmitter<LinkEvents> {
     if (payload.length > MAX_LINK_PAYLOAD) throw new RangeError(`link payload over ${MAX_LINK_PAYLOAD} bytes`);
     const peer = this.#peerFor(to, options);
     if (peer === undefined) return;
-    const session = this.#sendingSession(peer);
+    // One clock reading per send: the session choice and the rekey check share it.
+    const now = this.#clock.now();
+    const session = this.#sendingSession(peer, now);
     if (session !== undefined) {
       this.#transmit(peer, session, payload);
-      this.#maybeRekey(peer, session);
+      this.#maybeRekey(peer, session, now);
       return;
     }
     if (peer.queue.length >= LINK_SEND_QUEUE) {
@@ -257,7 +259,7 @@ export class Link extends EventEmitter<LinkEvents> {
     this.#assertOpen();
     const peer = this.#peerFor(to, options);
     if (peer === undefined) return Promise.reject(timeoutError('LINK_PEER_CAP', 'too many link peers'));
-    const session = this.#sendingSession(peer);
+    const session = this.#sendingSession(peer, this.#clock.now());
     if (session !== undefined) return Promise.resolve(this.#info(peer, session));
     return new Promise((resolve, reject) => {
       peer.waiters.push({ resolve, reject });
@@ -398,7 +400,9 @@ export class Link extends EventEmitter<LinkEvents> {
     const handler = this.#handler;
     if (handler === undefined) return this.#drop('no-handler');
     try {
-      handler(frame.payload, { address: peer.address, publicKey: session.remoteStatic, sessionId: session.sessionId });
+      // One LinkPeer per session, not per datagram: it is immutable, and relays keep it.
+      session.from ??= { address: peer.address, publicKey: session.remoteStatic, sessionId: session.sessionId };
+      handler(frame.payload, session.from);
     } catch (error) {
       this.#counters.add('handler-errors');
       this.#logger.error('link: payload handler threw', { error: String(error) });
@@ -445,14 +449,15 @@ export class Link extends EventEmitter<LinkEvents> {
     for (const payload of queued) this.#transmit(peer, session, payload);
   }
 
-  #sendingSession(peer: PeerState): LinkSession | undefined {
-    const oldest = this.#clock.now() - REJECT_AFTER_MS;
-    return peer.sessions.find((s) => s.confirmed && s.establishedAt > oldest && !s.exhausted);
+  #sendingSession(peer: PeerState, now: number): LinkSession | undefined {
+    const oldest = now - REJECT_AFTER_MS;
+    for (const s of peer.sessions) if (s.confirmed && s.establishedAt > oldest && !s.exhausted) return s;
+    return undefined;
   }
 
-  #maybeRekey(peer: PeerState, session: LinkSession): void {
+  #maybeRekey(peer: PeerState, session: LinkSession, now: number): void {
     if (peer.initiating !== undefined) return;
-    if (this.#clock.now() - session.establishedAt >= REKEY_AFTER_MS || session.sent >= REKEY_AFTER_MESSAGES) {
+    if (now - session.establishedAt >= REKEY_AFTER_MS || session.sent >= REKEY_AFTER_MESSAGES) {
       this.#counters.add('rekeys');
       this.#initiate(peer);
     }

@@ -2,7 +2,7 @@
  * One link session's data datagrams (PROTOCOL.md §3.4): ChaCha20-Poly1305 with an explicit
  * counter, the counter hidden by header protection, and an RFC 6479 replay window.
  */
-import { ReplayWindow } from '@deut/common';
+import { ReplayWindow, type UdpAddress } from '@deut/common';
 import { chachaOpenInto, chachaSealInto, xorHeaderMask } from '@deut/crypto';
 import { DATAGRAM_BYTES, LINK_FRAME_BYTES } from '@deut/wire';
 import { LINK_REPLAY_WINDOW, REJECT_AFTER_MESSAGES } from './constants.js';
@@ -39,6 +39,8 @@ export class LinkSession {
   #received = 0;
   /** Initiator: false until the responder proves it has the keys (PROTOCOL.md §3.3). */
   confirmed: boolean;
+  /** The peer as payload handlers see it on this session, made once by the link. */
+  from: { readonly address: UdpAddress; readonly publicKey: Uint8Array; readonly sessionId: string } | undefined;
 
   constructor(
     keys: SessionKeys,
