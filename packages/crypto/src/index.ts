@@ -8,3 +8,4 @@ export * from './elligator.js';
 export * from './header-protection.js';
 export * from './onion.js';
 export * from './nonce-uses.js';
+export * from './scratch.js';

@@ -28,6 +28,11 @@ export function observeNonceUses(next: ((use: NonceUse) => void) | undefined): (
   return previous;
 }
 
+/** True while an observer is installed: lets a hot path skip building what it would report. */
+export function observingNonceUses(): boolean {
+  return observer !== undefined;
+}
+
 /** Reports one encryption to the observer, if there is one. */
 export function reportNonceUse(kind: NonceUseKind, key: Uint8Array, nonce: Uint8Array): void {
   if (observer !== undefined) observer({ kind, key: key.slice(), nonce: nonce.slice() });

@@ -15,12 +15,13 @@
  * replay windows of §5.3 guarantee it, and keystream reuse would leak plaintext XORs.
  *
  * Every function here expects libsodium to be initialised: callers must have awaited
- * `sodium.ready` (the package's ready function does so).
+ * `sodium.ready` (the package's ready function does so). The ciphers run on reused
+ * libsodium memory (scratch.ts): same bytes as the wrappers, without their copies.
  */
-import sodium from 'libsodium-wrappers-sumo';
 import { bugError, cryptoError } from '@deut/common';
 import { fillRandomBytes } from './bytes.js';
-import { reportNonceUse } from './nonce-uses.js';
+import { observingNonceUses, reportNonceUse } from './nonce-uses.js';
+import { macInto, peelLayerInto, xorLayerInto } from './scratch.js';
 
 /** Bytes in every cell body, whatever the direction or path length. */
 export const CELL_BODY_BYTES = 1160;
@@ -49,18 +50,16 @@ const TAG = LAYER_TAG_BYTES;
 const Y_BYTES = B - TAG;
 // S starts at keystream block 1; block 0 holds the one-time MAC key.
 const BLOCK = 64;
-const OTK_BYTES = 32;
 // Input for a bare keystream (block 0 for otk, then S); only ever read.
 const ZERO_INPUT = new Uint8Array(BLOCK + B);
 
-// Scratch nonce: safe to share because every use is synchronous and the wrapper copies it.
-const nonceScratch = new Uint8Array(24);
-const nonceView = new DataView(nonceScratch.buffer);
-
+/** The XChaCha20 nonce of a layer at sequence value v, built only to report it (nonce-uses.ts). */
 function nonceFor(v: number): Uint8Array {
-  nonceView.setUint32(0, v >>> 0, true);
-  nonceView.setUint32(4, Math.floor(v / 0x1_0000_0000), true);
-  return nonceScratch;
+  const nonce = new Uint8Array(24);
+  const view = new DataView(nonce.buffer);
+  view.setUint32(0, v >>> 0, true);
+  view.setUint32(4, Math.floor(v / 0x1_0000_0000), true);
+  return nonce;
 }
 
 function checkLayer(layer: LayerKey): void {
@@ -69,6 +68,16 @@ function checkLayer(layer: LayerKey): void {
   }
   if (!Number.isSafeInteger(layer.v) || layer.v < 0) {
     throw cryptoError('BAD_SEQUENCE', `sequence value must be an integer in [0, 2^53), got ${layer.v}`);
+  }
+}
+
+/** As checkLayer, for a key that is the 32 bytes at `key[keyOffset]` of a longer array. */
+function checkKeyAt(key: Uint8Array, keyOffset: number, v: number): void {
+  if (!Number.isInteger(keyOffset) || keyOffset < 0 || key.length - keyOffset < LAYER_KEY_BYTES) {
+    throw cryptoError('BAD_KEY_LENGTH', `layer key must be ${LAYER_KEY_BYTES} bytes at offset ${keyOffset} of ${key.length}`);
+  }
+  if (!Number.isSafeInteger(v) || v < 0) {
+    throw cryptoError('BAD_SEQUENCE', `sequence value must be an integer in [0, 2^53), got ${v}`);
   }
 }
 
@@ -97,7 +106,9 @@ function checkHops(hops: readonly LayerKey[]): void {
  * (output bytes 0..32) and the layer (output from byte 64 on).
  */
 function streamFromBlock0(layer: LayerKey, input: Uint8Array): Uint8Array {
-  return sodium.crypto_stream_xchacha20_xor_ic(input, nonceFor(layer.v), 0, layer.key);
+  const out = new Uint8Array(input.length);
+  xorLayerInto(layer.key, layer.v, 0, input, out, 0);
+  return out;
 }
 
 
@@ -126,24 +137,6 @@ function xorInto(dst: Uint8Array, dOff: number, src: Uint8Array, sOff: number, l
 }
 
 /**
- * Checks the tag of `body` under `layer` and returns the keystream-XORed buffer: bytes
- * 0..64 zeroed, bytes 64.. equal to (Y ‖ 0^16) XOR S. Null if the tag is wrong.
- */
-function verifyAndStrip(layer: LayerKey, body: Uint8Array): Uint8Array | null {
-  const work = new Uint8Array(BLOCK + B);
-  const y = body.subarray(TAG);
-  work.set(y, BLOCK);
-  const out = streamFromBlock0(layer, work);
-  const ok = sodium.crypto_onetimeauth_verify(body.subarray(0, TAG), y, out.subarray(0, OTK_BYTES));
-  if (!ok) {
-    out.fill(0);
-    return null;
-  }
-  out.fill(0, 0, BLOCK);
-  return out;
-}
-
-/**
  * Removes one outbound layer, at a relay or at the endpoint: checks T = MAC(otk, Y) in
  * constant time and returns (Y ‖ 0^16) XOR S, the body for the next hop (always
  * {@link CELL_BODY_BYTES} long).
@@ -157,10 +150,24 @@ function verifyAndStrip(layer: LayerKey, body: Uint8Array): Uint8Array | null {
  *   these are the caller's bugs, the wire decoder fixes the body size.
  */
 export function peelOutbound(key: Uint8Array, v: number, body: Uint8Array): Uint8Array | null {
-  const layer = { key, v };
-  checkLayer(layer);
+  checkLayer({ key, v });
+  const next = new Uint8Array(B);
+  return peelOutboundInto(key, v, body, next, 0) ? next : null;
+}
+
+/**
+ * {@link peelOutbound} writing the next body straight into `out[outOffset..+CELL_BODY_BYTES)`
+ * (a relay writes it where the forwarded cell's body goes), on reused libsodium memory.
+ *
+ * @returns false, and nothing written, if the tag does not verify.
+ * @throws DeutError (kind `crypto`) on a wrong key length, sequence value or body length,
+ *   or an output too short.
+ */
+export function peelOutboundInto(key: Uint8Array, v: number, body: Uint8Array, out: Uint8Array, outOffset: number, keyOffset = 0): boolean {
+  checkKeyAt(key, keyOffset, v);
   checkBody(body);
-  return verifyAndStrip(layer, body)?.slice(BLOCK) ?? null;
+  if (outOffset < 0 || out.length - outOffset < B) throw cryptoError('BAD_CELL_LENGTH', `output must have room for ${B} bytes`);
+  return peelLayerInto(key, v, body, out, outOffset, keyOffset);
 }
 
 /**
@@ -171,16 +178,12 @@ export function peelOutbound(key: Uint8Array, v: number, body: Uint8Array): Uint
  * @throws DeutError (kind `crypto`) on a wrong key length, sequence value or body length.
  */
 export function openOutbound(key: Uint8Array, v: number, body: Uint8Array): Uint8Array | null {
-  const layer = { key, v };
-  checkLayer(layer);
-  checkBody(body);
-  return verifyAndStrip(layer, body)?.slice(BLOCK, BLOCK + CELL_PLAINTEXT_BYTES) ?? null;
+  return peelOutbound(key, v, body)?.subarray(0, CELL_PLAINTEXT_BYTES) ?? null;
 }
 
 /** Writes MAC(otk, Y) before the Y of the body that starts at `start` in `work`. */
 function sealTag(work: Uint8Array, start: number, stream: Uint8Array): void {
-  const tag = sodium.crypto_onetimeauth(work.subarray(start + TAG, start + B), stream.subarray(0, OTK_BYTES));
-  work.set(tag, start);
+  macInto(stream, 0, work.subarray(start + TAG, start + B), work, start);
 }
 
 /**
@@ -203,7 +206,7 @@ export function sealOutbound(hops: readonly LayerKey[], plaintext: Uint8Array): 
   checkHops(hops);
   checkPlaintext(plaintext);
   const n = hops.length;
-  for (const hop of hops) reportNonceUse('cell-layer', hop.key, nonceFor(hop.v));
+  if (observingNonceUses()) for (const hop of hops) reportNonceUse('cell-layer', hop.key, nonceFor(hop.v));
   const streams = hops.map((hop) => streamFromBlock0(hop, ZERO_INPUT));
 
   // One buffer holds every X_i: X_i sits at offset 16(i-1), so Y_i = (X_{i+1} XOR S_i)
@@ -251,14 +254,14 @@ export function sealInbound(key: Uint8Array, v: number, plaintext: Uint8Array): 
   const layer = { key, v };
   checkLayer(layer);
   checkPlaintext(plaintext);
-  reportNonceUse('cell-layer', key, nonceFor(v));
+  if (observingNonceUses()) reportNonceUse('cell-layer', key, nonceFor(v));
   const work = new Uint8Array(BLOCK + Y_BYTES);
   work.set(plaintext, BLOCK);
   fillRandomBytes(work.subarray(BLOCK + CELL_PLAINTEXT_BYTES));
   const out = streamFromBlock0(layer, work);
   const y = out.subarray(BLOCK);
   const body = new Uint8Array(B);
-  body.set(sodium.crypto_onetimeauth(y, out.subarray(0, OTK_BYTES)), 0);
+  macInto(out, 0, y, body, 0);
   body.set(y, TAG);
   work.fill(0);
   out.fill(0);
@@ -272,11 +275,25 @@ export function sealInbound(key: Uint8Array, v: number, plaintext: Uint8Array): 
  * @throws DeutError (kind `crypto`) on a wrong key length, sequence value or body length.
  */
 export function addInboundLayer(key: Uint8Array, v: number, body: Uint8Array): Uint8Array {
-  const layer = { key, v };
-  checkLayer(layer);
+  checkLayer({ key, v });
+  const out = new Uint8Array(B);
+  addInboundLayerInto(key, v, body, out, 0);
+  return out;
+}
+
+/**
+ * {@link addInboundLayer} writing into `out[outOffset..+CELL_BODY_BYTES)`, on reused
+ * libsodium memory; `out` may hold `body` itself.
+ *
+ * @throws DeutError (kind `crypto`) on a wrong key length, sequence value or body length,
+ *   or an output too short.
+ */
+export function addInboundLayerInto(key: Uint8Array, v: number, body: Uint8Array, out: Uint8Array, outOffset: number, keyOffset = 0): void {
+  checkKeyAt(key, keyOffset, v);
   checkBody(body);
-  reportNonceUse('cell-layer', key, nonceFor(v));
-  return sodium.crypto_stream_xchacha20_xor_ic(body, nonceFor(v), 1, key);
+  if (outOffset < 0 || out.length - outOffset < B) throw cryptoError('BAD_CELL_LENGTH', `output must have room for ${B} bytes`);
+  if (observingNonceUses()) reportNonceUse('cell-layer', key.subarray(keyOffset, keyOffset + LAYER_KEY_BYTES), nonceFor(v));
+  xorLayerInto(key, v, 1, body, out, outOffset, keyOffset);
 }
 
 /**
@@ -293,10 +310,11 @@ export function addInboundLayer(key: Uint8Array, v: number, body: Uint8Array): U
 export function openInbound(hops: readonly LayerKey[], body: Uint8Array): Uint8Array | null {
   checkHops(hops);
   checkBody(body);
-  let current = body;
+  const current = body.slice();
   for (let i = 0; i < hops.length - 1; i++) {
     const hop = at(hops, i);
-    current = sodium.crypto_stream_xchacha20_xor_ic(current, nonceFor(hop.v), 1, hop.key);
+    xorLayerInto(hop.key, hop.v, 1, current, current, 0);
   }
-  return verifyAndStrip(at(hops, hops.length - 1), current)?.slice(BLOCK, BLOCK + CELL_PLAINTEXT_BYTES) ?? null;
+  const last = at(hops, hops.length - 1);
+  return peelLayerInto(last.key, last.v, current, current, 0) ? current.subarray(0, CELL_PLAINTEXT_BYTES) : null;
 }

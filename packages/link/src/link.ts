@@ -27,9 +27,11 @@ import { constantTimeEqual, cryptoReady, type KeyPair } from '@deut/crypto';
 import type { DatagramSocket } from '@deut/transport';
 import {
   DATAGRAM_BYTES,
+  LINK_FRAME_BYTES,
   MAX_LINK_PAYLOAD,
   decodeLinkFrame,
   encodeLinkFrame,
+  encodeLinkFrameInto,
   type HandshakePayload,
 } from '@deut/wire';
 import {
@@ -206,6 +208,8 @@ export class Link extends EventEmitter<LinkEvents> {
   readonly #cookies: CookieIssuer;
   readonly #peers = new Map<string, PeerState>();
   readonly #counters = new Counters();
+  /** The link frame being sealed (sending is synchronous). */
+  readonly #frame = new Uint8Array(LINK_FRAME_BYTES);
   #pending = 0;
   #handler: LinkPayloadHandler | undefined;
   #timer: TimerHandle | undefined;
@@ -254,6 +258,7 @@ export class Link extends EventEmitter<LinkEvents> {
 
   /**
    * Sends one payload (≤ 1173 bytes) to `to`, starting a handshake if there is no session.
+   * The payload is copied (sealed, or queued) before this returns: the caller may reuse it.
    * Like UDP, it never fails loudly: a payload that cannot be delivered is dropped and
    * counted, and an unreachable peer is reported through the `unreachable` event.
    */
@@ -262,10 +267,12 @@ export class Link extends EventEmitter<LinkEvents> {
     if (payload.length > MAX_LINK_PAYLOAD) throw new RangeError(`link payload over ${MAX_LINK_PAYLOAD} bytes`);
     const peer = this.#peerFor(to, options);
     if (peer === undefined) return;
-    const session = this.#sendingSession(peer);
+    // One clock reading per send: the session choice and the rekey check share it.
+    const now = this.#clock.now();
+    const session = this.#sendingSession(peer, now);
     if (session !== undefined) {
-      this.#transmit(peer, session, payload);
-      this.#maybeRekey(peer, session);
+      this.#transmit(peer, session, payload, now);
+      this.#maybeRekey(peer, session, now);
       return;
     }
     if (peer.queue.length >= LINK_SEND_QUEUE) {
@@ -281,7 +288,7 @@ export class Link extends EventEmitter<LinkEvents> {
     this.#assertOpen();
     const peer = this.#peerFor(to, options);
     if (peer === undefined) return Promise.reject(timeoutError('LINK_PEER_CAP', 'too many link peers'));
-    const session = this.#sendingSession(peer);
+    const session = this.#sendingSession(peer, this.#clock.now());
     if (session !== undefined) return Promise.resolve(this.#info(peer, session));
     return new Promise((resolve, reject) => {
       peer.waiters.push({ resolve, reject });
@@ -309,7 +316,7 @@ export class Link extends EventEmitter<LinkEvents> {
       return;
     }
     if (silentFor < KEEPALIVE_MS || now - peer.lastKeepaliveAt < KEEPALIVE_MS) return;
-    const session = this.#sendingSession(peer);
+    const session = this.#sendingSession(peer, now);
     if (session === undefined) {
       if (peer.initiating === undefined) this.#initiate(peer, true);
       return;
@@ -317,7 +324,7 @@ export class Link extends EventEmitter<LinkEvents> {
     peer.lastKeepaliveAt = now;
     this.#counters.add('liveness-keepalives');
     this.#sendReply(peer, { kind: 'keepalive', session });
-    this.#maybeRekey(peer, session);
+    this.#maybeRekey(peer, session, now);
   }
 
   /** Live sessions, newest first per peer. */
@@ -478,7 +485,7 @@ export class Link extends EventEmitter<LinkEvents> {
       // §3.8: a peer checking on us hears back, unless we spoke to it lately anyway.
       // The keepalive that confirms a new session (§3.3) needs no answer.
       if (wasConfirmed && now - peer.lastSentAt >= KEEPALIVE_MS / 2) {
-        const sending = this.#sendingSession(peer);
+        const sending = this.#sendingSession(peer, now);
         if (sending !== undefined) this.#sendReply(peer, { kind: 'keepalive', session: sending });
       }
       return;
@@ -488,7 +495,9 @@ export class Link extends EventEmitter<LinkEvents> {
     const handler = this.#handler;
     if (handler === undefined) return this.#drop('no-handler');
     try {
-      handler(frame.payload, { address: peer.address, publicKey: session.remoteStatic, sessionId: session.sessionId });
+      // One LinkPeer per session, not per datagram: it is immutable, and relays keep it.
+      session.from ??= { address: peer.address, publicKey: session.remoteStatic, sessionId: session.sessionId };
+      handler(frame.payload, session.from);
     } catch (error) {
       this.#counters.add('handler-errors');
       this.#logger.error('link: payload handler threw', { error: String(error) });
@@ -545,17 +554,19 @@ export class Link extends EventEmitter<LinkEvents> {
     this.emit('session', info);
     for (const waiter of peer.waiters.splice(0)) waiter.resolve(info);
     const queued = peer.queue.splice(0);
-    for (const payload of queued) this.#transmit(peer, session, payload);
+    const now = this.#clock.now();
+    for (const payload of queued) this.#transmit(peer, session, payload, now);
   }
 
-  #sendingSession(peer: PeerState): LinkSession | undefined {
-    const oldest = this.#clock.now() - REJECT_AFTER_MS;
-    return peer.sessions.find((s) => s.confirmed && s.establishedAt > oldest && !s.exhausted);
+  #sendingSession(peer: PeerState, now: number): LinkSession | undefined {
+    const oldest = now - REJECT_AFTER_MS;
+    for (const s of peer.sessions) if (s.confirmed && s.establishedAt > oldest && !s.exhausted) return s;
+    return undefined;
   }
 
-  #maybeRekey(peer: PeerState, session: LinkSession): void {
+  #maybeRekey(peer: PeerState, session: LinkSession, now: number): void {
     if (peer.initiating !== undefined) return;
-    if (this.#clock.now() - session.establishedAt >= REKEY_AFTER_MS || session.sent >= REKEY_AFTER_MESSAGES) {
+    if (now - session.establishedAt >= REKEY_AFTER_MS || session.sent >= REKEY_AFTER_MESSAGES) {
       this.#counters.add('rekeys');
       this.#initiate(peer);
     }
@@ -653,11 +664,14 @@ export class Link extends EventEmitter<LinkEvents> {
     this.#socketSend(reply.session.seal(KEEPALIVE_FRAME), peer.address);
   }
 
-  #transmit(peer: PeerState, session: LinkSession, payload: Uint8Array): void {
+  #transmit(peer: PeerState, session: LinkSession, payload: Uint8Array, now: number): void {
     this.#counters.add('payloads-out');
-    peer.lastSentAt = this.#clock.now();
-    this.#observer?.({ direction: 'out', peer: peer.address, payload });
-    this.#socketSend(session.seal(encodeLinkFrame({ type: 'payload', payload })), peer.address);
+    peer.lastSentAt = now;
+    // A copy: callers may reuse their payload buffer as soon as send() returns.
+    this.#observer?.({ direction: 'out', peer: peer.address, payload: payload.slice() });
+    // The frame is built in one reused buffer: seal() encrypts it into a new datagram at once.
+    encodeLinkFrameInto({ type: 'payload', payload }, this.#frame);
+    this.#socketSend(session.seal(this.#frame), peer.address);
   }
 
   #socketSend(datagram: Uint8Array, to: UdpAddress): void {

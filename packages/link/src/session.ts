@@ -2,8 +2,8 @@
  * One link session's data datagrams (PROTOCOL.md §3.4): ChaCha20-Poly1305 with an explicit
  * counter, the counter hidden by header protection, and an RFC 6479 replay window.
  */
-import { ReplayWindow } from '@deut/common';
-import { chachaOpen, chachaSeal, headerMask } from '@deut/crypto';
+import { ReplayWindow, type UdpAddress } from '@deut/common';
+import { chachaOpenInto, chachaSealInto, xorHeaderMask } from '@deut/crypto';
 import { DATAGRAM_BYTES, LINK_FRAME_BYTES } from '@deut/wire';
 import { LINK_REPLAY_WINDOW, REJECT_AFTER_MESSAGES } from './constants.js';
 
@@ -32,10 +32,15 @@ function writeCounter(out: Uint8Array, counter: number): void {
 export class LinkSession {
   readonly #keys: SessionKeys;
   readonly #window = new ReplayWindow(LINK_REPLAY_WINDOW);
+  /** The unmasked header of the datagram being opened (open is synchronous). */
+  readonly #header = new Uint8Array(COUNTER_BYTES);
+  readonly #headerView = new DataView(this.#header.buffer);
   #sent = 0;
   #received = 0;
   /** Initiator: false until the responder proves it has the keys (PROTOCOL.md §3.3). */
   confirmed: boolean;
+  /** The peer as payload handlers see it on this session, made once by the link. */
+  from: { readonly address: UdpAddress; readonly publicKey: Uint8Array; readonly sessionId: string } | undefined;
 
   constructor(
     keys: SessionKeys,
@@ -64,35 +69,38 @@ export class LinkSession {
     return this.#sent >= REJECT_AFTER_MESSAGES;
   }
 
-  /** Encrypts one 1176-byte link frame into a 1200-byte datagram. */
+  /**
+   * Encrypts one 1176-byte link frame into a new 1200-byte datagram, straight into it: the
+   * cipher runs on reused libsodium memory (@deut/crypto scratch), the hot path of every hop.
+   */
   seal(frame: Uint8Array): Uint8Array {
     if (frame.length !== LINK_FRAME_BYTES) throw new RangeError('link frame must be 1176 bytes');
     const counter = this.#sent++;
-    const header = new Uint8Array(COUNTER_BYTES);
-    writeCounter(header, counter);
-    const ciphertext = chachaSeal(this.#keys.sendKey, counter, frame, header);
     const datagram = new Uint8Array(DATAGRAM_BYTES);
-    datagram.set(ciphertext, COUNTER_BYTES);
-    const mask = headerMask(this.#keys.sendHp, datagram.subarray(COUNTER_BYTES, SAMPLE_END));
-    for (let i = 0; i < COUNTER_BYTES; i++) datagram[i] = header[i]! ^ mask[i]!;
+    writeCounter(datagram, counter);
+    chachaSealInto(this.#keys.sendKey, counter, frame, datagram.subarray(0, COUNTER_BYTES), datagram, COUNTER_BYTES);
+    xorHeaderMask(this.#keys.sendHp, datagram.subarray(COUNTER_BYTES, SAMPLE_END), datagram, 0);
     return datagram;
   }
 
-  /** Decrypts a 1200-byte datagram into its link frame, or says why not. Never throws on bad input. */
+  /**
+   * Decrypts a 1200-byte datagram into its link frame, or says why not. Never throws on bad
+   * input. The frame is decrypted in place: the result is a view of `datagram`, whose first
+   * bytes are left unmasked; a datagram that fails is left as it came.
+   */
   open(datagram: Uint8Array): Uint8Array | OpenFailure {
-    const mask = headerMask(this.#keys.receiveHp, datagram.subarray(COUNTER_BYTES, SAMPLE_END));
-    const header = new Uint8Array(COUNTER_BYTES);
-    for (let i = 0; i < COUNTER_BYTES; i++) header[i] = datagram[i]! ^ mask[i]!;
-    const view = new DataView(header.buffer);
-    const high = view.getUint32(4, true);
+    const header = this.#header;
+    header.set(datagram.subarray(0, COUNTER_BYTES));
+    xorHeaderMask(this.#keys.receiveHp, datagram.subarray(COUNTER_BYTES, SAMPLE_END), header, 0);
+    const high = this.#headerView.getUint32(4, true);
     // Counters stay far below 2^53; a larger one is a datagram of another session or junk.
     if (high >= 0x20_0000) return 'decrypt';
-    const counter = high * TWO_32 + view.getUint32(0, true);
+    const counter = high * TWO_32 + this.#headerView.getUint32(0, true);
     if (!this.#window.check(counter)) return 'replay';
-    const frame = chachaOpen(this.#keys.receiveKey, counter, datagram.subarray(COUNTER_BYTES), header);
-    if (frame === null) return 'decrypt';
+    if (!chachaOpenInto(this.#keys.receiveKey, counter, datagram.subarray(COUNTER_BYTES), header, datagram, COUNTER_BYTES)) return 'decrypt';
+    datagram.set(header, 0);
     this.#window.mark(counter);
     this.#received++;
-    return frame;
+    return datagram.subarray(COUNTER_BYTES, COUNTER_BYTES + LINK_FRAME_BYTES);
   }
 }

@@ -136,11 +136,13 @@ describe('link security', () => {
     b.socket.deliver(flipped, from); // before the genuine one: must not poison the window
     b.socket.deliver(held[9]!.subarray(0, 1199), from); // truncated
     b.socket.deliver(new Uint8Array([...held[10]!, 0]), from); // oversized
+    // A handler owns the bytes it is given (the link decrypts in place), so every delivery
+    // gets its own copy, as a duplicating network would give it.
     const order = [...held.keys()].reverse(); // fully reordered, within the window
-    for (const i of order) b.socket.deliver(held[i]!, from);
-    b.socket.deliver(held[3]!, from); // duplicates
-    b.socket.deliver(held[5]!, from);
-    b.socket.deliver(held[39]!, from); // replay of the newest
+    for (const i of order) b.socket.deliver(held[i]!.slice(), from);
+    b.socket.deliver(held[3]!.slice(), from); // duplicates
+    b.socket.deliver(held[5]!.slice(), from);
+    b.socket.deliver(held[39]!.slice(), from); // replay of the newest
 
     const ids = b.received.map((r) => idOf(r.payload)).sort((x, y) => x - y);
     assert.deepEqual(ids, [...Array(40).keys()], 'each genuine datagram delivered exactly once');

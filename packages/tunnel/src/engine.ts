@@ -11,8 +11,10 @@ import {
   Counters,
   DeutError,
   ProtocolError,
-  ReplayWindow,
   addressKey,
+  replayCheck,
+  replayMark,
+  replayWindowWords,
   silentLogger,
   systemClock,
   type Clock,
@@ -20,13 +22,15 @@ import {
   type TimerHandle,
   type UdpAddress,
 } from '@deut/common';
-import { addInboundLayer, openOutbound, peelOutbound, randomBytes, sealInbound, type KeyPair } from '@deut/crypto';
+import { addInboundLayerInto, openOutbound, peelOutboundInto, randomBytes, sealInbound, type KeyPair } from '@deut/crypto';
 import type { Link, LinkPeer } from '@deut/link';
 import {
   CELL_BYTES,
+  CELL_HEADER_BYTES,
   MAX_HOPS,
   RELAYER_FILLER_BYTES,
   decodeTunnelMessage,
+  encodeCellHeaderInto,
   encodeCellInto,
   encodeTunnelMessage,
   tunnelId,
@@ -64,6 +68,7 @@ import {
   TUNNEL_TICK_MS,
 } from './constants.js';
 import { OwnedTunnel, randomCounterStart, type PathHop } from './owned-tunnel.js';
+import { PeerIdMap } from './peer-id-map.js';
 
 /** Reasons a hop refuses a build (PROTOCOL.md §4.3), as named by @deut/wire. */
 export type RefusalReason = BuildRefusalReason;
@@ -155,16 +160,23 @@ interface HopEntry {
   readonly handle: number;
   readonly role: 'relay' | 'endpoint';
   readonly prev: LinkPeer;
+  /** Interned: every entry of one neighbour shares the string (see #peerRefs). */
   readonly prevKey: string;
   readonly prevId: TunnelId;
-  next?: PeerCandidate;
-  nextKey?: string;
-  nextId?: TunnelId;
-  readonly keys: HopKeys;
+  /** Interned, like prevKey; the next hop's key is only needed while the build is forwarded. */
+  nextAddress: UdpAddress | undefined;
+  nextKey: string | undefined;
+  nextId: TunnelId | undefined;
+  /** Outbound layer key ‖ inbound layer key: 64 secret bytes in one array. */
+  readonly layerKeys: Uint8Array;
+  readonly outboundOffset: number;
+  readonly inboundOffset: number;
   /** Reply secrets, needed until this hop's reply slot is sent, then wiped and dropped. */
   acceptance: Acceptance | undefined;
-  readonly outWindow: ReplayWindow;
-  readonly inWindow: ReplayWindow;
+  /** Both cell replay windows packed in one array: outbound words, then inbound words. */
+  readonly windows: Uint32Array;
+  outHighest: number;
+  inHighest: number;
   state: 'pending' | 'active';
   /** Pending: when the build gives up; active: when the tunnel expires. */
   deadline: number;
@@ -172,6 +184,15 @@ interface HopEntry {
   /** Endpoint only: counter of cells sent toward the master. */
   inboundCounter: number;
   endpointOpen: boolean;
+}
+
+/** What the transit entries of one neighbour share (see TunnelEngine.#peerRefs). */
+interface PeerRef {
+  readonly key: string;
+  readonly address: UdpAddress;
+  /** The neighbour as the upstream of entries, as last seen (session and key). */
+  upstream: LinkPeer | undefined;
+  refs: number;
 }
 
 interface PendingBuild {
@@ -190,6 +211,11 @@ interface PendingBuild {
 }
 
 const REPLAY_CACHE_LIMIT = 200_000;
+/** Words of one cell replay window, and where the inbound one starts in `HopEntry.windows`. */
+const WINDOW_WORDS = replayWindowWords(CELL_REPLAY_WINDOW);
+const OUTBOUND_KEY = 0;
+const INBOUND_KEY = 32;
+const ENTRY_KEY_BYTES = 64;
 const RELAYER_REPLAY_TTL_MS = TUNNEL_LIFETIME_MS + CLOCK_SKEW_S * 1000;
 /** Kept a little past the last moment a request could be fresh (timer granularity). */
 const REPLAY_MARGIN_MS = 2 * TUNNEL_TICK_MS;
@@ -228,9 +254,9 @@ export class TunnelEngine {
   readonly #transitPerNeighbour = new Map<string, number>();
   readonly #counters = new Counters();
   /** Hop entries by (upstream peer, id chosen by it). */
-  readonly #byUpstream = new Map<string, HopEntry>();
+  readonly #byUpstream = new PeerIdMap<HopEntry>();
   /** Hop entries by (downstream peer, id we chose). */
-  readonly #byDownstream = new Map<string, HopEntry>();
+  readonly #byDownstream = new PeerIdMap<HopEntry>();
   /** Our own tunnels by (first hop, id we chose). */
   readonly #owned = new Map<string, OwnedTunnel>();
   readonly #pendingBuilds = new Map<string, PendingBuild>();
@@ -238,6 +264,13 @@ export class TunnelEngine {
   readonly #endpoints = new Map<number, HopEntry>();
   /** Build ephemeral keys seen, with the time they may be forgotten. */
   readonly #seenEphemerals = new Map<string, number>();
+  /**
+   * One key string and address object per neighbour, shared by all its transit entries and
+   * counted, so that 100,000 tunnels over a few links do not hold 200,000 copies of them.
+   */
+  readonly #peerRefs = new Map<string, PeerRef>();
+  /** The cell being relayed (relaying is synchronous, and link.send copies it). */
+  readonly #relayCell = new Uint8Array(CELL_BYTES);
   #nextHandle = 1;
   #timer: TimerHandle | undefined;
   #closed = false;
@@ -351,7 +384,7 @@ export class TunnelEngine {
     if (entry === undefined || entry.state !== 'active') return false;
     const counter = entry.inboundCounter++;
     const cell = new Uint8Array(CELL_BYTES);
-    encodeCellInto(cell, 'cell-in', entry.prevId, counter, sealInbound(entry.keys.inboundKey, counter, plaintext));
+    encodeCellInto(cell, 'cell-in', entry.prevId, counter, sealInbound(entry.layerKeys.subarray(INBOUND_KEY), counter, plaintext));
     this.#link.send(entry.prev.address, cell);
     this.#counters.add('endpoint-cells-sent');
     return true;
@@ -388,7 +421,7 @@ export class TunnelEngine {
     for (const tunnel of [...this.#owned.values()]) this.destroy(tunnel, 'shutdown');
     for (const entry of [...this.#byUpstream.values()]) {
       this.#sendDestroy(entry.prev.address, 'destroy-in', entry.prevId, 'shutdown');
-      if (entry.next !== undefined && entry.nextId !== undefined) this.#sendDestroy(entry.next.address, 'destroy-out', entry.nextId, 'shutdown');
+      if (entry.nextAddress !== undefined && entry.nextId !== undefined) this.#sendDestroy(entry.nextAddress, 'destroy-out', entry.nextId, 'shutdown');
       this.#remove(entry, 'shutdown');
     }
     for (const pending of [...this.#pendingBuilds.values()]) {
@@ -406,26 +439,26 @@ export class TunnelEngine {
     const fromKey = addressKey(from.address);
     switch (message.type) {
       case 'cell-out':
-        return this.#onCellOut(`${fromKey}|${message.tunnelId}`, message.seq, message.body);
+        return this.#onCellOut(fromKey, message.tunnelId, message.seq, message.body);
       case 'cell-in':
-        return this.#onCellIn(`${fromKey}|${message.tunnelId}`, message.seq, message.body);
+        return this.#onCellIn(fromKey, message.tunnelId, message.seq, message.body);
       case 'build-request':
         return this.#onBuildRequest(from, fromKey, message.tunnelId, message.records);
       case 'build-request-relayer':
         return this.#onRelayerBuildRequest(from, fromKey, message.tunnelId, message.ttl, message.ephemeralKey);
       case 'build-response':
-        return this.#onBuildResponse(`${fromKey}|${message.tunnelId}`, message.slots);
+        return this.#onBuildResponse(fromKey, message.tunnelId, message.slots);
       case 'destroy-out':
-        return this.#onDestroyOut(`${fromKey}|${message.tunnelId}`, message.reason);
+        return this.#onDestroyOut(fromKey, message.tunnelId, message.reason);
       case 'destroy-in':
-        return this.#onDestroyIn(`${fromKey}|${message.tunnelId}`, message.reason);
+        return this.#onDestroyIn(fromKey, message.tunnelId, message.reason);
     }
   }
 
   // ---- builds at a hop -------------------------------------------------------------------
 
   #onBuildRequest(from: LinkPeer, fromKey: string, prevId: TunnelId, records: Uint8Array): void {
-    if (this.#byUpstream.has(`${fromKey}|${prevId}`)) return this.#drop('build-duplicate-id');
+    if (this.#byUpstream.has(fromKey, prevId)) return this.#drop('build-duplicate-id');
     if (!this.#policy.allowBuildFrom(from)) return this.#drop('build-rate-limited');
     // Counts key exchanges: exactly one per admitted request (and none for a dropped one).
     this.#counters.add('build-key-exchanges');
@@ -453,7 +486,7 @@ export class TunnelEngine {
   }
 
   #onRelayerBuildRequest(from: LinkPeer, fromKey: string, prevId: TunnelId, ttl: number, ephemeral: Uint8Array): void {
-    if (this.#byUpstream.has(`${fromKey}|${prevId}`)) return this.#drop('build-duplicate-id');
+    if (this.#byUpstream.has(fromKey, prevId)) return this.#drop('build-duplicate-id');
     if (!this.#policy.allowBuildFrom(from)) return this.#drop('build-rate-limited');
     if (!this.#rememberEphemeral(ephemeral, RELAYER_REPLAY_TTL_MS)) return this.#drop('build-replay');
     this.#counters.add('build-key-exchanges');
@@ -494,23 +527,42 @@ export class TunnelEngine {
 
   #addEntry(role: 'relay' | 'endpoint', prev: LinkPeer, prevKey: string, prevId: TunnelId, acceptance: Acceptance, lifetimeMs: number): HopEntry {
     const now = this.#clock.now();
+    const { keys } = acceptance;
+    // One buffer per entry behind both views: the keys, then the replay windows.
+    const buffer = new ArrayBuffer(ENTRY_KEY_BYTES + 2 * WINDOW_WORDS * 4);
+    const layerKeys = new Uint8Array(buffer, 0, ENTRY_KEY_BYTES);
+    layerKeys.set(keys.outboundKey, OUTBOUND_KEY);
+    layerKeys.set(keys.inboundKey, INBOUND_KEY);
+    keys.outboundKey.fill(0);
+    keys.inboundKey.fill(0);
+    const peer = this.#refPeer(prevKey, prev.address);
+    // The same neighbour on the same session is one LinkPeer for all its entries.
+    const sameUpstream = peer.upstream !== undefined && peer.upstream.sessionId === prev.sessionId && peer.upstream.publicKey === prev.publicKey;
+    if (!sameUpstream) peer.upstream = prev;
     const entry: HopEntry = {
       handle: this.#nextHandle++,
       role,
-      prev,
-      prevKey,
+      prev: peer.upstream ?? prev,
+      prevKey: peer.key,
       prevId,
-      keys: acceptance.keys,
+      // Set when the build is forwarded; present from the start so entries keep one shape.
+      nextAddress: undefined,
+      nextKey: undefined,
+      nextId: undefined,
+      layerKeys,
+      outboundOffset: keys.outboundOffset,
+      inboundOffset: keys.inboundOffset,
       acceptance,
-      outWindow: new ReplayWindow(CELL_REPLAY_WINDOW),
-      inWindow: new ReplayWindow(CELL_REPLAY_WINDOW),
+      windows: new Uint32Array(buffer, ENTRY_KEY_BYTES, 2 * WINDOW_WORDS),
+      outHighest: -1,
+      inHighest: -1,
       state: 'pending',
       deadline: now + BUILD_HOP_TIMEOUT_MS,
       expiresAt: now + lifetimeMs,
       inboundCounter: randomCounterStart(),
       endpointOpen: false,
     };
-    this.#byUpstream.set(`${prevKey}|${prevId}`, entry);
+    this.#byUpstream.set(entry.prevKey, prevId, entry);
     this.#transitPerNeighbour.set(prevKey, (this.#transitPerNeighbour.get(prevKey) ?? 0) + 1);
     if (role === 'endpoint') this.#endpoints.set(entry.handle, entry);
     return entry;
@@ -523,18 +575,19 @@ export class TunnelEngine {
       return this.#entryReply(entry, { status: 'refused', reason: 'bad-record', endpoint: null }, undefined);
     }
     const nextId = this.#chooseId(nextKey);
-    entry.next = next;
-    entry.nextKey = nextKey;
+    const peer = this.#refPeer(nextKey, next.address);
+    entry.nextAddress = peer.address;
+    entry.nextKey = peer.key;
     entry.nextId = nextId;
-    this.#byDownstream.set(`${nextKey}|${nextId}`, entry);
+    this.#byDownstream.set(peer.key, nextId, entry);
     this.#link.connect(next.address, { expectedKey: next.publicKey }).then(
       () => {
-        if (this.#byDownstream.get(`${nextKey}|${nextId}`) !== entry || entry.state !== 'pending') return;
+        if (this.#byDownstream.get(nextKey, nextId) !== entry || entry.state !== 'pending') return;
         this.#link.send(next.address, encodeTunnelMessage(request(nextId)));
         this.#counters.add('builds-forwarded');
       },
       () => {
-        if (this.#byDownstream.get(`${nextKey}|${nextId}`) !== entry || entry.state !== 'pending') return;
+        if (this.#byDownstream.get(nextKey, nextId) !== entry || entry.state !== 'pending') return;
         this.#counters.add('build-refused-next-hop-unreachable');
         this.#remove(entry, 'closed');
         this.#entryReply(entry, { status: 'refused', reason: 'next-hop-unreachable', endpoint: null }, undefined);
@@ -546,7 +599,7 @@ export class TunnelEngine {
     const tunnel = this.#endpointView(entry);
     this.#policy.openEndpoint(tunnel).then(
       (result) => {
-        if (this.#byUpstream.get(`${entry.prevKey}|${entry.prevId}`) !== entry) {
+        if (this.#byUpstream.get(entry.prevKey, entry.prevId) !== entry) {
           // Torn down while the port was being bound: give it back.
           if (typeof result !== 'string') this.#policy.closeEndpoint(tunnel, 'closed');
           return;
@@ -563,17 +616,17 @@ export class TunnelEngine {
       },
       (error: unknown) => {
         this.#logger.error('tunnel: endpoint setup failed', { error: String(error) });
-        if (this.#byUpstream.get(`${entry.prevKey}|${entry.prevId}`) !== entry) return;
+        if (this.#byUpstream.get(entry.prevKey, entry.prevId) !== entry) return;
         this.#remove(entry, 'closed');
         this.#entryReply(entry, { status: 'refused', reason: 'exit-policy', endpoint: null }, undefined);
       },
     );
   }
 
-  #onBuildResponse(key: string, slots: Uint8Array): void {
-    const pending = this.#pendingBuilds.get(key);
+  #onBuildResponse(fromKey: string, id: TunnelId, slots: Uint8Array): void {
+    const pending = this.#pendingBuilds.get(`${fromKey}|${id}`);
     if (pending !== undefined) return this.#onOwnBuildResponse(pending, slots);
-    const entry = this.#byDownstream.get(key);
+    const entry = this.#byDownstream.get(fromKey, id);
     if (entry === undefined || entry.state !== 'pending') return this.#drop('build-response-unknown');
     this.#activate(entry);
     this.#entryReply(entry, { status: 'accepted', reason: 'none', endpoint: null }, slots);
@@ -661,46 +714,50 @@ export class TunnelEngine {
 
   // ---- cells -----------------------------------------------------------------------------
 
-  #onCellOut(key: string, seq: number, body: Uint8Array): void {
-    const entry = this.#byUpstream.get(key);
+  #onCellOut(fromKey: string, id: TunnelId, seq: number, body: Uint8Array): void {
+    const entry = this.#byUpstream.get(fromKey, id);
     if (entry === undefined) return this.#drop('cell-unknown-tunnel');
     if (entry.state !== 'active') return this.#drop('cell-not-ready');
-    if (!entry.outWindow.check(seq)) return this.#drop('cell-replay');
-    const { keys } = entry;
+    if (!replayCheck(entry.windows, 0, WINDOW_WORDS, entry.outHighest, seq)) return this.#drop('cell-replay');
     if (entry.role === 'endpoint') {
-      const plaintext = openOutbound(keys.outboundKey, seq, body);
+      const plaintext = openOutbound(entry.layerKeys.subarray(OUTBOUND_KEY, OUTBOUND_KEY + 32), seq, body);
       if (plaintext === null) return this.#badCell(entry);
-      entry.outWindow.mark(seq);
+      entry.outHighest = replayMark(entry.windows, 0, WINDOW_WORDS, entry.outHighest, seq);
       this.#counters.add('endpoint-cells-received');
       this.#policy.endpointFrame(this.#endpointView(entry), plaintext);
       return;
     }
-    const peeled = peelOutbound(keys.outboundKey, seq, body);
-    if (peeled === null) return this.#badCell(entry);
-    entry.outWindow.mark(seq);
-    const cell = new Uint8Array(CELL_BYTES);
-    encodeCellInto(cell, 'cell-out', entry.nextId!, seq + keys.outboundOffset, peeled);
-    this.#link.send(entry.next!.address, cell);
+    // The layer comes off straight into the forwarded cell's body; link.send copies the
+    // cell before it returns, so one buffer serves every relayed cell.
+    const cell = this.#relayCell;
+    if (!peelOutboundInto(entry.layerKeys, seq, body, cell, CELL_HEADER_BYTES, OUTBOUND_KEY)) return this.#badCell(entry);
+    entry.outHighest = replayMark(entry.windows, 0, WINDOW_WORDS, entry.outHighest, seq);
+    encodeCellHeaderInto(cell, 'cell-out', entry.nextId!, seq + entry.outboundOffset);
+    this.#link.send(entry.nextAddress!, cell);
     this.#counters.add('cells-relayed');
   }
 
-  #onCellIn(key: string, seq: number, body: Uint8Array): void {
-    const tunnel = this.#owned.get(key);
-    if (tunnel !== undefined) {
+  #onCellIn(fromKey: string, id: TunnelId, seq: number, body: Uint8Array): void {
+    // Ids are unique across our tables toward one neighbour (#chooseId), so the relay's
+    // table is asked first and a relayed cell never builds the owned tables' key string.
+    const entry = this.#byDownstream.get(fromKey, id);
+    if (entry === undefined) {
+      const tunnel = this.#owned.get(`${fromKey}|${id}`);
+      if (tunnel === undefined) return this.#drop('cell-unknown-tunnel');
       const result = tunnel.openCell(seq, body);
       if (result === 'replay') return this.#drop('cell-replay');
-      if (result === 'bad-tag') return this.#ownedBadCell(key, tunnel);
+      if (result === 'bad-tag') return this.#ownedBadCell(`${fromKey}|${id}`, tunnel);
       this.#counters.add('cells-received');
       this.onTunnelFrame(tunnel, result);
       return;
     }
-    const entry = this.#byDownstream.get(key);
-    if (entry === undefined) return this.#drop('cell-unknown-tunnel');
     if (entry.state !== 'active') return this.#drop('cell-not-ready');
-    if (!entry.inWindow.mark(seq)) return this.#drop('cell-replay');
-    const { keys } = entry;
-    const cell = new Uint8Array(CELL_BYTES);
-    encodeCellInto(cell, 'cell-in', entry.prevId, seq + keys.inboundOffset, addInboundLayer(keys.inboundKey, seq, body));
+    const inHighest = replayMark(entry.windows, WINDOW_WORDS, WINDOW_WORDS, entry.inHighest, seq);
+    if (inHighest === -2) return this.#drop('cell-replay');
+    entry.inHighest = inHighest;
+    const cell = this.#relayCell;
+    addInboundLayerInto(entry.layerKeys, seq, body, cell, CELL_HEADER_BYTES, INBOUND_KEY);
+    encodeCellHeaderInto(cell, 'cell-in', entry.prevId, seq + entry.inboundOffset);
     this.#link.send(entry.prev.address, cell);
     this.#counters.add('cells-relayed');
   }
@@ -709,7 +766,7 @@ export class TunnelEngine {
   #badCell(entry: HopEntry): void {
     this.#drop('cell-bad-tag');
     this.#sendDestroy(entry.prev.address, 'destroy-in', entry.prevId, 'bad-cell');
-    if (entry.next !== undefined && entry.nextId !== undefined) this.#sendDestroy(entry.next.address, 'destroy-out', entry.nextId, 'bad-cell');
+    if (entry.nextAddress !== undefined && entry.nextId !== undefined) this.#sendDestroy(entry.nextAddress, 'destroy-out', entry.nextId, 'bad-cell');
     this.#remove(entry, 'bad-cell');
   }
 
@@ -733,17 +790,18 @@ export class TunnelEngine {
   // the byte cannot carry anything else along the path): a master whose tunnel a hop tore
   // down for a failed tag learns 'bad-cell', not 'closed' (PROTOCOL.md §4.1).
 
-  #onDestroyOut(key: string, reasonCode: number): void {
-    const entry = this.#byUpstream.get(key);
+  #onDestroyOut(fromKey: string, id: TunnelId, reasonCode: number): void {
+    const entry = this.#byUpstream.get(fromKey, id);
     if (entry === undefined) return this.#drop('destroy-unknown-tunnel');
     const reason = destroyReasonName(reasonCode);
-    if (entry.next !== undefined && entry.nextId !== undefined) this.#sendDestroy(entry.next.address, 'destroy-out', entry.nextId, reason);
+    if (entry.nextAddress !== undefined && entry.nextId !== undefined) this.#sendDestroy(entry.nextAddress, 'destroy-out', entry.nextId, reason);
     this.#remove(entry, reason);
     this.#counters.add('destroys-received');
   }
 
-  #onDestroyIn(key: string, reasonCode: number): void {
+  #onDestroyIn(fromKey: string, id: TunnelId, reasonCode: number): void {
     const reason = destroyReasonName(reasonCode);
+    const key = `${fromKey}|${id}`;
     const tunnel = this.#owned.get(key);
     if (tunnel !== undefined) {
       this.#owned.delete(key);
@@ -752,7 +810,7 @@ export class TunnelEngine {
       this.onTunnelClosed(tunnel, reason);
       return;
     }
-    const entry = this.#byDownstream.get(key);
+    const entry = this.#byDownstream.get(fromKey, id);
     if (entry === undefined) return this.#drop('destroy-unknown-tunnel');
     this.#sendDestroy(entry.prev.address, 'destroy-in', entry.prevId, reason);
     this.#remove(entry, reason);
@@ -762,8 +820,8 @@ export class TunnelEngine {
   #onNeighbourLost(peerKey: string): void {
     this.#counters.add('neighbours-lost');
     for (const entry of [...this.#byUpstream.values()]) {
-      if (entry.prevKey === peerKey && entry.next !== undefined && entry.nextId !== undefined) {
-        this.#sendDestroy(entry.next.address, 'destroy-out', entry.nextId, 'neighbour-lost');
+      if (entry.prevKey === peerKey && entry.nextAddress !== undefined && entry.nextId !== undefined) {
+        this.#sendDestroy(entry.nextAddress, 'destroy-out', entry.nextId, 'neighbour-lost');
         this.#remove(entry, 'neighbour-lost');
       } else if (entry.nextKey === peerKey) {
         this.#sendDestroy(entry.prev.address, 'destroy-in', entry.prevId, 'neighbour-lost');
@@ -780,17 +838,20 @@ export class TunnelEngine {
   }
 
   #remove(entry: HopEntry, reason: DestroyReason): void {
-    const upKey = `${entry.prevKey}|${entry.prevId}`;
-    if (this.#byUpstream.get(upKey) === entry) {
-      this.#byUpstream.delete(upKey);
+    if (this.#byUpstream.get(entry.prevKey, entry.prevId) === entry) {
+      this.#byUpstream.delete(entry.prevKey, entry.prevId);
       const left = (this.#transitPerNeighbour.get(entry.prevKey) ?? 1) - 1;
       if (left > 0) this.#transitPerNeighbour.set(entry.prevKey, left);
       else this.#transitPerNeighbour.delete(entry.prevKey);
+      this.#unrefPeer(entry.prevKey);
+      entry.layerKeys.fill(0);
     }
     if (this.#endpoints.get(entry.handle) === entry) this.#endpoints.delete(entry.handle);
     if (entry.nextKey !== undefined && entry.nextId !== undefined) {
-      const downKey = `${entry.nextKey}|${entry.nextId}`;
-      if (this.#byDownstream.get(downKey) === entry) this.#byDownstream.delete(downKey);
+      if (this.#byDownstream.get(entry.nextKey, entry.nextId) === entry) {
+        this.#byDownstream.delete(entry.nextKey, entry.nextId);
+        this.#unrefPeer(entry.nextKey);
+      }
     }
     if (entry.endpointOpen) {
       entry.endpointOpen = false;
@@ -838,7 +899,7 @@ export class TunnelEngine {
     const neighbours = new Map<string, UdpAddress>();
     for (const entry of this.#byUpstream.values()) {
       neighbours.set(entry.prevKey, entry.prev.address);
-      if (entry.next !== undefined && entry.nextKey !== undefined) neighbours.set(entry.nextKey, entry.next.address);
+      if (entry.nextAddress !== undefined && entry.nextKey !== undefined) neighbours.set(entry.nextKey, entry.nextAddress);
     }
     for (const tunnel of this.#owned.values()) neighbours.set(tunnel.firstHopKey, tunnel.firstHop);
     for (const address of neighbours.values()) this.#link.heartbeat(address);
@@ -861,8 +922,24 @@ export class TunnelEngine {
       const bytes = randomBytes(4);
       const id = tunnelId(((bytes[0]! << 24) | (bytes[1]! << 16) | (bytes[2]! << 8) | bytes[3]!) >>> 0);
       const key = `${peerKey}|${id}`;
-      if (!this.#byDownstream.has(key) && !this.#owned.has(key) && !this.#pendingBuilds.has(key)) return id;
+      if (!this.#byDownstream.has(peerKey, id) && !this.#owned.has(key) && !this.#pendingBuilds.has(key)) return id;
     }
+  }
+
+  /** The shared key string and address of a neighbour, counting one more entry that uses them. */
+  #refPeer(key: string, address: UdpAddress): PeerRef {
+    let peer = this.#peerRefs.get(key);
+    if (peer === undefined) {
+      peer = { key, address: { host: address.host, port: address.port }, upstream: undefined, refs: 0 };
+      this.#peerRefs.set(key, peer);
+    }
+    peer.refs++;
+    return peer;
+  }
+
+  #unrefPeer(key: string): void {
+    const peer = this.#peerRefs.get(key);
+    if (peer !== undefined && --peer.refs === 0) this.#peerRefs.delete(key);
   }
 
   #entryByHandle(tunnel: EndpointTunnel): HopEntry | undefined {

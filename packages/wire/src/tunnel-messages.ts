@@ -177,16 +177,26 @@ const MAX_SEQ_HIGH = Math.floor(MAX_CELL_SEQ / TWO_POW_32);
  *   is not CELL_BODY_BYTES
  */
 export function encodeCellInto(out: Uint8Array, type: Cell['type'], id: TunnelId, seq: number, body: Uint8Array): void {
+  if (!(body instanceof Uint8Array) || body.length !== CELL_BODY_BYTES) fail('BAD_FIELD', `cell: body must be ${CELL_BODY_BYTES} bytes`);
+  encodeCellHeaderInto(out, type, id, seq);
+  out.set(body, CELL_HEADER_BYTES);
+}
+
+/**
+ * Writes only a cell's header into `out[0..CELL_HEADER_BYTES)`, for a caller that writes
+ * the body at `out[CELL_HEADER_BYTES]` itself (a relay peels a layer straight into it).
+ * @throws ProtocolError `BAD_LENGTH` if `out` is shorter than CELL_BYTES; `BAD_TYPE` for a
+ *   type other than a cell; `BAD_FIELD` for an id that is not a u32 or a seq not in 0..2^53-1
+ */
+export function encodeCellHeaderInto(out: Uint8Array, type: Cell['type'], id: TunnelId, seq: number): void {
   if (out.length < CELL_BYTES) fail('BAD_LENGTH', 'cell: output buffer too short');
   if (type !== 'cell-out' && type !== 'cell-in') fail('BAD_TYPE', 'cell: not a cell type');
   if (id >>> 0 !== id) fail('BAD_FIELD', 'cell: tunnel id not a u32');
   if (!Number.isSafeInteger(seq) || seq < 0) fail('BAD_FIELD', 'cell: seq not an integer in 0..2^53-1');
-  if (!(body instanceof Uint8Array) || body.length !== CELL_BODY_BYTES) fail('BAD_FIELD', `cell: body must be ${CELL_BODY_BYTES} bytes`);
   out[0] = TUNNEL_MESSAGE_TYPES[type];
   writeU32(out, 1, id);
   writeU32(out, 5, Math.floor(seq / TWO_POW_32));
   writeU32(out, 9, seq >>> 0);
-  out.set(body, CELL_HEADER_BYTES);
 }
 
 function decodeCell(bytes: Uint8Array, type: Cell['type']): Cell {
