@@ -175,8 +175,12 @@ export class DhtNode {
       const occupied = new Set(this.table.contacts().map((c) => bucketIndex(this.id, c.id)));
       const from = (bucketIndex(this.id, closest.id) ?? 0) + 1;
       const refreshes: Array<Promise<unknown>> = [];
+      // The refreshes run at once, each listening on the signal: on a signal of our own.
+      const signal = options.signal === undefined ? undefined : AbortSignal.any([options.signal]);
+      if (signal !== undefined) setMaxListeners(CONCURRENT_CALLS_PER_OPERATION, signal);
+      const refreshOptions = { ...options, ...(signal !== undefined ? { signal } : {}) };
       for (let bucket = from; bucket < ID_BITS; bucket++) {
-        if (!occupied.has(bucket)) refreshes.push(this.findNode(randomIdInBucket(this.id, bucket), options).catch(() => undefined));
+        if (!occupied.has(bucket)) refreshes.push(this.findNode(randomIdInBucket(this.id, bucket), refreshOptions).catch(() => undefined));
       }
       await Promise.all(refreshes);
     }

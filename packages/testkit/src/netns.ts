@@ -90,10 +90,9 @@ export class NetnsMesh {
     const mesh = new NetnsMesh(hub, hosts);
     try {
       await ip(['netns', 'add', hub]);
-      // ageing_time 0: the bridge learns no addresses and floods every frame, like a hub.
-      // A learning bridge switches unicast port to port, and tcpdump on br0 then sees only
-      // the frames flooded before it learned: a capture that silently misses most packets.
-      await ip(['-n', hub, 'link', 'add', 'br0', 'type', 'bridge', 'ageing_time', '0']);
+      // tcpdump puts br0 in promiscuous mode, and a bridge in that mode passes every frame it
+      // forwards up to its own device too: the capture sees port-to-port unicast.
+      await ip(['-n', hub, 'link', 'add', 'br0', 'type', 'bridge']);
       await ip(['-n', hub, 'link', 'set', 'br0', 'up']);
       for (const host of hosts) {
         await ip(['netns', 'add', host.ns]);
