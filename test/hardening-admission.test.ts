@@ -132,7 +132,7 @@ test('admission - cookie replies are 1200 bytes that look uniformly random', { t
 test('admission - a build-request flood from one neighbour costs one key exchange per admitted request and none past its rate; another neighbour still builds', { timeout: 60_000 }, async () => {
   const clock = new ManualClock();
   const network = new MemoryNetwork({ seed: 5, clock });
-  const mesh = createEngineMesh({ network, clock });
+  const mesh = await createEngineMesh({ shared: { network, clock } });
   let relay: DeutNode | undefined;
   try {
     relay = await DeutNode.start({

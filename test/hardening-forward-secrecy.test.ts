@@ -34,7 +34,7 @@ import {
   type HopKeys,
 } from '@deut/tunnel';
 import { CELL_HEADER_BYTES, CELL_PLAINTEXT_BYTES, TUNNEL_MESSAGE_TYPES } from '@deut/wire';
-import { createMesh, type MeshNode } from './hardening-mesh.js';
+import { createEngineMesh, type EngineMeshNode } from '@deut/testkit';
 
 await cryptoReady();
 const keepAlive = setInterval(() => undefined, 1000);
@@ -149,8 +149,8 @@ test('hardening forward secrecy - the attacker routine for the link handshake wo
 });
 
 test('hardening forward secrecy - a recorded link session stays secret when both static keys leak', { timeout: 30_000 }, async () => {
-  const mesh = await createMesh(['A', 'B']);
-  const [A, B] = mesh.nodes as [MeshNode, MeshNode];
+  const mesh = await createEngineMesh({ nodes: ['A', 'B'] });
+  const [A, B] = mesh.nodes as [EngineMeshNode, EngineMeshNode];
   const recorded: Array<{ from: string; data: Uint8Array }> = [];
   const stop = mesh.network.tap((event) => {
     if (event.fate === 'delivered') recorded.push({ from: addressKey(event.from) === addressKey(A.candidate.address) ? 'A' : 'B', data: event.data.slice() });
@@ -219,8 +219,8 @@ test('hardening forward secrecy - the attacker routine for a build record works 
 });
 
 test('hardening forward secrecy - recorded tunnel cells stay secret when every static key leaks (the record itself is readable, as documented)', { timeout: 30_000 }, async () => {
-  const mesh = await createMesh(['M', 'R1', 'R2']);
-  const [M, R1, R2] = mesh.nodes as [MeshNode, MeshNode, MeshNode];
+  const mesh = await createEngineMesh({ nodes: ['M', 'R1', 'R2'] });
+  const [M, R1, R2] = mesh.nodes as [EngineMeshNode, EngineMeshNode, EngineMeshNode];
   let cellsOut: Array<{ seq: number; body: Uint8Array }> = [];
   let request: Uint8Array | undefined;
   let response: Uint8Array | undefined;
@@ -229,10 +229,10 @@ test('hardening forward secrecy - recorded tunnel cells stay secret when every s
     for (let i = 0; i < 10; i++) assert.ok(M.engine.send(tunnel, randomBytes(CELL_PLAINTEXT_BYTES)));
     await mesh.settle();
     // The recording at R1's link: what an attacker recording (and breaking) that link holds.
-    request = R1.inbox.find((e) => e.from === 'M' && e.payload[0] === TUNNEL_MESSAGE_TYPES['build-request'])?.payload;
-    response = M.inbox.find((e) => e.from === 'R1' && e.payload[0] === TUNNEL_MESSAGE_TYPES['build-response'])?.payload;
+    request = R1.inbox.find((e) => e.sender === 'M' && e.payload[0] === TUNNEL_MESSAGE_TYPES['build-request'])?.payload;
+    response = M.inbox.find((e) => e.sender === 'R1' && e.payload[0] === TUNNEL_MESSAGE_TYPES['build-response'])?.payload;
     cellsOut = R1.inbox
-      .filter((e) => e.from === 'M' && e.payload[0] === TUNNEL_MESSAGE_TYPES['cell-out'])
+      .filter((e) => e.sender === 'M' && e.payload[0] === TUNNEL_MESSAGE_TYPES['cell-out'])
       .map((e) => ({ seq: Number(Buffer.from(e.payload).readBigUInt64BE(5)), body: e.payload.slice(CELL_HEADER_BYTES) }));
   } finally {
     await mesh.close();

@@ -18,7 +18,7 @@ import { DeutNode, type DeutNodeOptions } from '@deut/node';
 import { until, withDeadline } from '@deut/testkit';
 import { MemoryNetwork, type DatagramSocket } from '@deut/transport';
 import { heapAfterGc, mib, slope } from './hardening-heap.js';
-import { assertProperty } from './hardening-mesh.js';
+import { assertProperty } from './assert-property.js';
 
 await cryptoReady();
 const keepAlive = setInterval(() => undefined, 1000);

@@ -13,7 +13,7 @@ import { cryptoReady, observeNonceUses, randomBytes, type NonceUse } from '@deut
 import { REJECT_AFTER_MS, REKEY_AFTER_MS } from '@deut/link';
 import type { OwnedTunnel } from '@deut/tunnel';
 import { CELL_PLAINTEXT_BYTES } from '@deut/wire';
-import { createMesh, type Mesh, type MeshNode } from './hardening-mesh.js';
+import { createEngineMesh, type EngineMesh, type EngineMeshNode } from '@deut/testkit';
 
 await cryptoReady();
 const keepAlive = setInterval(() => undefined, 1000);
@@ -36,12 +36,12 @@ function recordNonces(): { uses: Map<string, number>; repeats: string[]; byKind:
   return { uses, repeats, byKind, stop: () => void observeNonceUses(previous) };
 }
 
-const sum = (mesh: Mesh, counter: string): number => mesh.nodes.reduce((n, node) => n + (node.link.stats().counters[counter] ?? 0), 0);
+const sum = (mesh: EngineMesh, counter: string): number => mesh.nodes.reduce((n, node) => n + (node.link.stats().counters[counter] ?? 0), 0);
 
 test('hardening nonces - no (key, nonce) pair is used twice across link rekeys and tunnel cells both ways, and retired link keys are refused', { timeout: 120_000 }, async (t: TestContext) => {
   const record = recordNonces();
-  const mesh = await createMesh(['M', 'R1', 'R2', 'R3']);
-  const [M, R1, R2, R3] = mesh.nodes as [MeshNode, MeshNode, MeshNode, MeshNode];
+  const mesh = await createEngineMesh({ nodes: ['M', 'R1', 'R2', 'R3'] });
+  const [M, R1, R2, R3] = mesh.nodes as [EngineMeshNode, EngineMeshNode, EngineMeshNode, EngineMeshNode];
   try {
     // Two tunnels over the same links in different orders, so one link key carries both.
     const paths = [

@@ -27,7 +27,7 @@ const BUILD_REQUEST = TUNNEL_MESSAGE_TYPES['build-request'];
 async function withPair(body: (mesh: EngineMesh, master: EngineMeshNode, hop: EngineMeshNode, clock: ManualClock) => Promise<void>): Promise<void> {
   const clock = new ManualClock(); // whole seconds: the edges below fall exactly on them
   const network = new MemoryNetwork({ seed: 31, clock });
-  const mesh = createEngineMesh({ network, clock });
+  const mesh = await createEngineMesh({ shared: { network, clock } });
   try {
     const master = await mesh.add('M');
     const hop = await mesh.add('R');

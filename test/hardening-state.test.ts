@@ -31,7 +31,7 @@ interface Scene {
 async function withScene(relayOptions: Partial<DeutNodeOptions>, body: (scene: Scene) => Promise<void>): Promise<void> {
   const clock = new ManualClock();
   const network = new MemoryNetwork({ seed: 21, clock });
-  const mesh = createEngineMesh({ network, clock });
+  const mesh = await createEngineMesh({ shared: { network, clock } });
   let relay: DeutNode | undefined;
   try {
     relay = await DeutNode.start({

@@ -6,29 +6,20 @@
  *
  * Meshes of DeutNodes come from createTestnet on the in-memory network (real clock, bounded
  * by short lifetimes and probe intervals). Tampering, refusal and hop timeouts use a small
- * mesh of Link + TunnelEngine built here, on a ManualClock, where the test holds each
- * node's link handler and so can hand a hop exactly the bytes a malicious neighbour could
- * send over its authenticated link.
+ * mesh of Link + TunnelEngine on a ManualClock (testkit's createEngineMesh), where the test
+ * holds each node's link handler and so can hand a hop exactly the bytes a malicious
+ * neighbour could send over its authenticated link.
  */
 import { after, test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import fc from 'fast-check';
-import { DeutError, ManualClock, addressKey } from '@deut/common';
-import { cryptoReady, generateKeyPair, randomBytes } from '@deut/crypto';
-import { Link, type LinkPeer } from '@deut/link';
+import { DeutError, addressKey } from '@deut/common';
+import { cryptoReady, randomBytes } from '@deut/crypto';
+import type { LinkPeer } from '@deut/link';
 import { DeutNode, PeerTable, subnetGroup, type DeutNodeOptions } from '@deut/node';
-import { KillableSocket, createTestnet, until, withDeadline, type Testnet, type TestnetNode } from '@deut/testkit';
-import { MemoryNetwork, type WireEvent } from '@deut/transport';
-import {
-  BUILD_HOP_TIMEOUT_MS,
-  BuildError,
-  TunnelEngine,
-  type DestroyReason,
-  type EndpointTunnel,
-  type OwnedTunnel,
-  type PeerCandidate,
-  type RefusalReason,
-} from '@deut/tunnel';
+import { createEngineMesh, createTestnet, tamperOnce, until, withDeadline, type EngineMesh, type EngineMeshNode, type Testnet, type TestnetNode } from '@deut/testkit';
+import type { MemoryNetwork, WireEvent } from '@deut/transport';
+import { BUILD_HOP_TIMEOUT_MS, BuildError, type RefusalReason } from '@deut/tunnel';
 import { CELL_BYTES, CELL_HEADER_BYTES, CELL_PLAINTEXT_BYTES, TUNNEL_MESSAGE_TYPES, decodeEnvelope, type Envelope } from '@deut/wire';
 
 await cryptoReady();
@@ -107,128 +98,7 @@ function countingEcho(node: DeutNode): Map<string, number> {
   return calls;
 }
 
-// ---- a hand-built mesh of links and tunnel engines ------------------------------------------
-
-interface MeshNode {
-  readonly name: string;
-  readonly host: string;
-  readonly link: Link;
-  readonly engine: TunnelEngine;
-  readonly socket: KillableSocket;
-  readonly candidate: PeerCandidate;
-  /** Every tunnel-layer payload the link delivered to this node (copies), in order. */
-  readonly inbox: Array<{ payload: Uint8Array; from: LinkPeer }>;
-  /** Rewrites a payload before the engine sees it, or drops it (null). */
-  intercept: ((payload: Uint8Array, from: LinkPeer) => Uint8Array | null) | undefined;
-  /** Admission answer of this node as a hop. */
-  refuse: RefusalReason | undefined;
-  /** Endpoint setup answer (an exit-policy refusal, say) instead of a port. */
-  endpointRefusal: RefusalReason | undefined;
-  readonly endpoints: EndpointTunnel[];
-  readonly endpointFrames: Uint8Array[];
-  readonly closedEndpoints: Array<{ handle: number; reason: DestroyReason }>;
-  /** As a master: inbound plaintext of owned tunnels, and owned tunnels that ended. */
-  readonly ownFrames: Uint8Array[];
-  readonly ownClosed: OwnedTunnel[];
-  count(name: string): number;
-}
-
-interface Mesh {
-  readonly clock: ManualClock;
-  readonly network: MemoryNetwork;
-  readonly nodes: MeshNode[];
-  /** Runs deliveries until the wire is quiet (zero-delay delivery needs no clock). */
-  settle(): Promise<void>;
-  /** Advances the clock in link-tick steps, settling after each. */
-  advance(ms: number): Promise<void>;
-  /** Builds a master-mode tunnel from `master` through `hops`. */
-  build(master: MeshNode, hops: readonly MeshNode[], timeoutMs?: number): Promise<OwnedTunnel>;
-  close(): Promise<void>;
-}
-
-async function createMesh(names: readonly string[]): Promise<Mesh> {
-  const clock = new ManualClock();
-  const network = new MemoryNetwork({ seed: 7, clock });
-  const nodes: MeshNode[] = [];
-  for (const [i, name] of names.entries()) {
-    const host = `127.0.4.${i + 1}`;
-    const socket = new KillableSocket(network.bind({ host, port: 7000 }));
-    const identity = generateKeyPair();
-    const link = await Link.create({ socket, identity, clock });
-    const node: MeshNode = {
-      name,
-      host,
-      link,
-      socket,
-      candidate: { address: socket.local, publicKey: identity.publicKey },
-      inbox: [],
-      intercept: undefined,
-      refuse: undefined,
-      endpointRefusal: undefined,
-      endpoints: [],
-      endpointFrames: [],
-      closedEndpoints: [],
-      ownFrames: [],
-      ownClosed: [],
-      engine: new TunnelEngine({
-        link,
-        identity,
-        clock,
-        policy: {
-          allowBuildFrom: () => true,
-          admit: () => node.refuse,
-          openEndpoint: (tunnel) => {
-            if (node.endpointRefusal !== undefined) return Promise.resolve(node.endpointRefusal);
-            node.endpoints.push(tunnel);
-            return Promise.resolve({ host, port: 40_000 + tunnel.handle });
-          },
-          closeEndpoint: (tunnel, reason) => void node.closedEndpoints.push({ handle: tunnel.handle, reason }),
-          endpointFrame: (_tunnel, plaintext) => void node.endpointFrames.push(plaintext.slice()),
-          pickNextHop: () => undefined,
-        },
-      }),
-      count: (counterName) => counter(node.engine.stats().counters, counterName),
-    };
-    node.engine.onTunnelFrame = (_tunnel, plaintext) => void node.ownFrames.push(plaintext.slice());
-    node.engine.onTunnelClosed = (tunnel) => void node.ownClosed.push(tunnel);
-    link.onPayload((payload, from) => {
-      node.inbox.push({ payload: payload.slice(), from });
-      const delivered = node.intercept === undefined ? payload : node.intercept(payload.slice(), from);
-      if (delivered !== null) node.engine.handle(delivered, from);
-    });
-    nodes.push(node);
-  }
-  const settle = async (): Promise<void> => {
-    for (let i = 0; i < 8; i++) {
-      await network.idle();
-      await new Promise((resolve) => setImmediate(resolve));
-    }
-  };
-  return {
-    clock,
-    network,
-    nodes,
-    settle,
-    advance: async (ms) => {
-      for (let done = 0; done < ms; done += 250) {
-        clock.advance(Math.min(250, ms - done));
-        await settle();
-      }
-    },
-    build: async (master, hops, timeoutMs) => {
-      const building = master.engine.build({ mode: 'master', hops: hops.map((h) => h.candidate), lifetimeMs: 600_000, ...(timeoutMs !== undefined ? { timeoutMs } : {}) });
-      building.catch(() => undefined);
-      await settle();
-      return withDeadline(building, 5_000, 'a build over a quiet in-memory network');
-    },
-    close: async () => {
-      for (const node of nodes) node.engine.close();
-      await settle();
-      await Promise.all(nodes.map((node) => node.link.close()));
-      await network.close();
-    },
-  };
-}
+// ---- a hand-built mesh of links and tunnel engines (@deut/testkit's createEngineMesh) --------
 
 const CELL_OUT = TUNNEL_MESSAGE_TYPES['cell-out'];
 const CELL_IN = TUNNEL_MESSAGE_TYPES['cell-in'];
@@ -242,22 +112,13 @@ function flipped(payload: Uint8Array, offset: number): Uint8Array {
 }
 
 /** The last payload of `type` that `node` received from `from`. */
-function lastReceived(node: MeshNode, type: number, from: MeshNode): { payload: Uint8Array; from: LinkPeer } {
+function lastReceived(node: EngineMeshNode, type: number, from: EngineMeshNode): { payload: Uint8Array; from: LinkPeer } {
   const found = node.inbox.filter((e) => e.payload[0] === type && addressKey(e.from.address) === addressKey(from.candidate.address)).at(-1);
   assert.ok(found !== undefined, `${node.name} received a payload of type ${type} from ${from.name}`);
   return { payload: found.payload.slice(), from: found.from };
 }
 
-/** Makes `node` alter the next payload of `type` from `from` with `change`, once. */
-function tamperOnce(node: MeshNode, type: number, from: MeshNode, change: (payload: Uint8Array) => Uint8Array): void {
-  node.intercept = (payload, sender) => {
-    if (payload[0] !== type || addressKey(sender.address) !== addressKey(from.candidate.address)) return payload;
-    node.intercept = undefined;
-    return change(payload);
-  };
-}
-
-const totalTransit = (mesh: Mesh): number => mesh.nodes.reduce((sum, n) => sum + n.engine.stats().transit, 0);
+const totalTransit = (mesh: EngineMesh): number => mesh.nodes.reduce((sum, n) => sum + n.engine.stats().transit, 0);
 
 // ---- messaging ------------------------------------------------------------------------------
 
@@ -717,8 +578,8 @@ test('pool - a tunnel lifetime shorter than the rotation windows neither builds 
 // ---- tunnel security ---------------------------------------------------------------------------
 
 test('tunnel security - a tampered cell, a replayed cell and a replayed build request are dropped and counted', { timeout: 60_000 }, async () => {
-  const mesh = await createMesh(['M', 'R1', 'R2', 'R3']);
-  const [M, R1, R2, R3] = mesh.nodes as [MeshNode, MeshNode, MeshNode, MeshNode];
+  const mesh = await createEngineMesh({ nodes: ['M', 'R1', 'R2', 'R3'] });
+  const [M, R1, R2, R3] = mesh.nodes as [EngineMeshNode, EngineMeshNode, EngineMeshNode, EngineMeshNode];
   const path = [R1, R2, R3];
   const plaintext = (): Uint8Array => randomBytes(CELL_PLAINTEXT_BYTES);
   try {
@@ -765,7 +626,7 @@ test('tunnel security - a tampered cell, a replayed cell and a replayed build re
     const q0 = plaintext();
     assert.ok(R3.engine.sendFromEndpoint(endpoint, q0));
     await mesh.settle();
-    assert.deepEqual(M.ownFrames, [q0]);
+    assert.deepEqual(M.ownFrames.map((f) => f.plaintext), [q0]);
     const inAtR2 = lastReceived(R2, CELL_IN, R3);
     R2.engine.handle(inAtR2.payload, inAtR2.from);
     assert.equal(R2.count('drop:cell-replay'), 2);
@@ -778,10 +639,10 @@ test('tunnel security - a tampered cell, a replayed cell and a replayed build re
     await mesh.settle();
     assert.equal(R1.count('cells-relayed'), relayedByR1 + 1, 'a relay cannot tell an inbound cell was altered');
     assert.equal(M.count('drop:cell-bad-tag'), 1, 'the master detects it');
-    assert.deepEqual(M.ownFrames, [q0], 'the application never sees altered data');
+    assert.deepEqual(M.ownFrames.map((f) => f.plaintext), [q0], 'the application never sees altered data');
     // A tampered tunnel is not used again (PROTOCOL.md §5.2): the master tears it down.
     await mesh.settle();
-    assert.ok(M.ownClosed.includes(tunnel), 'the master gave up the tampered tunnel');
+    assert.ok(M.ownClosed.some((c) => c.tunnel === tunnel), 'the master gave up the tampered tunnel');
     assert.equal(R3.engine.sendFromEndpoint(endpoint, plaintext()), false, 'the endpoint freed it too');
     assert.equal(totalTransit(mesh), 0);
 
@@ -806,7 +667,7 @@ test('tunnel security - a tampered cell, a replayed cell and a replayed build re
       assert.equal(R3.endpointFrames.length, framesBefore, `${c.what}: nothing reached the endpoint`);
       if (c.tornDown) {
         assert.equal(totalTransit(mesh), 0, `${c.what}: every hop freed the tunnel`);
-        assert.ok(M.ownClosed.includes(fresh), `${c.what}: the master learned the tunnel is gone`);
+        assert.ok(M.ownClosed.some((c) => c.tunnel === fresh), `${c.what}: the master learned the tunnel is gone`);
         assert.equal(R3.closedEndpoints.length, closedBefore + 1, `${c.what}: the endpoint released its port`);
         assert.equal(M.engine.send(fresh, plaintext()), false);
       } else {
@@ -833,10 +694,10 @@ test('tunnel security - a tampered cell, a replayed cell and a replayed build re
 // ---- tunnel build ------------------------------------------------------------------------------
 
 test('tunnel build - a refusing hop is named and the build is retried on another path', { timeout: 60_000 }, async (t: TestContext) => {
-  const mesh = await createMesh(['M', 'R1', 'X', 'R3']);
-  const [M, R1, X, R3] = mesh.nodes as [MeshNode, MeshNode, MeshNode, MeshNode];
+  const mesh = await createEngineMesh({ nodes: ['M', 'R1', 'X', 'R3'] });
+  const [M, R1, X, R3] = mesh.nodes as [EngineMeshNode, EngineMeshNode, EngineMeshNode, EngineMeshNode];
   try {
-    const cases: Array<{ path: MeshNode[]; hop: number; reason: RefusalReason; setUp: () => void }> = [
+    const cases: Array<{ path: EngineMeshNode[]; hop: number; reason: RefusalReason; setUp: () => void }> = [
       { path: [X, R1, R3], hop: 0, reason: 'overloaded', setUp: () => (X.refuse = 'overloaded') },
       { path: [R1, X, R3], hop: 1, reason: 'overloaded', setUp: () => (X.refuse = 'overloaded') },
       { path: [R1, R3, X], hop: 2, reason: 'overloaded', setUp: () => (X.refuse = 'overloaded') },
@@ -846,7 +707,7 @@ test('tunnel build - a refusing hop is named and the build is retried on another
         reason: 'exit-policy',
         setUp: () => {
           X.refuse = undefined;
-          X.endpointRefusal = 'exit-policy';
+          X.openEndpoint = () => Promise.resolve('exit-policy');
         },
       },
     ];
@@ -905,8 +766,8 @@ test('tunnel build - a refusing hop is named and the build is retried on another
 });
 
 test('tunnel build - a build to a dead hop times out and the partial state is freed', { timeout: 60_000 }, async () => {
-  const mesh = await createMesh(['M', 'R1', 'R2', 'R3']);
-  const [M, R1, R2, R3] = mesh.nodes as [MeshNode, MeshNode, MeshNode, MeshNode];
+  const mesh = await createEngineMesh({ nodes: ['M', 'R1', 'R2', 'R3'] });
+  const [M, R1, R2, R3] = mesh.nodes as [EngineMeshNode, EngineMeshNode, EngineMeshNode, EngineMeshNode];
   const path = [R1, R2, R3];
   try {
     // Links come up while R2 is alive; then R2 dies without a word.
@@ -959,8 +820,8 @@ test('tunnel build - a build to a dead hop times out and the partial state is fr
 });
 
 test('tunnel teardown - a relayer that dies silently: its neighbours on both sides free the tunnel state within about a minute, not at expiry, and the master hears of it; live idle neighbours keep theirs', { timeout: 120_000 }, async (t: TestContext) => {
-  const mesh = await createMesh(['M', 'R1', 'R2', 'R3']);
-  const [M, R1, R2, R3] = mesh.nodes as [MeshNode, MeshNode, MeshNode, MeshNode];
+  const mesh = await createEngineMesh({ nodes: ['M', 'R1', 'R2', 'R3'] });
+  const [M, R1, R2, R3] = mesh.nodes as [EngineMeshNode, EngineMeshNode, EngineMeshNode, EngineMeshNode];
   try {
     const tunnel = await mesh.build(M, [R1, R2, R3]);
     assert.deepEqual([R1, R2, R3].map((r) => r.engine.stats().transit), [1, 1, 1]);
@@ -982,7 +843,7 @@ test('tunnel teardown - a relayer that dies silently: its neighbours on both sid
     assert.deepEqual([R1.count('neighbours-lost'), R3.count('neighbours-lost')], [1, 1], 'each found out through its link to R2');
     assert.deepEqual(R3.closedEndpoints.map((c) => c.reason), ['neighbour-lost'], 'the endpoint port was closed');
     await mesh.settle();
-    assert.deepEqual(M.ownClosed.map((c) => c.localId), [tunnel.localId], 'R1 told the master (DESTROY_IN) that its tunnel is gone');
+    assert.deepEqual(M.ownClosed.map((c) => c.tunnel.localId), [tunnel.localId], 'R1 told the master (DESTROY_IN) that its tunnel is gone');
     t.diagnostic(`neighbours of the dead relayer freed its tunnel ${(freedAfter / 1000).toFixed(1)} s after it died (lifetime 600 s)`);
   } finally {
     await mesh.close();

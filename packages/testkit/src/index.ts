@@ -5,3 +5,4 @@ export * from './impairer.js';
 export * from './netns-scenario.js';
 export * from './netns-master.js';
 export * from './attack.js';
+export * from './engine-mesh.js';
