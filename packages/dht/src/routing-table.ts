@@ -74,6 +74,7 @@ export type RoutingTableCounter =
   | 'address-changed'
   | 'cached'
   | 'evicted'
+  | 'stale-kept'
   | 'promoted'
   | 'rejected-self'
   | 'rejected-bad-id'
@@ -198,6 +199,9 @@ export class RoutingTable {
   /**
    * An RPC to `id` timed out. After maxFailures in a row the contact is evicted and the
    * freshest replacement takes its place; a cached contact that fails is simply dropped.
+   * With no replacement waiting, a failing contact stays (stale, its failures counted):
+   * Kademlia §4.1. Timeouts also come from our own side (a starved process, a dead uplink),
+   * and evicting on them alone emptied whole tables, leaving a node nobody to ask.
    */
   failed(id: Uint8Array): void {
     if (!isId(id)) return;
@@ -210,9 +214,10 @@ export class RoutingTable {
     }
     const [bucket, at] = found;
     const old = bucket.contacts[at]!;
-    if (old.failures + 1 >= this.#maxFailures) {
+    if (old.failures + 1 >= this.#maxFailures && bucket.replacements.length > 0) {
       this.#evict(id);
     } else {
+      if (old.failures + 1 >= this.#maxFailures) this.#counters.add('stale-kept');
       bucket.contacts[at] = { ...old, failures: old.failures + 1 };
     }
   }

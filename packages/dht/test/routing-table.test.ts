@@ -144,6 +144,21 @@ test('routing table - a contact is evicted after two consecutive RPC failures, a
   assert.ok(table.get(newcomer.id) !== undefined);
 });
 
+test('routing table - a failing contact with no replacement waiting stays, stale; it goes once one is', T, () => {
+  const { table, inBucket } = fullBucket(2);
+  const victim = inBucket[1]!;
+  // Our own timeouts (a starved process, a dead uplink) must not empty the table.
+  for (let i = 0; i < 5; i++) table.failed(victim.id);
+  assert.equal(table.get(victim.id)?.failures, 5, 'kept, its failures counted');
+  assert.equal(table.size, inBucket.length);
+  assert.equal(table.stats()['stale-kept'], 4);
+  const newcomer = contactInBucket(table.self, 255);
+  table.seen(newcomer);
+  table.failed(victim.id);
+  assert.equal(table.get(victim.id), undefined, 'evicted once a replacement waits');
+  assert.ok(table.get(newcomer.id) !== undefined, 'and the replacement promoted');
+});
+
 test('routing table - closest equals the brute-force k closest for random tables and targets', T, () => {
   fc.assert(
     fc.property(
