@@ -250,8 +250,6 @@ export class TunnelEngine {
   readonly #logger: Logger;
   readonly #maxTransit: number;
   readonly #maxTransitPerNeighbour: number;
-  /** Transit entries per previous hop (address key), for the per-neighbour cap. */
-  readonly #transitPerNeighbour = new Map<string, number>();
   readonly #counters = new Counters();
   /** Hop entries by (upstream peer, id chosen by it). */
   readonly #byUpstream = new PeerIdMap<HopEntry>();
@@ -516,7 +514,7 @@ export class TunnelEngine {
       this.#counters.add('build-refused-transit-cap');
       return 'overloaded';
     }
-    if ((this.#transitPerNeighbour.get(fromKey) ?? 0) >= this.#maxTransitPerNeighbour) {
+    if (this.#byUpstream.sizeOf(fromKey) >= this.#maxTransitPerNeighbour) {
       this.#counters.add('build-refused-neighbour-cap');
       return 'overloaded';
     }
@@ -563,7 +561,6 @@ export class TunnelEngine {
       endpointOpen: false,
     };
     this.#byUpstream.set(entry.prevKey, prevId, entry);
-    this.#transitPerNeighbour.set(prevKey, (this.#transitPerNeighbour.get(prevKey) ?? 0) + 1);
     if (role === 'endpoint') this.#endpoints.set(entry.handle, entry);
     return entry;
   }
@@ -840,9 +837,6 @@ export class TunnelEngine {
   #remove(entry: HopEntry, reason: DestroyReason): void {
     if (this.#byUpstream.get(entry.prevKey, entry.prevId) === entry) {
       this.#byUpstream.delete(entry.prevKey, entry.prevId);
-      const left = (this.#transitPerNeighbour.get(entry.prevKey) ?? 1) - 1;
-      if (left > 0) this.#transitPerNeighbour.set(entry.prevKey, left);
-      else this.#transitPerNeighbour.delete(entry.prevKey);
       this.#unrefPeer(entry.prevKey);
       entry.layerKeys.fill(0);
     }
@@ -896,11 +890,10 @@ export class TunnelEngine {
    * before they expire, whichever side of us it was on and whether or not cells still flow.
    */
   #heartbeatNeighbours(): void {
+    // #peerRefs holds each neighbour of a transit entry once, so this costs per neighbour,
+    // not per tunnel; a master's own tunnels add their first hops.
     const neighbours = new Map<string, UdpAddress>();
-    for (const entry of this.#byUpstream.values()) {
-      neighbours.set(entry.prevKey, entry.prev.address);
-      if (entry.nextAddress !== undefined && entry.nextKey !== undefined) neighbours.set(entry.nextKey, entry.nextAddress);
-    }
+    for (const peer of this.#peerRefs.values()) neighbours.set(peer.key, peer.address);
     for (const tunnel of this.#owned.values()) neighbours.set(tunnel.firstHopKey, tunnel.firstHop);
     for (const address of neighbours.values()) this.#link.heartbeat(address);
   }

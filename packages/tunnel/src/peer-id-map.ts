@@ -12,6 +12,11 @@ export class PeerIdMap<T> {
     return this.#size;
   }
 
+  /** Entries of one neighbour. */
+  sizeOf(peerKey: string): number {
+    return this.#byPeer.get(peerKey)?.size ?? 0;
+  }
+
   get(peerKey: string, id: number): T | undefined {
     return this.#byPeer.get(peerKey)?.get(id);
   }
