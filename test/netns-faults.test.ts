@@ -199,10 +199,15 @@ describe('netns faults - impairment, kill -9 and partition, side by side', { con
         const rebuiltMs = Date.now() - healedAt;
         // B finds A's DHT node at one of A's current endpoints: A announced its new address.
         let found: Array<{ id: string; address: string }> = [];
+        let lastSeen = '';
         await waitFor('B to find A at a current endpoint', 120_000, async () => {
           const now = await a.status();
           found = await b.findNode(now.dhtId).catch((): typeof found => []);
-          return found.some((c) => c.id === now.dhtId && now.endpoints.includes(c.address));
+          const aAt = found.find((c) => c.id === now.dhtId);
+          lastSeen = `${aAt === undefined ? `A not among ${found.length} answers` : `A at ${aAt.address}`}; A's endpoints ${now.endpoints.join(', ')}`;
+          return aAt !== undefined && now.endpoints.includes(aAt.address);
+        }).catch((error: unknown) => {
+          throw new Error(`${String(error)}: ${lastSeen}`);
         });
         const announcedMs = Date.now() - healedAt;
         await waitFor('A to store a value after the heal', 60_000, async () => (await a.put('partition:a', 'after').catch(() => ({ stored: 0 }))).stored > 0);

@@ -229,7 +229,10 @@ export class DeutNode extends EventEmitter<DeutNodeEvents> {
         ...(options.probeIntervalMs !== undefined ? { probeIntervalMs: options.probeIntervalMs } : {}),
         ...(options.probeTimeoutMs !== undefined ? { probeTimeoutMs: options.probeTimeoutMs } : {}),
       });
-      this.#pool.onBuildEnded = (outcome) => this.emit('build-ended', outcome);
+      this.#pool.onBuildEnded = (outcome) => {
+        if (outcome.ok) this.#dhtRole?.tunnelBuilt();
+        this.emit('build-ended', outcome);
+      };
       this.#pool.onTunnelGone = (tunnel) => {
         this.#reassembler.forget(String(tunnel.localId));
         this.#dhtRole?.tunnelGone();

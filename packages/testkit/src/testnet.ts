@@ -57,6 +57,10 @@ export interface Testnet {
   echoServer(): Promise<EchoServer>;
   /** Silences a node at once, as a crash would: no TunnelDestroy, no more datagrams in or out. */
   kill(node: TestnetNode): void;
+  /** Cuts a node off the network, as a dead uplink would: it keeps running, but nothing goes in or out (sockets it opens meanwhile too) until {@link Testnet.heal}. */
+  partition(node: TestnetNode): void;
+  /** Puts a partitioned node back on the network. */
+  heal(node: TestnetNode): void;
   /**
    * Starts one more master (next free 127.0.2.x host) with the testnet's master options and
    * `extra`, waits for its tunnels, and adds it to `masters`; close() closes it too.
@@ -73,9 +77,11 @@ export interface EchoServer {
   close(): Promise<void>;
 }
 
-/** A socket that a test can kill: sends and deliveries then vanish silently. */
+/** A socket that a test can kill or cut off: sends and deliveries then vanish silently. */
 export class KillableSocket implements DatagramSocket {
   #dead = false;
+  /** Cut off for now (a partition); unlike a kill, this can be undone. */
+  cut = false;
   #handler: MessageHandler | undefined;
 
   /** `onClosed` runs once the socket is closed (the testnet forgets it then). */
@@ -84,7 +90,7 @@ export class KillableSocket implements DatagramSocket {
     private readonly onClosed: () => void = () => undefined,
   ) {
     inner.onMessage((data, from) => {
-      if (!this.#dead) this.#handler?.(data, from);
+      if (!this.#dead && !this.cut) this.#handler?.(data, from);
     });
   }
 
@@ -105,7 +111,7 @@ export class KillableSocket implements DatagramSocket {
   }
 
   send(data: Uint8Array, to: UdpAddress): void {
-    if (!this.#dead) this.inner.send(data, to);
+    if (!this.#dead && !this.cut) this.inner.send(data, to);
   }
 
   onMessage(handler: MessageHandler): void {
@@ -124,6 +130,8 @@ export async function createTestnet(options: TestnetOptions = {}): Promise<Testn
   const network = transport === 'memory' ? new MemoryNetwork({ seed: options.seed ?? 1, ...(options.conditions ? { conditions: options.conditions } : {}), ...(options.clock ? { clock: options.clock } : {}) }) : undefined;
   const nodes: TestnetNode[] = [];
   const extraSockets: DatagramSocket[] = [];
+  /** The socket lists of partitioned nodes: a socket bound on one starts cut off. */
+  const partitioned = new Set<KillableSocket[]>();
   const bindRaw = (address: UdpAddress): Promise<DatagramSocket> => (network !== undefined ? Promise.resolve(network.bind(address)) : bindUdp(address));
 
   const start = async (role: 'relay' | 'master', host: string, extra: Partial<DeutNodeOptions>, bootstrap: UdpAddress[]): Promise<TestnetNode> => {
@@ -137,6 +145,7 @@ export async function createTestnet(options: TestnetOptions = {}): Promise<Testn
           const at = sockets.indexOf(socket);
           if (at >= 0) sockets.splice(at, 1);
         });
+        socket.cut = partitioned.has(sockets);
         sockets.push(socket);
         return socket;
       },
@@ -195,6 +204,14 @@ export async function createTestnet(options: TestnetOptions = {}): Promise<Testn
       },
       kill: (node) => {
         for (const socket of node.sockets) socket.kill();
+      },
+      partition: (node) => {
+        partitioned.add(node.sockets);
+        for (const socket of node.sockets) socket.cut = true;
+      },
+      heal: (node) => {
+        partitioned.delete(node.sockets);
+        for (const socket of node.sockets) socket.cut = false;
       },
       addMaster: async (extra = {}) => {
         const master = await startMaster(extra);
