@@ -191,7 +191,7 @@ describe('netns faults - impairment, kill -9 and partition, side by side', { con
         const before = await a.status();
         await a.put('partition:a', 'before');
         await mesh.partition(aHost);
-        await new Promise((r) => setTimeout(r, 30_000));
+        await new Promise((r) => setTimeout(r, Number(process.env.PARTITION_MS ?? 30_000)));
         const during = await a.status();
         await mesh.heal(aHost);
         const healedAt = Date.now();
@@ -206,8 +206,9 @@ describe('netns faults - impairment, kill -9 and partition, side by side', { con
           const aAt = found.find((c) => c.id === now.dhtId);
           lastSeen = `${aAt === undefined ? `A not among ${found.length} answers` : `A at ${aAt.address}`}; A's endpoints ${now.endpoints.join(', ')}`;
           return aAt !== undefined && now.endpoints.includes(aAt.address);
-        }).catch((error: unknown) => {
-          throw new Error(`${String(error)}: ${lastSeen}`);
+        }).catch(async (error: unknown) => {
+          const [sa, sb] = await Promise.all([a.status(), b.status()]);
+          throw new Error(`${String(error)}: ${lastSeen}; A's DHT ${JSON.stringify(sa.dht)}; B's DHT ${JSON.stringify(sb.dht)}; A's pool ${JSON.stringify(sa.pool)}`);
         });
         const announcedMs = Date.now() - healedAt;
         await waitFor('A to store a value after the heal', 60_000, async () => (await a.put('partition:a', 'after').catch(() => ({ stored: 0 }))).stored > 0);
@@ -215,7 +216,7 @@ describe('netns faults - impairment, kill -9 and partition, side by side', { con
         const after = await a.status();
         const kept = after.endpoints.filter((e) => before.endpoints.includes(e)).length;
         t.diagnostic(
-          `partition 30 s: A had ${during.usable} usable tunnels at its end (pool ${JSON.stringify(during.pool)}); after the heal the pool was full in ${(rebuiltMs / 1000).toFixed(1)} s ` +
+          `partition ${Number(process.env.PARTITION_MS ?? 30_000) / 1000} s: A had ${during.usable} usable tunnels at its end (pool ${JSON.stringify(during.pool)}); after the heal the pool was full in ${(rebuiltMs / 1000).toFixed(1)} s ` +
             `(${kept} of ${after.endpoints.length} endpoints survived), B found A at a current endpoint ${(announcedMs / 1000).toFixed(1)} s after the heal; a value put after the heal was found by B`,
         );
       });

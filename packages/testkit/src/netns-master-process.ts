@@ -38,6 +38,8 @@ export interface NetnsMasterStatus {
   readonly endpoints: string[];
   readonly dhtId: string;
   readonly dhtContacts: number;
+  /** The DHT's view, for a failing test to print: its contacts and its counters. */
+  readonly dht: { readonly table: Array<{ id: string; address: string; failures: number }>; readonly counters: Record<string, number>; readonly rpc: Record<string, unknown> };
   readonly pool: Record<string, number>;
   readonly served: number;
 }
@@ -109,6 +111,11 @@ async function main(): Promise<void> {
           endpoints: node.tunnels.list().filter((t) => !t.draining).map((t) => addressKey(t.endpoint)),
           dhtId: hex(node.dht.id),
           dhtContacts: node.dht.stats().contacts,
+          dht: {
+            table: node.dht.table.contacts().map((c) => ({ id: hex(c.id).slice(0, 12), address: addressKey(c.address), failures: c.failures })),
+            counters: node.dht.stats().counters,
+            rpc: node.dht.stats().rpc,
+          },
           pool: stats.pool?.counters ?? {},
           served,
         } satisfies NetnsMasterStatus;
