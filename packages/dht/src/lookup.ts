@@ -6,12 +6,25 @@
  * fails is dropped from the shortlist and the next one moves up, so a dead or departed
  * contact costs one timeout, never the lookup.
  *
+ * A node is known by id, but its address can change (over deut tunnels it is an endpoint,
+ * which rotates): when other nodes report a node at an address other than the one it
+ * failed at, it is asked once more there ({@link MAX_OTHER_ADDRESSES} at most). Without
+ * that, a node whose own table held a dead address for a peer could never find that peer
+ * again, however many others knew where it had moved.
+ *
  * The lookup is transport-free: `ask` performs one call. That keeps the algorithm testable
  * against a simulated network with a global view.
  */
 import { abortedError, timeoutError } from '@deut/common';
 import { toHex } from '@deut/crypto';
 import { compareDistance } from './id.js';
+
+/**
+ * Other addresses one node may be asked at after it failed at the first, in one lookup. A
+ * forged answer can name any address for a node anyway (only the key holder can answer a
+ * call), so this bounds what lying costs us: at most this many extra calls per node.
+ */
+export const MAX_OTHER_ADDRESSES = 2;
 
 /** A node the lookup may ask. */
 export interface LookupCandidate {
@@ -68,7 +81,13 @@ type State = 'new' | 'asking' | 'answered' | 'failed';
 interface Entry {
   readonly node: LookupCandidate;
   state: State;
+  /** Addresses others reported for this node, not yet asked (at most MAX_OTHER_ADDRESSES in all). */
+  readonly otherAddresses: LookupCandidate[];
+  /** How many other addresses it has been given; bounds retries however often it fails. */
+  othersTaken: number;
 }
+
+const sameAddress = (a: LookupCandidate, b: LookupCandidate): boolean => a.address.host === b.address.host && a.address.port === b.address.port;
 
 /**
  * Runs one lookup to its end.
@@ -91,8 +110,24 @@ export function iterativeLookup(options: LookupOptions): Promise<LookupResult> {
 
   const consider = (node: LookupCandidate): void => {
     const hex = toHex(node.id);
-    if (hex === selfHex || entries.has(hex)) return;
-    const entry: Entry = { node, state: 'new' };
+    if (hex === selfHex) return;
+    const known = entries.get(hex);
+    if (known === undefined) {
+      const entry: Entry = { node, state: 'new', otherAddresses: [], othersTaken: 0 };
+      entries.set(hex, entry);
+      shortlist.push(entry);
+      return;
+    }
+    if (known.state === 'answered' || known.othersTaken >= MAX_OTHER_ADDRESSES || sameAddress(known.node, node) || known.otherAddresses.some((o) => sameAddress(o, node))) return;
+    known.othersTaken++;
+    known.otherAddresses.push(node);
+    if (known.state === 'failed') retryElsewhere(hex, known);
+  };
+  /** A node that failed is asked again at an address someone else reported, if there is one. */
+  const retryElsewhere = (hex: string, failedEntry: Entry): void => {
+    const next = failedEntry.otherAddresses.shift();
+    if (next === undefined) return;
+    const entry: Entry = { node: next, state: 'new', otherAddresses: failedEntry.otherAddresses, othersTaken: failedEntry.othersTaken };
     entries.set(hex, entry);
     shortlist.push(entry);
   };
@@ -177,6 +212,8 @@ export function iterativeLookup(options: LookupOptions): Promise<LookupResult> {
             if (done) return;
             entry.state = 'failed';
             shortlist = shortlist.filter((e) => e !== entry);
+            retryElsewhere(toHex(entry.node.id), entry);
+            sortAndTrim();
             step();
           },
         );

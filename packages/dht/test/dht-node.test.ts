@@ -10,7 +10,7 @@ import { channelFromSocket, type DatagramChannel } from '../src/channel.js';
 import { formatDhtContact, parseDhtContact } from '../src/contact-string.js';
 import { DhtNode, type DhtNodeOptions } from '../src/dht-node.js';
 import { compareDistance, keyFromBytes, nodeIdFromPublicKey } from '../src/id.js';
-import { iterativeLookup, type LookupCandidate } from '../src/lookup.js';
+import { MAX_OTHER_ADDRESSES, iterativeLookup, type LookupCandidate } from '../src/lookup.js';
 import { DhtRpc } from '../src/rpc.js';
 
 // Library timers are unref'd (they must never keep a daemon alive); the tests wait on them.
@@ -270,6 +270,51 @@ test('lookup - converges to the true k closest of a simulated network, around de
   }
 });
 
+test('lookup - a node that failed at one address is asked again where others report it, at most MAX_OTHER_ADDRESSES more times', { timeout: 20_000 }, async () => {
+  const nodes: LookupCandidate[] = Array.from({ length: 30 }, (_, i) => {
+    const publicKey = randomBytes(32);
+    return { id: nodeIdFromPublicKey(publicKey), publicKey, address: { host: '10.9.0.3', port: 1000 + i } };
+  });
+  const target = randomBytes(32);
+  const sorted = [...nodes].sort((x, y) => compareDistance(target, x.id, y.id));
+  const moved = sorted[0]!;
+  const movedHex = toHex(moved.id);
+  const at = (port: number): LookupCandidate => ({ ...moved, address: { host: '10.9.0.4', port } });
+  const run = async (answersAt: number | undefined, reportedAt: readonly number[]): Promise<{ closest: LookupCandidate[]; asks: string[] }> => {
+    const asks: string[] = [];
+    const result = await iterativeLookup({
+      target,
+      // We know `moved` at its old address, where it no longer answers.
+      seeds: sorted.slice(0, 5),
+      k: 5,
+      ask: async (node) => {
+        await new Promise((r) => setImmediate(r));
+        if (toHex(node.id) !== movedHex) return { kind: 'nodes', contacts: [...sorted.slice(0, 8), ...reportedAt.map(at)] };
+        asks.push(addressKey(node.address));
+        if (node.address.port !== answersAt) throw new Error('timeout');
+        return { kind: 'nodes', contacts: sorted.slice(0, 8) };
+      },
+    });
+    return { closest: result.closest, asks };
+  };
+
+  // Others know where it went: it is asked there once, answers, and is in the result at that address.
+  const found = await run(7000, [7000]);
+  assert.deepEqual(found.asks, [addressKey(moved.address), '10.9.0.4:7000']);
+  const inResult = found.closest.find((c) => toHex(c.id) === movedHex);
+  assert.equal(inResult === undefined ? 'missing' : addressKey(inResult.address), '10.9.0.4:7000');
+  assert.deepEqual(found.closest.map((c) => toHex(c.id)), sorted.slice(0, 5).map((c) => toHex(c.id)));
+
+  // Liars name it at many addresses where it never answers: the extra calls stay bounded.
+  const lied = await run(undefined, [7001, 7002, 7003, 7004, 7005]);
+  assert.equal(lied.asks.length, 1 + MAX_OTHER_ADDRESSES, `asked at ${lied.asks.join(', ')}`);
+  assert.ok(!lied.closest.some((c) => toHex(c.id) === movedHex));
+  assert.deepEqual(lied.closest.map((c) => toHex(c.id)), sorted.slice(1, 6).map((c) => toHex(c.id)));
+
+  // Without any other address it costs one call, as before.
+  assert.deepEqual((await run(undefined, [])).asks, [addressKey(moved.address)]);
+});
+
 // ---- nodes --------------------------------------------------------------------------------
 
 test('dht - 30 nodes: every value put is found by every node, and findNode returns the true k closest', { timeout: 120_000 }, async (t: TestContext) => {
@@ -367,6 +412,35 @@ test('dht - a contact address moves only after the peer answers there; a replaye
     hub.filter = () => true;
     a.dht.close();
     b.dht.close();
+  }
+});
+
+test('dht - a node holding a dead address for a peer finds it at the address its neighbours verified, and moves its contact there', { timeout: 30_000 }, async () => {
+  const hub = new Hub();
+  const [a, b, c] = await network(hub, 3);
+  assert.ok(a && b && c);
+  // a moves (every tunnel it had went at once) and re-announces; b hears nothing of it.
+  const moved = hub.channel();
+  const cutOff = (x: UdpAddress, y: UdpAddress): boolean => [x, y].some((v) => addressKey(v) === addressKey(moved.address)) && [x, y].some((v) => addressKey(v) === addressKey(b.address));
+  hub.filter = (from, to) => !cutOff(from, to);
+  a.dht.close();
+  const a2 = new DhtNode({ identity: a.identity, channel: moved, bootstrap: [{ publicKey: c.identity.publicKey, address: c.address }], rpc: { attempts: 2 } });
+  try {
+    assert.ok((await a2.announce()) >= 1, 'c heard the announce');
+    await new Promise((r) => setTimeout(r, 300));
+    assert.equal(addressKey(c.dht.table.get(a.dht.id)!.address), addressKey(moved.address), 'c verified the new address');
+    assert.equal(addressKey(b.dht.table.get(a.dht.id)!.address), addressKey(a.address), 'b still holds the dead one');
+    hub.filter = () => true;
+
+    // b's lookup fails at the dead address, learns the new one from c, and a answers there.
+    const found = await b.dht.findNode(a.dht.id);
+    const aAt = found.find((x) => toHex(x.id) === toHex(a.dht.id));
+    assert.equal(aAt === undefined ? 'not found' : addressKey(aAt.address), addressKey(moved.address));
+    assert.equal(addressKey(b.dht.table.get(a.dht.id)!.address), addressKey(moved.address), 'b moved its contact on the answer');
+  } finally {
+    hub.filter = () => true;
+    a2.close();
+    closeAll([b, c]);
   }
 });
 
