@@ -8,9 +8,10 @@
  *
  * A node is known by id, but its address can change (over deut tunnels it is an endpoint,
  * which rotates): when other nodes report a node at an address other than the one it
- * failed at, it is asked once more there ({@link MAX_OTHER_ADDRESSES} at most). Without
- * that, a node whose own table held a dead address for a peer could never find that peer
- * again, however many others knew where it had moved.
+ * failed at, it is asked once more there ({@link MAX_OTHER_ADDRESSES} at most), on the side:
+ * the lookup does not wait for those calls. Without them, a node whose own table held a
+ * dead address for a peer could never find that peer again, however many others knew
+ * where it had moved.
  *
  * The lookup is transport-free: `ask` performs one call. That keeps the algorithm testable
  * against a simulated network with a global view.
@@ -121,16 +122,10 @@ export function iterativeLookup(options: LookupOptions): Promise<LookupResult> {
     if (known.state === 'answered' || known.othersTaken >= MAX_OTHER_ADDRESSES || sameAddress(known.node, node) || known.otherAddresses.some((o) => sameAddress(o, node))) return;
     known.othersTaken++;
     known.otherAddresses.push(node);
-    if (known.state === 'failed') retryElsewhere(hex, known);
+    if (known.state === 'failed') askElsewhere(known);
   };
-  /** A node that failed is asked again at an address someone else reported, if there is one. */
-  const retryElsewhere = (hex: string, failedEntry: Entry): void => {
-    const next = failedEntry.otherAddresses.shift();
-    if (next === undefined) return;
-    const entry: Entry = { node: next, state: 'new', otherAddresses: failedEntry.otherAddresses, othersTaken: failedEntry.othersTaken };
-    entries.set(hex, entry);
-    shortlist.push(entry);
-  };
+  /** Set once the lookup runs: asks a failed node at the next address others reported for it. */
+  let askElsewhere: (failedEntry: Entry) => void = () => undefined;
   const sortAndTrim = (): void => {
     shortlist.sort((a, b) => compareDistance(target, a.node.id, b.node.id));
     // Entries beyond the cap are forgotten for good (kept in `entries`), so the shortlist
@@ -158,6 +153,48 @@ export function iterativeLookup(options: LookupOptions): Promise<LookupResult> {
     if (signal?.aborted === true) return onAbort();
     signal?.addEventListener('abort', onAbort, { once: true });
 
+    /** Takes in what an answering node said: its values, or the contacts it named. */
+    const absorb = (result: AskResult): void => {
+      if (result.kind === 'values') {
+        for (const value of result.values) {
+          const hex = toHex(value);
+          if (!seenValues.has(hex)) {
+            seenValues.add(hex);
+            values.push(value);
+          }
+        }
+      } else {
+        for (const contact of result.contacts) consider(contact);
+        sortAndTrim();
+      }
+    };
+    // On the side: not in an alpha slot, and the lookup does not wait for it. A node that
+    // left (the usual reason a call fails) must not cost one timeout per address it ever
+    // had; a node that moved answers, joins the result if the lookup still runs, and the
+    // caller's routing table learns its address from the answer either way.
+    askElsewhere = (failedEntry) => {
+      if (done) return;
+      const next = failedEntry.otherAddresses.shift();
+      if (next === undefined) return;
+      const entry: Entry = { node: next, state: 'asking', otherAddresses: failedEntry.otherAddresses, othersTaken: failedEntry.othersTaken };
+      entries.set(toHex(next.id), entry);
+      asked++;
+      ask(next).then(
+        (result) => {
+          if (done) return;
+          entry.state = 'answered';
+          shortlist.push(entry);
+          absorb(result);
+          sortAndTrim();
+          step();
+        },
+        () => {
+          failed++;
+          entry.state = 'failed';
+          askElsewhere(entry);
+        },
+      );
+    };
     const step = (): void => {
       if (done) return;
       if (options.wantValues === true && values.length > 0) return finish();
@@ -192,18 +229,7 @@ export function iterativeLookup(options: LookupOptions): Promise<LookupResult> {
             settle();
             if (done) return;
             entry.state = 'answered';
-            if (result.kind === 'values') {
-              for (const value of result.values) {
-                const hex = toHex(value);
-                if (!seenValues.has(hex)) {
-                  seenValues.add(hex);
-                  values.push(value);
-                }
-              }
-            } else {
-              for (const contact of result.contacts) consider(contact);
-              sortAndTrim();
-            }
+            absorb(result);
             step();
           },
           () => {
@@ -212,8 +238,7 @@ export function iterativeLookup(options: LookupOptions): Promise<LookupResult> {
             if (done) return;
             entry.state = 'failed';
             shortlist = shortlist.filter((e) => e !== entry);
-            retryElsewhere(toHex(entry.node.id), entry);
-            sortAndTrim();
+            askElsewhere(entry);
             step();
           },
         );
