@@ -236,13 +236,18 @@ test('rpc - requests over the per-source limit are dropped before any key exchan
 
 // ---- lookups ------------------------------------------------------------------------------
 
+/** `count` lookup candidates with fresh keys, at ports 1000.. of `host` (for lookups against a simulated network). */
+function simulatedCandidates(count: number, host: string): LookupCandidate[] {
+  return Array.from({ length: count }, (_, i) => {
+    const publicKey = randomBytes(32);
+    return { id: nodeIdFromPublicKey(publicKey), publicKey, address: { host, port: 1000 + i } };
+  });
+}
+
 test('lookup - converges to the true k closest of a simulated network, around dead nodes', { timeout: 20_000 }, async () => {
   // 300 nodes, each knowing 30 random others plus its 8 nearest: answers are computed from
   // that static graph, and a tenth of the nodes never answer.
-  const nodes: LookupCandidate[] = Array.from({ length: 300 }, (_, i) => {
-    const publicKey = randomBytes(32);
-    return { id: nodeIdFromPublicKey(publicKey), publicKey, address: { host: '10.9.0.1', port: 1000 + i } };
-  });
+  const nodes = simulatedCandidates(300, '10.9.0.1');
   const dead = new Set(nodes.slice(0, 30).map((n) => toHex(n.id)));
   const knows = new Map<string, LookupCandidate[]>();
   for (const n of nodes) {
@@ -271,10 +276,7 @@ test('lookup - converges to the true k closest of a simulated network, around de
 });
 
 test('lookup - a node that failed at one address is asked again where others report it, at most MAX_OTHER_ADDRESSES more times', { timeout: 20_000 }, async () => {
-  const nodes: LookupCandidate[] = Array.from({ length: 30 }, (_, i) => {
-    const publicKey = randomBytes(32);
-    return { id: nodeIdFromPublicKey(publicKey), publicKey, address: { host: '10.9.0.3', port: 1000 + i } };
-  });
+  const nodes = simulatedCandidates(30, '10.9.0.3');
   const target = randomBytes(32);
   const sorted = [...nodes].sort((x, y) => compareDistance(target, x.id, y.id));
   const moved = sorted[0]!;
@@ -604,10 +606,7 @@ test('contact strings - round trip, and one clear error per mistake', () => {
 });
 
 test('lookup - a silent node stops holding its slot after stallAfterMs, so the lookup does not wait out its retries', { timeout: 20_000 }, async () => {
-  const nodes: LookupCandidate[] = Array.from({ length: 40 }, (_, i) => {
-    const publicKey = randomBytes(32);
-    return { id: nodeIdFromPublicKey(publicKey), publicKey, address: { host: '10.9.0.2', port: 1000 + i } };
-  });
+  const nodes = simulatedCandidates(40, '10.9.0.2');
   const target = randomBytes(32);
   const sorted = [...nodes].sort((x, y) => compareDistance(target, x.id, y.id));
   // The three closest never answer; the others know everybody.
