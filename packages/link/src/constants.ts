@@ -15,6 +15,16 @@ export const HANDSHAKE_RETRY_MAX_MS = 8000;
 export const HANDSHAKE_ATTEMPTS = 6;
 /** Lifetime of a responder's half-open handshake state. */
 export const HANDSHAKE_PENDING_MS = 5000;
+/**
+ * How long after its first transmission a handshake message may still be retransmitted:
+ * the sum of the waits between HANDSHAKE_ATTEMPTS transmissions (23 s), plus one wait for
+ * the last one to arrive. A responder answers a retransmitted msg3 for this long, because
+ * the initiator retransmits msg3 until it hears from the new session, and only that answer
+ * can stop it; nothing else would reach it, since it sends nothing on an unconfirmed session.
+ */
+export const HANDSHAKE_RETRANSMIT_SPAN_MS = Array.from({ length: HANDSHAKE_ATTEMPTS }, (_, attempt) =>
+  attempt === 0 ? HANDSHAKE_RETRY_MS : Math.min(HANDSHAKE_RETRY_MS * 2 ** attempt, HANDSHAKE_RETRY_MAX_MS),
+).reduce((sum, wait) => sum + wait, 0);
 /** Global cap on half-open responder handshakes. */
 export const MAX_PENDING_HANDSHAKES = 1024;
 /** A session older than this is rekeyed by whichever side next sends on it. */

@@ -37,6 +37,7 @@ import {
 import {
   HANDSHAKE_ATTEMPTS,
   HANDSHAKE_PENDING_MS,
+  HANDSHAKE_RETRANSMIT_SPAN_MS,
   HANDSHAKE_RETRY_MAX_MS,
   HANDSHAKE_RETRY_MS,
   KEEPALIVE_MS,
@@ -162,7 +163,9 @@ interface Initiating {
 
 interface Responding {
   readonly handshake: ResponderHandshake;
-  readonly expiresAt: number;
+  readonly createdAt: number;
+  /** Moves on when a retransmitted msg1 is answered, never past createdAt + HANDSHAKE_RETRANSMIT_SPAN_MS. */
+  expiresAt: number;
   /** msg1's ephemeral representative: a retransmitted msg1 (whatever its mac1) gets the same msg2. */
   readonly ephemeral: string;
 }
@@ -392,6 +395,7 @@ export class Link extends EventEmitter<LinkEvents> {
       const remembered = peer.replies.get(handshakeFingerprint(data));
       if (remembered !== undefined && remembered.until > this.#clock.now()) {
         this.#counters.add('handshake-retransmit-answered');
+        if (responding !== undefined && remembered.reply.kind === 'datagram' && remembered.reply.bytes === responding.handshake.msg2) this.#reopenHalfOpen(responding);
         return this.#sendReply(peer, remembered.reply);
       }
     }
@@ -407,6 +411,7 @@ export class Link extends EventEmitter<LinkEvents> {
     const ephemeral = msg1Ephemeral(data);
     if (existing?.responding?.ephemeral === ephemeral) {
       this.#counters.add('handshake-retransmit-answered');
+      this.#reopenHalfOpen(existing.responding);
       return this.#socketSend(existing.responding.handshake.msg2, existing.address);
     }
     if (!this.#perSource.take(from.host)) return this.#drop('rate-limited');
@@ -424,10 +429,20 @@ export class Link extends EventEmitter<LinkEvents> {
     if (peer === undefined) return;
     const handshake = new ResponderHandshake(this.#identity, this.#payload, data);
     if (!replacing) this.#pending++;
-    peer.responding = { handshake, expiresAt: this.#clock.now() + HANDSHAKE_PENDING_MS, ephemeral };
+    const now = this.#clock.now();
+    peer.responding = { handshake, createdAt: now, expiresAt: now + HANDSHAKE_PENDING_MS, ephemeral };
     this.#remember(peer, data, { kind: 'datagram', bytes: handshake.msg2 });
     this.#counters.add('handshakes-responded');
     this.#socketSend(handshake.msg2, peer.address);
+  }
+
+  /**
+   * msg1 came again, so our msg2 was lost and msg3 can only follow the copy we send now: the
+   * half-open window starts again. Bounded by the initiator's own retry span, so replaying
+   * one msg1 cannot hold a half-open slot longer than a genuine initiator would.
+   */
+  #reopenHalfOpen(responding: Responding): void {
+    responding.expiresAt = Math.min(this.#clock.now() + HANDSHAKE_PENDING_MS, responding.createdAt + HANDSHAKE_RETRANSMIT_SPAN_MS);
   }
 
   /** The responder is under load: send msg1 again at once, now carrying mac2. */
@@ -465,7 +480,10 @@ export class Link extends EventEmitter<LinkEvents> {
     peer.lastReceivedAt = this.#clock.now();
     if (!this.#acceptKey(peer, outcome.remoteStatic, outcome.remotePayload.ephemeralIdentity)) return;
     const session = this.#addSession(peer, outcome);
-    this.#remember(peer, data, { kind: 'keepalive', session });
+    // Our confirming keepalive may be lost, and the initiator then retransmits msg3 for as long
+    // as its retries last: answer those for that long, not just for our half-open window (a
+    // 5-second memory once left an initiator retransmitting msg3 into silence for 31 s).
+    this.#remember(peer, data, { kind: 'keepalive', session }, HANDSHAKE_RETRANSMIT_SPAN_MS);
     this.#sendReply(peer, { kind: 'keepalive', session });
     this.#onConfirmed(peer, session);
   }
@@ -648,12 +666,12 @@ export class Link extends EventEmitter<LinkEvents> {
     return peer;
   }
 
-  #remember(peer: PeerState, request: Uint8Array, reply: Reply): void {
+  #remember(peer: PeerState, request: Uint8Array, reply: Reply, forMs = HANDSHAKE_PENDING_MS): void {
     if (peer.replies.size >= MAX_REMEMBERED_REPLIES) {
       const oldest = peer.replies.keys().next();
       if (oldest.done !== true) peer.replies.delete(oldest.value);
     }
-    peer.replies.set(handshakeFingerprint(request), { reply, until: this.#clock.now() + HANDSHAKE_PENDING_MS });
+    peer.replies.set(handshakeFingerprint(request), { reply, until: this.#clock.now() + forMs });
   }
 
   /** A keepalive is sealed anew each time: resending old bytes would be refused as a replay. */

@@ -177,7 +177,11 @@ export async function createTestnet(options: TestnetOptions = {}): Promise<Testn
     const bootstrap = first.node.address;
     const relays = [first];
     for (let i = 1; i < relayCount; i++) relays.push(await start('relay', `127.0.1.${i + 1}`, { relay: true, ...options.relay }, [bootstrap]));
-    await until(() => first.node.stats().peers >= relayCount - 1, 30_000, 'relayers announced to the bootstrap');
+    await until(() => first.node.stats().peers >= relayCount - 1, 30_000, 'relayers announced to the bootstrap').catch((error: unknown) => {
+      // Say who is missing and what its link did, so a failure explains itself.
+      const report = relays.slice(1).map((r) => ({ relay: addressKey(r.node.address), peers: r.node.stats().peers, link: r.node.stats().link, node: r.node.stats().counters }));
+      throw new Error(`${String(error)}: the bootstrap knows ${first.node.stats().peers} of ${relayCount - 1}; relayers ${JSON.stringify(report)}; bootstrap link ${JSON.stringify(first.node.stats().link.counters)}, node ${JSON.stringify(first.node.stats().counters)}`);
+    });
     const masters: TestnetNode[] = [];
     const startMaster = (extra: Partial<DeutNodeOptions> = {}): Promise<TestnetNode> =>
       start('master', `127.0.2.${masters.length + 1}`, { relay: false, tunnels: options.tunnels ?? 8, ...options.master, ...extra }, [bootstrap]);
