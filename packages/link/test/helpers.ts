@@ -5,7 +5,7 @@
  */
 import { runInNewContext } from 'node:vm';
 import { setFlagsFromString } from 'node:v8';
-import type { Clock, UdpAddress } from '@deut/common';
+import { ManualClock, type Clock, type UdpAddress } from '@deut/common';
 import { generateKeyPair, type KeyPair } from '@deut/crypto';
 import { MemoryNetwork, bindUdp, type DatagramSocket, type MessageHandler, type SocketStats } from '@deut/transport';
 import { KnownPeers, Link, type LinkOptions } from '../src/index.js';
@@ -107,6 +107,31 @@ export async function withConnectedPair(
   } finally {
     await Promise.all([a.link.close(), b.link.close()]);
     await network.close();
+  }
+}
+
+/**
+ * Runs `body` with two started, unconnected nodes on a fresh in-memory network driven by a
+ * manual clock, and closes everything afterwards, also on failure.
+ */
+export async function withClockedPair(body: (a: TestNode, b: TestNode, clock: ManualClock) => Promise<void>): Promise<void> {
+  const clock = new ManualClock();
+  const network = createNetwork('memory', { clock });
+  const a = await startNode(network, { clock });
+  const b = await startNode(network, { clock });
+  try {
+    await body(a, b, clock);
+  } finally {
+    await Promise.all([a.link.close(), b.link.close()]);
+    await network.close();
+  }
+}
+
+/** Moves `clock` on by `ms` in link ticks (250 ms), letting deliveries run; stops early once `done()` holds. */
+export async function advanceClock(clock: ManualClock, ms: number, done: () => boolean = () => false): Promise<void> {
+  for (let passed = 0; passed < ms && !done(); passed += 250) {
+    clock.advance(250);
+    await flush();
   }
 }
 

@@ -9,7 +9,7 @@ import { openSocketCount } from '@deut/transport';
 import { DATAGRAM_BYTES } from '@deut/wire';
 import { KnownPeers, type Link } from '../src/index.js';
 import { InitiatorHandshake } from '../src/handshake.js';
-import { ControlledSocket, collectGarbage, createNetwork, holdEventLoopOpen, withConnectedPair, flush, startNode, until, type TestNode, type TransportName } from './helpers.js';
+import { ControlledSocket, advanceClock, collectGarbage, createNetwork, holdEventLoopOpen, withClockedPair, withConnectedPair, flush, startNode, until, type TestNode, type TransportName } from './helpers.js';
 
 await cryptoReady();
 after(holdEventLoopOpen());
@@ -285,11 +285,7 @@ describe('link lifecycle', () => {
     // lost, the next two msg3 copies too, and the third (7 s on) met a responder that had
     // forgotten how to answer it after 5 s. The initiator, which sends nothing on an
     // unconfirmed session, retransmitted msg3 into silence until its connect failed at 31 s.
-    const clock = new ManualClock();
-    const network = createNetwork('memory', { clock });
-    const a = await startNode(network, { clock });
-    const b = await startNode(network, { clock });
-    try {
+    await withClockedPair(async (a, b, clock) => {
       a.socket.holding = true;
       let up = false;
       a.link.connect(b.link.address).then(() => (up = true), () => undefined);
@@ -299,58 +295,36 @@ describe('link lifecycle', () => {
       a.socket.held.splice(0); // lost
       assert.equal(b.link.sessions().filter((s) => s.confirmed).length, 1, 'B has the session');
       b.socket.holding = true; // A's msg3 copies at +1 s and +3 s are lost too
-      for (let ms = 0; ms < 6_000; ms += 250) {
-        clock.advance(250);
-        await flush();
-      }
+      await advanceClock(clock, 6_000);
       assert.equal(b.socket.held.length, 2, 'two msg3 copies were lost');
       assert.equal(up, false);
       b.socket.held.splice(0);
       b.socket.holding = false;
       a.socket.holding = false;
-      for (let ms = 6_000; ms < 8_000 && !up; ms += 250) {
-        clock.advance(250);
-        await flush();
-      }
+      await advanceClock(clock, 2_000, () => up);
       assert.ok(up, 'the copy sent 7 s on was answered and the link came up');
       assert.ok((b.link.stats().counters['handshake-retransmit-answered'] ?? 0) >= 1);
-    } finally {
-      await closeAll(a, b);
-      await network.close();
-    }
+    });
   });
 
   test('link - a lost msg2: the responder answers msg1 again and keeps its half-open state for msg3 from then on', { timeout: 20_000 }, async () => {
     // The same mesh, the other stage: msg1 arrived, msg2 was lost twice, and msg3 came more
     // than 5 s after msg1's first arrival: the responder had already forgotten the handshake.
-    const clock = new ManualClock();
-    const network = createNetwork('memory', { clock });
-    const a = await startNode(network, { clock });
-    const b = await startNode(network, { clock });
-    try {
+    await withClockedPair(async (a, b, clock) => {
       a.socket.holding = true; // every msg2 is held back from A
       let up = false;
       a.link.connect(b.link.address).then(() => (up = true), () => undefined);
-      for (let ms = 0; ms < 5_500; ms += 250) {
-        clock.advance(250);
-        await flush();
-      }
+      await advanceClock(clock, 5_500);
       assert.equal(a.socket.held.length, 3, 'msg2 at once, then again for the copies of msg1 at +1 s and +3 s');
       assert.equal(b.link.stats().counters['handshake-retransmit-answered'], 2);
       // The last msg2 arrives now, 5.5 s after B first heard msg1: A sends msg3.
       a.socket.holding = false;
       a.socket.deliver(a.socket.held.pop()!.data, b.link.address);
       a.socket.held.splice(0);
-      for (let ms = 0; ms < 1_000 && !up; ms += 250) {
-        clock.advance(250);
-        await flush();
-      }
+      await advanceClock(clock, 1_000, () => up);
       assert.ok(up, `msg3 found the handshake still open and the link came up: A ${JSON.stringify(a.link.stats().counters)} B ${JSON.stringify(b.link.stats().counters)}`);
       assert.equal(b.link.stats().counters['handshake-pending-expired'] ?? 0, 0);
-    } finally {
-      await closeAll(a, b);
-      await network.close();
-    }
+    });
   });
 
   test('link - an unreachable peer fails connect after the retries and counts the dropped queue', { timeout: 20_000 }, async () => {
