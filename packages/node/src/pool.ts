@@ -358,6 +358,7 @@ export class TunnelPool {
       pooled.failures++;
       if (pooled.failures >= this.failuresBeforeDead()) {
         this.#counters.add('tunnels-dead');
+        this.#o.logger.debug('pool: tunnel dead', { tunnel: pooled.tunnel.localId, missedProbes: pooled.failures });
         this.#forget(pooled);
         this.#engine.destroy(pooled.tunnel, 'closed');
         this.onTunnelGone(pooled.tunnel);
