@@ -191,12 +191,17 @@ export class DhtNode {
    * Re-announces us: a lookup of our own id, so the nodes closest to us hear from our
    * current address and verify it. Call it after the address changed (tunnels rotated).
    * @returns how many nodes answered; 0 means nobody heard us and the caller should try again
+   * @throws as findNode; a lookup that timed out counts as unanswered too
    */
   async announce(options: DhtOperationOptions = {}): Promise<number> {
     this.#counters.add('announces');
-    const answered = (await this.findNode(this.id, options)).length;
-    if (answered === 0) this.#counters.add('announces-unanswered');
-    return answered;
+    let answered = 0;
+    try {
+      answered = (await this.findNode(this.id, options)).length;
+      return answered;
+    } finally {
+      if (answered === 0) this.#counters.add('announces-unanswered');
+    }
   }
 
   /** The k nodes closest to `id` that answered, closest first (FIND_NODE lookup). */
