@@ -30,6 +30,8 @@ export interface TestnetOptions {
   readonly observe?: boolean;
   /** Wait for every master's pool to be full before returning. @default true */
   readonly waitForTunnels?: boolean;
+  /** How long to wait for the pools. @default 60,000 ms */
+  readonly tunnelsTimeoutMs?: number;
   readonly clock?: Clock;
 }
 
@@ -187,7 +189,11 @@ export async function createTestnet(options: TestnetOptions = {}): Promise<Testn
       start('master', `127.0.2.${masters.length + 1}`, { relay: false, tunnels: options.tunnels ?? 8, ...options.master, ...extra }, [bootstrap]);
     for (let i = 0; i < (options.masters ?? 2); i++) masters.push(await startMaster());
     if (options.waitForTunnels !== false) {
-      await Promise.all(masters.map((m) => withDeadline(m.node.tunnels.ready(options.tunnels ?? 8), 60_000, 'tunnel pools to fill')));
+      const timeoutMs = options.tunnelsTimeoutMs ?? 60_000;
+      await Promise.all(masters.map((m) => withDeadline(m.node.tunnels.ready(options.tunnels ?? 8), timeoutMs, 'tunnel pools to fill'))).catch((error: unknown) => {
+        // Say how far each pool got, so a failure explains itself.
+        throw new Error(`${String(error)}: ${JSON.stringify(masters.map((m) => m.node.stats().pool))}`);
+      });
     }
     return {
       relays,
