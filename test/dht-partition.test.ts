@@ -9,7 +9,7 @@ import assert from 'node:assert/strict';
 import { addressKey } from '@deut/common';
 import { cryptoReady, toHex } from '@deut/crypto';
 import type { DeutNode } from '@deut/node';
-import { createTestnet, joinDht, until, withDeadline } from '@deut/testkit';
+import { createTestnet, dhtContactOf, joinDht, until, withDeadline } from '@deut/testkit';
 
 // Library timers are unref'd; the test waits on them.
 let holdEventLoopOpen: ReturnType<typeof setInterval> | undefined;
@@ -34,6 +34,11 @@ test('dht over tunnels - a master that lost every tunnel in a partition is found
     const [aEntry] = net.masters;
     const [a, b] = masters as [DeutNode, DeutNode];
     await joinDht(masters);
+    // A is the node the others joined through, so only their verified requests fill its
+    // table; under load those can fail, and with an empty table A has nobody to announce
+    // to (CI once waited 60 s for an announce that never ran). A joins through B itself.
+    await withDeadline(a.dht.join({ via: [dhtContactOf(b)] }), 60_000, 'A\'s own join');
+    assert.ok(a.dht.table.size > 0, 'A knows someone to announce to');
     const before = endpointsOf(a);
     const counter = (name: string): number => a.dht.stats().counters[name] ?? 0;
     const unansweredBefore = counter('announces-unanswered');
