@@ -82,11 +82,6 @@ export class DhtRole {
     if (this.#announceOwed) this.#schedule(this.#announceDelayMs);
   }
 
-  /** Whether the latest announce reached nobody and another is due. */
-  get announceOwed(): boolean {
-    return this.#announceOwed;
-  }
-
   /** Arms the announce timer for `delayMs` from now, unless it is armed to fire sooner. */
   #schedule(delayMs: number): void {
     if (this.#closed) return;
