@@ -420,18 +420,24 @@ test('pool - a relayer killed mid-run is detected, tunnels are rebuilt, and ever
     const idsBefore = new Set(a.tunnels.list().map((x) => x.id));
 
     const failures: unknown[] = [];
+    const failedAt: string[] = [];
     const wrong: string[] = [];
     const pending: Array<Promise<void>> = [];
     let issued = 0;
+    let killedAt = 0;
     const issue = (): void => {
       const i = issued++;
+      const issuedAt = Date.now();
       pending.push(
         // Every endpoint of the server, a different one first each time, as a DHT contact
         // lists them: under CPU load the server's pool once lost a tunnel to missed probes,
         // and a request pinned to that one endpoint could never be answered (CI, 14 attempts).
         a.request(bEndpoints.map((_, k) => bEndpoints[(i + k) % bEndpoints.length]!), bytes(`k${i}`), { timeoutMs: 30_000 }).then(
           (reply) => void (text(reply) === `re:k${i}` || wrong.push(`${i}: ${text(reply)}`)),
-          (error: unknown) => void failures.push(error),
+          (error: unknown) => {
+            failures.push(error);
+            failedAt.push(`k${i} issued ${killedAt === 0 ? 'before the kill' : `${issuedAt - killedAt} ms after the kill`}`);
+          },
         ),
       );
     };
@@ -440,7 +446,7 @@ test('pool - a relayer killed mid-run is detected, tunnels are rebuilt, and ever
     }, 20);
     await until(() => issued >= 100, 10_000, 'traffic before the kill');
     net.kill(victim);
-    const killedAt = Date.now();
+    killedAt = Date.now();
     // Dead by probes, or lost by a teardown (counted per DESTROY reason as tunnels-lost-<reason>).
     const lostTunnels = (): number =>
       Object.entries(a.stats().pool?.counters ?? {})
@@ -454,6 +460,19 @@ test('pool - a relayer killed mid-run is detected, tunnels are rebuilt, and ever
     ticker = undefined;
     await withDeadline(Promise.all(pending), 45_000, 'every request to settle');
 
+    if (failures.length > 0) {
+      // What the two masters and the relayers counted, to tell a lost request from a lost reply.
+      const drops = (node: DeutNode): Record<string, number> =>
+        Object.fromEntries(
+          [node.stats().tunnels.counters, node.stats().exits.counters]
+            .flatMap((c) => Object.entries(c as Record<string, number>))
+            .filter(([name]) => name.startsWith('drop')),
+        );
+      t.diagnostic(`failed: ${failedAt.join('; ')}`);
+      t.diagnostic(`requester messages ${JSON.stringify(a.stats().messages?.counters)}; pool ${JSON.stringify(a.stats().pool?.counters)}`);
+      t.diagnostic(`server messages ${JSON.stringify(b.stats().messages?.counters)}; endpoints ${JSON.stringify(bEndpoints.map(addressKey))}`);
+      for (const relay of net.relays) if (relay !== victim) t.diagnostic(`relay ${relay.node.address.host} drops ${JSON.stringify(drops(relay.node))}`);
+    }
     assert.deepEqual(failures, [], `every request resolved (server pool ${JSON.stringify(b.stats().pool?.counters)})`);
     assert.deepEqual(wrong, []);
     assert.equal(calls.size, issued);

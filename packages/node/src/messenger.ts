@@ -33,6 +33,7 @@ import {
 } from '@deut/wire';
 import type { TunnelPool } from './pool.js';
 import { sample } from './random.js';
+import { RetryBudget, type RetryBudgetOptions } from './retry-budget.js';
 
 /** Serves requests arriving at this master's endpoints; return the reply (or nothing). */
 export type RequestHandler = (payload: Uint8Array, from: UdpAddress) => Uint8Array | undefined | Promise<Uint8Array | undefined>;
@@ -69,6 +70,8 @@ export interface MessengerOptions {
   readonly dedupWindowMs?: number;
   /** Most ids remembered. @default 65,536 */
   readonly dedupLimit?: number;
+  /** Bounds retries against requests (PROTOCOL.md §7). @default ratio 1, 10/s, over 10 s */
+  readonly retryBudget?: Omit<RetryBudgetOptions, 'clock'>;
   /** @default systemClock */
   readonly clock?: Clock;
   /** @default silentLogger */
@@ -113,6 +116,7 @@ export class Messenger {
   /** Ids of requests we served and of responses we received, for dedup. */
   readonly #seen = new Map<string, Seen>();
   readonly #counters = new Counters();
+  readonly #retryBudget: RetryBudget;
   #handler: RequestHandler | undefined;
 
   constructor(options: MessengerOptions) {
@@ -123,6 +127,7 @@ export class Messenger {
     this.#dedupLimit = options.dedupLimit ?? 65_536;
     this.#clock = options.clock ?? systemClock;
     this.#logger = options.logger ?? silentLogger;
+    this.#retryBudget = new RetryBudget({ ...options.retryBudget, clock: this.#clock });
   }
 
   /** Sets the handler of requests (and one-way messages) that arrive at our endpoints. */
@@ -147,6 +152,7 @@ export class Messenger {
     const errors: unknown[] = [];
     const firstWait = options.attemptTimeoutMs ?? this.#adaptiveAttemptTimeout();
     this.#counters.add('requests');
+    this.#retryBudget.requestStarted();
     return new Promise<Uint8Array>((resolve, reject) => {
       const onAbort = (): void => finish(undefined, abortedError('ABORTED', 'request aborted'));
       const finish = (reply: Uint8Array | undefined, error?: Error): void => {
@@ -191,20 +197,32 @@ export class Messenger {
           pending.lastTunnels = tunnels;
           this.#counters.add('request-copies-sent', tunnels.length);
         }
-        const remaining = deadline - this.#clock.now();
-        const wait = Math.min(Math.round(Math.max(firstWait, Math.min(firstWait * 1.5 ** n, MAX_ATTEMPT_WAIT_MS))), remaining);
-        pending.timer = this.#clock.setTimeout(() => {
-          if (this.#pending.get(key) !== pending) return;
-          errors.push(timeoutError('ATTEMPT_TIMEOUT', `attempt ${n + 1} unanswered`));
-          for (const tunnel of pending.lastTunnels) this.#pool.suspect(tunnel);
-          if (this.#clock.now() >= deadline) {
-            this.#counters.add('timeouts');
-            pending.reject(new RetryError('REQUEST_TIMEOUT', `no reply after ${n + 1} attempts`, errors));
-            return;
-          }
-          this.#counters.add('retries');
-          attempt(attempts);
-        }, Math.max(wait, 0));
+        wait(Math.round(Math.max(firstWait, Math.min(firstWait * 1.5 ** n, MAX_ATTEMPT_WAIT_MS))), n);
+      };
+      // Waits for a reply to attempt n; then retries if the budget allows, or waits as long again.
+      const wait = (ms: number, n: number): void => {
+        pending.timer = this.#clock.setTimeout(
+          () => {
+            if (this.#pending.get(key) !== pending) return;
+            if (pending.lastTunnels.length > 0) {
+              errors.push(timeoutError('ATTEMPT_TIMEOUT', `attempt ${n + 1} unanswered`));
+              for (const tunnel of pending.lastTunnels) this.#pool.suspect(tunnel);
+              pending.lastTunnels = [];
+            }
+            if (this.#clock.now() >= deadline) {
+              this.#counters.add('timeouts');
+              pending.reject(new RetryError('REQUEST_TIMEOUT', `no reply after ${n + 1} attempts`, errors));
+              return;
+            }
+            if (!this.#retryBudget.tryRetry()) {
+              this.#counters.add('retries-deferred');
+              return wait(ms, n);
+            }
+            this.#counters.add('retries');
+            attempt(attempts);
+          },
+          Math.max(0, Math.min(ms, deadline - this.#clock.now())),
+        );
       };
       attempt(0);
     });
