@@ -465,7 +465,7 @@ test('pool - a relayer killed mid-run is detected, tunnels are rebuilt, and ever
       const drops = (node: DeutNode): Record<string, number> =>
         Object.fromEntries(
           [node.stats().tunnels.counters, node.stats().exits.counters]
-            .flatMap((c) => Object.entries(c as Record<string, number>))
+            .flatMap((c) => Object.entries(c))
             .filter(([name]) => name.startsWith('drop')),
         );
       t.diagnostic(`${failedAt.length} failed, the first: ${failedAt.slice(0, 20).join('; ')}`);
