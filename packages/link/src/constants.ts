@@ -7,6 +7,11 @@
 export const HANDSHAKE_RETRY_MS = 1000;
 /** Longest wait between two handshake transmissions. */
 export const HANDSHAKE_RETRY_MAX_MS = 8000;
+
+/** The wait after a handshake message's `sent`-th transmission (1-based): 1, 2, 4, 8, 8, 8 s. */
+export function handshakeRetryDelayMs(sent: number): number {
+  return Math.min(HANDSHAKE_RETRY_MS * 2 ** Math.max(0, sent - 1), HANDSHAKE_RETRY_MAX_MS);
+}
 /**
  * msg1 (or unconfirmed msg3) transmissions before a peer is declared unreachable: about
  * 31 s in all (the last sent after 23 s). Each stage needs a round trip, so at 20% loss each attempt succeeds only 64%
@@ -22,9 +27,7 @@ export const HANDSHAKE_PENDING_MS = 5000;
  * the initiator retransmits msg3 until it hears from the new session, and only that answer
  * can stop it; nothing else would reach it, since it sends nothing on an unconfirmed session.
  */
-export const HANDSHAKE_RETRANSMIT_SPAN_MS = Array.from({ length: HANDSHAKE_ATTEMPTS }, (_, attempt) =>
-  attempt === 0 ? HANDSHAKE_RETRY_MS : Math.min(HANDSHAKE_RETRY_MS * 2 ** attempt, HANDSHAKE_RETRY_MAX_MS),
-).reduce((sum, wait) => sum + wait, 0);
+export const HANDSHAKE_RETRANSMIT_SPAN_MS = Array.from({ length: HANDSHAKE_ATTEMPTS }, (_, i) => handshakeRetryDelayMs(i + 1)).reduce((sum, wait) => sum + wait, 0);
 /** Global cap on half-open responder handshakes. */
 export const MAX_PENDING_HANDSHAKES = 1024;
 /** A session older than this is rekeyed by whichever side next sends on it. */

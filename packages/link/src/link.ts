@@ -38,8 +38,7 @@ import {
   HANDSHAKE_ATTEMPTS,
   HANDSHAKE_PENDING_MS,
   HANDSHAKE_RETRANSMIT_SPAN_MS,
-  HANDSHAKE_RETRY_MAX_MS,
-  HANDSHAKE_RETRY_MS,
+  handshakeRetryDelayMs,
   KEEPALIVE_MS,
   LIVENESS_TIMEOUT_MS,
   LINK_MAX_VERSION,
@@ -469,7 +468,7 @@ export class Link extends EventEmitter<LinkEvents> {
     const session = this.#addSession(peer, outcome);
     this.#remember(peer, data, { kind: 'datagram', bytes: msg3 });
     // The peer answered: whoever named its address, it is no amplification victim.
-    Object.assign(initiating, { stage: 'msg3', datagram: msg3, attempts: 1, maxAttempts: HANDSHAKE_ATTEMPTS, nextAt: this.#clock.now() + HANDSHAKE_RETRY_MS, session });
+    Object.assign(initiating, { stage: 'msg3', datagram: msg3, attempts: 1, maxAttempts: HANDSHAKE_ATTEMPTS, nextAt: this.#clock.now() + handshakeRetryDelayMs(1), session });
     this.#socketSend(msg3, peer.address);
   }
 
@@ -539,7 +538,7 @@ export class Link extends EventEmitter<LinkEvents> {
       cookieUsed: false,
       attempts: 1,
       maxAttempts: Number.isInteger(maxAttempts) ? Math.max(1, Math.min(HANDSHAKE_ATTEMPTS, maxAttempts)) : HANDSHAKE_ATTEMPTS,
-      nextAt: this.#clock.now() + HANDSHAKE_RETRY_MS,
+      nextAt: this.#clock.now() + handshakeRetryDelayMs(1),
     };
     this.#counters.add('handshakes-initiated');
     this.#socketSend(handshake.msg1, peer.address);
@@ -612,7 +611,7 @@ export class Link extends EventEmitter<LinkEvents> {
           peer.lastLivenessCheckAt = now;
           this.#failPeer(peer, timeoutError('LINK_UNREACHABLE', `no handshake answer after ${initiating.attempts} attempts`), true);
         } else {
-          initiating.nextAt = now + Math.min(HANDSHAKE_RETRY_MS * 2 ** initiating.attempts, HANDSHAKE_RETRY_MAX_MS);
+          initiating.nextAt = now + handshakeRetryDelayMs(initiating.attempts + 1);
           initiating.attempts++;
           this.#counters.add('handshake-retransmits');
           const open = initiating.openDatagram;

@@ -7,7 +7,7 @@ import { ManualClock, addressKey } from '@deut/common';
 import { cryptoReady, generateKeyPair, randomBytes } from '@deut/crypto';
 import { openSocketCount } from '@deut/transport';
 import { DATAGRAM_BYTES } from '@deut/wire';
-import { KnownPeers, type Link } from '../src/index.js';
+import { HANDSHAKE_ATTEMPTS, HANDSHAKE_RETRANSMIT_SPAN_MS, KnownPeers, handshakeRetryDelayMs, type Link } from '../src/index.js';
 import { InitiatorHandshake } from '../src/handshake.js';
 import { ControlledSocket, advanceClock, collectGarbage, createNetwork, holdEventLoopOpen, withClockedPair, withConnectedPair, flush, startNode, until, type TestNode, type TransportName } from './helpers.js';
 
@@ -532,3 +532,10 @@ function bindAgain(network: ReturnType<typeof createNetwork>, address: { host: s
   if (network.memory === undefined) throw new Error('memory network expected');
   return Promise.resolve(new ControlledSocket(network.memory.bind(address)));
 }
+
+test('link - handshake retransmissions wait 1, 2, 4, 8, 8 s, and a responder answers them for the whole 31 s span', () => {
+  assert.deepEqual([1, 2, 3, 4, 5, 6].map(handshakeRetryDelayMs), [1_000, 2_000, 4_000, 8_000, 8_000, 8_000]);
+  assert.equal(HANDSHAKE_ATTEMPTS, 6);
+  // The last transmission goes out 23 s after the first; one more wait covers its arrival.
+  assert.equal(HANDSHAKE_RETRANSMIT_SPAN_MS, 31_000);
+});
