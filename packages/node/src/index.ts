@@ -2,7 +2,7 @@ export * from './exit-policy.js';
 export { EXIT_REFUSED, EndpointExits, exitRefusedReasonName, type EndpointExitsOptions, type SocketFactory } from './exits.js';
 export { Messenger, type MessengerOptions, type RequestHandler, type RequestOptions } from './messenger.js';
 export { PeerTable, subnetGroup, type PeerRecord } from './peers.js';
-export { RetryBudget, type RetryBudgetOptions } from './retry-budget.js';
+export { RetryLimiter } from './retry-limiter.js';
 export {
   HANDSHAKE_ATTEMPTS_UNVERIFIED,
   PEX_CONTACTS_IN_FLIGHT,

@@ -33,7 +33,7 @@ import {
 } from '@deut/wire';
 import type { TunnelPool } from './pool.js';
 import { sample } from './random.js';
-import { RetryBudget, type RetryBudgetOptions } from './retry-budget.js';
+import { RetryLimiter } from './retry-limiter.js';
 
 /** Serves requests arriving at this master's endpoints; return the reply (or nothing). */
 export type RequestHandler = (payload: Uint8Array, from: UdpAddress) => Uint8Array | undefined | Promise<Uint8Array | undefined>;
@@ -70,8 +70,8 @@ export interface MessengerOptions {
   readonly dedupWindowMs?: number;
   /** Most ids remembered. @default 65,536 */
   readonly dedupLimit?: number;
-  /** Bounds retries against requests (PROTOCOL.md §7). @default ratio 1, 10/s, over 10 s */
-  readonly retryBudget?: Omit<RetryBudgetOptions, 'clock'>;
+  /** Most retries outstanding at once; more wait in line (PROTOCOL.md §7). @default 128 */
+  readonly maxRetriesInFlight?: number;
   /** @default systemClock */
   readonly clock?: Clock;
   /** @default silentLogger */
@@ -88,6 +88,10 @@ interface Pending {
   padTo: number;
   /** Sends the next attempt now, with the current padding. */
   resendNow: () => void;
+  /** The current attempt is a retry and holds a slot of the retry limiter. */
+  holdsRetrySlot: boolean;
+  /** The next retry, while it waits in line for a slot. */
+  queuedRetry: (() => void) | undefined;
 }
 
 interface Seen {
@@ -116,7 +120,7 @@ export class Messenger {
   /** Ids of requests we served and of responses we received, for dedup. */
   readonly #seen = new Map<string, Seen>();
   readonly #counters = new Counters();
-  readonly #retryBudget: RetryBudget;
+  readonly #retries: RetryLimiter;
   #handler: RequestHandler | undefined;
 
   constructor(options: MessengerOptions) {
@@ -127,7 +131,7 @@ export class Messenger {
     this.#dedupLimit = options.dedupLimit ?? 65_536;
     this.#clock = options.clock ?? systemClock;
     this.#logger = options.logger ?? silentLogger;
-    this.#retryBudget = new RetryBudget({ ...options.retryBudget, clock: this.#clock });
+    this.#retries = new RetryLimiter(options.maxRetriesInFlight ?? 128);
   }
 
   /** Sets the handler of requests (and one-way messages) that arrive at our endpoints. */
@@ -152,7 +156,6 @@ export class Messenger {
     const errors: unknown[] = [];
     const firstWait = options.attemptTimeoutMs ?? this.#adaptiveAttemptTimeout();
     this.#counters.add('requests');
-    this.#retryBudget.requestStarted();
     return new Promise<Uint8Array>((resolve, reject) => {
       const onAbort = (): void => finish(undefined, abortedError('ABORTED', 'request aborted'));
       const finish = (reply: Uint8Array | undefined, error?: Error): void => {
@@ -164,6 +167,9 @@ export class Messenger {
         this.#remember(key, messageId, [], 0);
         if (reply !== undefined) resolve(reply);
         else reject(error ?? abortedError('CLOSED', 'request ended'));
+        // Last: the freed slot may start another request's retry at once.
+        this.#leaveRetryLine(pending);
+        this.#releaseRetrySlot(pending);
       };
       let attempts = 0;
       const pending: Pending = {
@@ -175,8 +181,11 @@ export class Messenger {
         padTo: 0,
         resendNow: () => {
           if (pending.timer !== undefined) this.#clock.clearTimeout(pending.timer);
+          this.#leaveRetryLine(pending);
           attempt(attempts);
         },
+        holdsRetrySlot: false,
+        queuedRetry: undefined,
       };
       this.#pending.set(key, pending);
       signal?.addEventListener('abort', onAbort, { once: true });
@@ -197,32 +206,36 @@ export class Messenger {
           pending.lastTunnels = tunnels;
           this.#counters.add('request-copies-sent', tunnels.length);
         }
-        wait(Math.round(Math.max(firstWait, Math.min(firstWait * 1.5 ** n, MAX_ATTEMPT_WAIT_MS))), n);
+        const wait = Math.round(Math.max(firstWait, Math.min(firstWait * 1.5 ** n, MAX_ATTEMPT_WAIT_MS)));
+        pending.timer = this.#clock.setTimeout(() => attemptTimedOut(n), Math.max(0, Math.min(wait, deadline - this.#clock.now())));
       };
-      // Waits for a reply to attempt n; then retries if the budget allows, or waits as long again.
-      const wait = (ms: number, n: number): void => {
-        pending.timer = this.#clock.setTimeout(
-          () => {
-            if (this.#pending.get(key) !== pending) return;
-            if (pending.lastTunnels.length > 0) {
-              errors.push(timeoutError('ATTEMPT_TIMEOUT', `attempt ${n + 1} unanswered`));
-              for (const tunnel of pending.lastTunnels) this.#pool.suspect(tunnel);
-              pending.lastTunnels = [];
-            }
-            if (this.#clock.now() >= deadline) {
-              this.#counters.add('timeouts');
-              pending.reject(new RetryError('REQUEST_TIMEOUT', `no reply after ${n + 1} attempts`, errors));
-              return;
-            }
-            if (!this.#retryBudget.tryRetry()) {
-              this.#counters.add('retries-deferred');
-              return wait(ms, n);
-            }
-            this.#counters.add('retries');
-            attempt(attempts);
-          },
-          Math.max(0, Math.min(ms, deadline - this.#clock.now())),
-        );
+      const timedOut = (): void => {
+        this.#counters.add('timeouts');
+        pending.reject(new RetryError('REQUEST_TIMEOUT', `no reply after ${attempts} attempts`, errors));
+      };
+      const attemptTimedOut = (n: number): void => {
+        if (this.#pending.get(key) !== pending) return;
+        if (pending.lastTunnels.length > 0) {
+          errors.push(timeoutError('ATTEMPT_TIMEOUT', `attempt ${n + 1} unanswered`));
+          for (const tunnel of pending.lastTunnels) this.#pool.suspect(tunnel);
+          pending.lastTunnels = [];
+        }
+        this.#releaseRetrySlot(pending);
+        if (this.#clock.now() >= deadline) return timedOut();
+        const retry = (): void => {
+          pending.queuedRetry = undefined;
+          pending.holdsRetrySlot = true;
+          if (pending.timer !== undefined) this.#clock.clearTimeout(pending.timer);
+          this.#counters.add('retries');
+          attempt(attempts);
+        };
+        if (this.#retries.start(retry)) return;
+        // Waiting in line for a slot does not move the deadline.
+        pending.queuedRetry = retry;
+        this.#counters.add('retries-deferred');
+        pending.timer = this.#clock.setTimeout(() => {
+          if (this.#pending.get(key) === pending) timedOut();
+        }, Math.max(0, deadline - this.#clock.now()));
       };
       attempt(0);
     });
@@ -273,9 +286,21 @@ export class Messenger {
     }
   }
 
-  /** Counters: requests, responses, retries, timeouts, duplicates dropped, served. */
-  stats(): { pending: number; remembered: number; counters: Record<string, number> } {
-    return { pending: this.#pending.size, remembered: this.#seen.size, counters: this.#counters.snapshot() };
+  /** Counters (requests, responses, retries, timeouts, duplicates dropped, served) and retries in flight. */
+  stats(): { pending: number; remembered: number; retries: ReturnType<RetryLimiter['stats']>; counters: Record<string, number> } {
+    return { pending: this.#pending.size, remembered: this.#seen.size, retries: this.#retries.stats(), counters: this.#counters.snapshot() };
+  }
+
+  #leaveRetryLine(pending: Pending): void {
+    if (pending.queuedRetry === undefined) return;
+    this.#retries.cancel(pending.queuedRetry);
+    pending.queuedRetry = undefined;
+  }
+
+  #releaseRetrySlot(pending: Pending): void {
+    if (!pending.holdsRetrySlot) return;
+    pending.holdsRetrySlot = false;
+    this.#retries.release();
   }
 
   /** Fails every pending request. */

@@ -28,7 +28,6 @@ import { Reassembler, TunnelEngine, fragmentDatagram, type OwnedTunnel, type Pat
 import { decodeCellFrame, decodePeerExchange, encodeCellFrame, encodePeerExchange, isPeerExchange, type CellFrame } from '@deut/wire';
 import { ExitPolicy, type ExitPolicyOptions } from './exit-policy.js';
 import { EndpointExits, type SocketFactory } from './exits.js';
-import type { RetryBudgetOptions } from './retry-budget.js';
 import { Messenger, type RequestHandler, type RequestOptions } from './messenger.js';
 import { PeerTable, type PeerRecord } from './peers.js';
 import { PeerVetting } from './peer-vetting.js';
@@ -51,11 +50,8 @@ export interface DeutNodeOptions {
   readonly hops?: number;
   /** Tunnels each message goes through. @default 2 */
   readonly fanout?: number;
-  /**
-   * How many retries requests may add: `ratio` per request started in the last `windowMs`,
-   * plus `minPerSecond` (PROTOCOL.md §7). @default { ratio: 1, minPerSecond: 10, windowMs: 10,000 }
-   */
-  readonly retryBudget?: Omit<RetryBudgetOptions, 'clock'>;
+  /** Most request retries outstanding at once; more wait in line (PROTOCOL.md §7). @default 128 */
+  readonly maxRetriesInFlight?: number;
   /** @default 'master' */
   readonly pathSelection?: PathSelection;
   /** Carry others' tunnels (relay and endpoint) and be listed in peer exchange. @default true */
@@ -247,7 +243,7 @@ export class DeutNode extends EventEmitter<DeutNodeEvents> {
         pool: this.#pool,
         transmit: (tunnel, to, data) => this.#transmit(tunnel, to, data),
         fanout: options.fanout ?? 2,
-        ...(options.retryBudget === undefined ? {} : { retryBudget: options.retryBudget }),
+        ...(options.maxRetriesInFlight === undefined ? {} : { maxRetriesInFlight: options.maxRetriesInFlight }),
         clock: this.#clock,
         logger,
       });
