@@ -126,12 +126,18 @@ export class PeerTable {
   /**
    * `count` distinct verified relayers chosen uniformly at random, none in `exclude`, none
    * currently avoided, and (unless `sameSubnet`) no two in one /16. Fewer if the table cannot supply them.
+   * With `usage` (times each relayer is already used, by address key), the least used come
+   * first, uniformly at random among equals.
    */
-  pick(count: number, options: { exclude?: ReadonlySet<string>; sameSubnet?: boolean } = {}): PeerRecord[] {
+  pick(count: number, options: { exclude?: ReadonlySet<string>; sameSubnet?: boolean; usage?: ReadonlyMap<string, number> } = {}): PeerRecord[] {
     const now = this.now();
     const groups = new Set<string>();
     const chosen: PeerRecord[] = [];
-    for (const peer of shuffled([...this.#peers.values()])) {
+    const usage = options.usage;
+    const candidates = shuffled([...this.#peers.values()]);
+    // A stable sort keeps the shuffled order among equals.
+    if (usage !== undefined) candidates.sort((a, b) => (usage.get(a.key) ?? 0) - (usage.get(b.key) ?? 0));
+    for (const peer of candidates) {
       if (chosen.length >= count) break;
       if (!peer.verified || options.exclude?.has(peer.key) === true || peer.avoidUntil > now) continue;
       if (options.sameSubnet !== true) {

@@ -5,11 +5,11 @@
  * the old tunnel stops carrying new messages half a minute ahead and keeps receiving until
  * it expires, so nothing sent through it or addressed to its endpoint is lost.
  */
-import { Counters, abortedError, silentLogger, systemClock, type Clock, type Logger, type TimerHandle, type UdpAddress } from '@deut/common';
+import { Counters, abortedError, addressKey, silentLogger, systemClock, type Clock, type Logger, type TimerHandle, type UdpAddress } from '@deut/common';
 import { BuildError, type DestroyReason, type OwnedTunnel, type PathSelection, type TunnelEngine } from '@deut/tunnel';
 import { encodeCellFrame } from '@deut/wire';
 import { randomBytes } from '@deut/crypto';
-import type { PeerTable } from './peers.js';
+import type { PeerRecord, PeerTable } from './peers.js';
 import { randomIndex, sample } from './random.js';
 
 /** Options of {@link TunnelPool}. */
@@ -44,6 +44,12 @@ export interface TunnelPoolOptions {
   readonly probeIntervalMs?: number;
   /** @default 3,000 */
   readonly probeTimeoutMs?: number;
+  /**
+   * At start, how long the first builds wait for relayers that neighbours named to be
+   * verified, so that the first paths are not all drawn from the first few relayers known.
+   * @default 2,000
+   */
+  readonly settleMs?: number;
   /** @default systemClock */
   readonly clock?: Clock;
   /** @default silentLogger */
@@ -105,6 +111,10 @@ export class TunnelPool {
   /** Outcomes (true = answered) of the latest probes that began a streak, oldest first. */
   readonly #probeHistory: boolean[] = [];
   #building = 0;
+  /** Paths of the builds in flight, counted in hop usage like built tunnels. */
+  readonly #buildingPaths = new Set<readonly PeerRecord[]>();
+  /** Until when the first builds wait for named relayers to be verified. */
+  #settleUntil = 0;
   #failureStreak = 0;
   #nextBuildAt = 0;
   #timer: TimerHandle | undefined;
@@ -132,9 +142,11 @@ export class TunnelPool {
       buildTimeoutMs: options.buildTimeoutMs ?? 5_000,
       probeIntervalMs: options.probeIntervalMs ?? 30_000,
       probeTimeoutMs: options.probeTimeoutMs ?? 3_000,
+      settleMs: options.settleMs ?? 2_000,
       clock: options.clock ?? systemClock,
       logger: options.logger ?? silentLogger,
     };
+    this.#settleUntil = this.#o.clock.now() + this.#o.settleMs;
     this.#schedule(0);
   }
 
@@ -301,6 +313,15 @@ export class TunnelPool {
   #fill(): void {
     if (this.#closed) return;
     const now = this.#o.clock.now();
+    // Tor builds no circuit before it has enough of the directory, and I2P reseeds below a
+    // floor of known routers. A master starts with its bootstrap relayer and the few it
+    // verified first; paths drawn from those alone put one relayer under most tunnels
+    // (7 or 8 of 8 in the relayer-kill test). So the first builds wait, briefly, for the
+    // relayers neighbours have named to be verified.
+    if (now < this.#settleUntil) {
+      if (this.#tunnels.size === 0 && this.#building === 0 && this.#peers.unverified().length > 0) return;
+      this.#settleUntil = 0;
+    }
     // Tunnels within the rotation window are already being replaced: count them out.
     const rotateCutoff = now + this.#o.rotateBeforeMs;
     let lasting = 0;
@@ -316,13 +337,14 @@ export class TunnelPool {
     const hops = this.#o.hops;
     const exclude = new Set([this.#self]);
     const mode = this.#o.pathSelection;
-    const path = this.#peers.pick(mode === 'master' ? hops : 1, { exclude, sameSubnet: this.#o.allowSameSubnet });
+    const path = this.#peers.pick(mode === 'master' ? hops : 1, { exclude, sameSubnet: this.#o.allowSameSubnet, usage: this.#hopUsage() });
     if (path.length < (mode === 'master' ? hops : 1)) {
       this.#counters.add('builds-no-path');
       this.#backoff();
       return false;
     }
     this.#building++;
+    this.#buildingPaths.add(path);
     this.#counters.add('builds-started');
     const startedAt = this.#o.clock.now();
     const plan =
@@ -332,6 +354,7 @@ export class TunnelPool {
     this.#engine.build(plan).then(
       (tunnel) => {
         this.#building--;
+        this.#buildingPaths.delete(path);
         for (const hop of path) this.#peers.credit(hop.key);
         this.#failureStreak = 0;
         if (this.#closed) return this.#engine.destroy(tunnel, 'shutdown');
@@ -344,6 +367,7 @@ export class TunnelPool {
       },
       (error: unknown) => {
         this.#building--;
+        this.#buildingPaths.delete(path);
         this.onBuildEnded({ ok: false, ms: this.#o.clock.now() - startedAt, hops });
         this.#counters.add('builds-failed');
         // Blame the hop that refused or, on a timeout, every hop we chose: we cannot tell
@@ -357,6 +381,19 @@ export class TunnelPool {
       },
     );
     return true;
+  }
+
+  /**
+   * How many of our tunnels (built or building) each relayer is in. Paths prefer the least
+   * used, so that one relayer's death takes few tunnels and fan-out copies cross different
+   * relayers; among equals the choice stays uniform.
+   */
+  #hopUsage(): Map<string, number> {
+    const usage = new Map<string, number>();
+    const count = (key: string): void => void usage.set(key, (usage.get(key) ?? 0) + 1);
+    for (const pooled of this.#tunnels.values()) for (const hop of pooled.tunnel.path) count(addressKey(hop.address));
+    for (const path of this.#buildingPaths) for (const hop of path) count(hop.key);
+    return usage;
   }
 
   /** Repeated failures slow building down (50 ms doubling to 5 s): no hot loop on a broken network. */

@@ -10,11 +10,12 @@ import { TunnelPool } from '../src/pool.js';
 
 await cryptoReady();
 
-/** A pool of `target` two-hop tunnels whose builds succeed at once, on a manual clock. */
-async function filledPool(target: number): Promise<{ pool: TunnelPool; clock: ManualClock; tunnels: OwnedTunnel[] }> {
+/** A pool of two-hop tunnels whose builds succeed at once, on a manual clock. */
+function startPool(target: number, options: { peers?: number; named?: number } = {}): { pool: TunnelPool; clock: ManualClock; peers: PeerTable } {
   const clock = new ManualClock();
   const peers = new PeerTable('127.0.0.1:1', () => clock.now());
-  for (let i = 0; i < 6; i++) peers.add({ host: `10.${i}.0.1`, port: 7000 }, generateKeyPair().publicKey);
+  for (let i = 0; i < (options.peers ?? 6); i++) peers.add({ host: `10.${i}.0.1`, port: 7000 }, generateKeyPair().publicKey);
+  for (let i = 0; i < (options.named ?? 0); i++) peers.add({ host: `10.${100 + i}.0.1`, port: 7000 }, generateKeyPair().publicKey, '10.0.0.1:7000');
   let built = 0;
   const engine = {
     build: (plan: BuildPlan): Promise<OwnedTunnel> => {
@@ -38,11 +39,21 @@ async function filledPool(target: number): Promise<{ pool: TunnelPool; clock: Ma
     send: (): boolean => true,
   };
   const pool = new TunnelPool({ engine: engine as unknown as TunnelEngine, peers, self: '127.0.0.1:1', target, hops: 2, allowSameSubnet: true, clock });
-  const ready = pool.ready(target);
-  for (let i = 0; i < 10 && pool.usable().length < target; i++) {
+  return { pool, clock, peers };
+}
+
+/** Lets the pool's timers and the builds' promises run for `ms` of manual time. */
+async function run(clock: ManualClock, ms: number): Promise<void> {
+  for (let elapsed = 0; elapsed < ms; elapsed += 100) {
     clock.advance(100);
     await new Promise((resolve) => setImmediate(resolve));
   }
+}
+
+async function filledPool(target: number): Promise<{ pool: TunnelPool; clock: ManualClock; tunnels: OwnedTunnel[] }> {
+  const { pool, clock } = startPool(target);
+  const ready = pool.ready(target);
+  await run(clock, 1_000);
   await ready;
   return { pool, clock, tunnels: pool.usable() };
 }
@@ -84,5 +95,43 @@ test('pool pick - a healthy pool picks uniformly', async () => {
     assert.ok(chi2 < 16.27, `χ² ${chi2.toFixed(2)} over ${JSON.stringify([...counts.values()])}`);
   } finally {
     pool.close();
+  }
+});
+
+test('pool paths - every relayer is used as evenly as the table allows', async () => {
+  // 6 tunnels of 2 hops over 6 relayers: 12 hop slots, so each relayer exactly twice.
+  // Uniform choice alone leaves some relayer in 3 or more tunnels almost always.
+  const { pool, tunnels } = await filledPool(6);
+  try {
+    assert.equal(tunnels.length, 6);
+    const usage = new Map<string, number>();
+    for (const t of tunnels) for (const hop of t.path) usage.set(hop.address.host, (usage.get(hop.address.host) ?? 0) + 1);
+    assert.deepEqual([...usage.values()].sort(), [2, 2, 2, 2, 2, 2], JSON.stringify(Object.fromEntries(usage)));
+  } finally {
+    pool.close();
+  }
+});
+
+test('pool paths - the first builds wait for named relayers to be verified, at most settleMs', async () => {
+  const { pool, clock, peers } = startPool(4, { peers: 3, named: 5 });
+  try {
+    await run(clock, 1_000);
+    assert.equal(pool.stats().counters['builds-started'] ?? 0, 0, 'no build while named relayers are unverified');
+    for (const peer of peers.unverified()) peers.verify(peer.key);
+    await run(clock, 300);
+    assert.ok((pool.stats().counters['builds-started'] ?? 0) >= 4, 'builds start once they are verified');
+    const hosts = new Set(pool.usable().flatMap((t) => t.path.map((h) => h.address.host)));
+    assert.ok(hosts.size === 8, `the first paths use all 8 relayers (${hosts.size})`);
+  } finally {
+    pool.close();
+  }
+  const late = startPool(4, { peers: 3, named: 5 });
+  try {
+    await run(late.clock, 1_900);
+    assert.equal(late.pool.stats().counters['builds-started'] ?? 0, 0);
+    await run(late.clock, 400);
+    assert.ok((late.pool.stats().counters['builds-started'] ?? 0) >= 4, 'named relayers that never answer hold the pool back only settleMs');
+  } finally {
+    late.pool.close();
   }
 });
