@@ -318,10 +318,7 @@ export class TunnelPool {
     // verified first; paths drawn from those alone put one relayer under most tunnels
     // (7 or 8 of 8 in the relayer-kill test). So the first builds wait, briefly, for the
     // relayers neighbours have named to be verified.
-    if (now < this.#settleUntil) {
-      if (this.#tunnels.size === 0 && this.#building === 0 && this.#peers.unverified().length > 0) return;
-      this.#settleUntil = 0;
-    }
+    if (now < this.#settleUntil && this.#tunnels.size === 0 && this.#building === 0 && this.#peers.unverified().length > 0) return;
     // Tunnels within the rotation window are already being replaced: count them out.
     const rotateCutoff = now + this.#o.rotateBeforeMs;
     let lasting = 0;

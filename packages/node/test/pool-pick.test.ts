@@ -113,9 +113,14 @@ test('pool paths - every relayer is used as evenly as the table allows', async (
 });
 
 test('pool paths - the first builds wait for named relayers to be verified, at most settleMs', async () => {
-  const { pool, clock, peers } = startPool(4, { peers: 3, named: 5 });
+  // As a master starts: only its bootstrap relayer at first, then a neighbour's list.
+  const { pool, clock, peers } = startPool(4, { peers: 1 });
   try {
-    await run(clock, 1_000);
+    await run(clock, 300);
+    assert.ok((pool.stats().counters['builds-no-path'] ?? 0) >= 1, 'one relayer is no path');
+    for (let i = 0; i < 7; i++) peers.add({ host: `10.${100 + i}.0.1`, port: 7000 }, generateKeyPair().publicKey, '10.0.0.1:7000');
+    for (const peer of peers.unverified().slice(0, 2)) peers.verify(peer.key);
+    await run(clock, 700);
     assert.equal(pool.stats().counters['builds-started'] ?? 0, 0, 'no build while named relayers are unverified');
     for (const peer of peers.unverified()) peers.verify(peer.key);
     await run(clock, 300);
