@@ -65,7 +65,11 @@ export async function runDhtPairScenario(config: RunConfig, options: DhtPairOpti
     const started = node;
     say(options.name, `node on udp ${addressKey(started.address)}; building ${config.tunnels} tunnels`);
     const tunnelsUp = await eventually(deadline, async () => (await Promise.race([started.tunnels.ready(config.tunnels).then(() => true), pause(2_000).then(() => false)])), logger);
-    if (!tunnelsUp) throw new Error('tunnels did not come up');
+    if (!tunnelsUp) {
+      // Say why: the pool's build counters, the peers known, and the link's handshakes.
+      const stats = started.stats();
+      throw new Error(`tunnels did not come up: pool ${JSON.stringify(stats.pool)}; peers ${stats.peers}; node ${JSON.stringify(stats.counters)}; link ${JSON.stringify(stats.link.counters)}`);
+    }
     say(options.name, `${started.tunnels.list().length} tunnels up, endpoints ${started.tunnels.list().map((t) => addressKey(t.endpoint)).join(', ')}`);
     const put = (key: string): Promise<boolean> => started.dht.put(key, new TextEncoder().encode(`from ${options.name}`), { timeoutMs: 20_000 }).then((r) => r.stored > 0);
     const found = async (key: string): Promise<boolean> => (await started.dht.get(key, { timeoutMs: 20_000 })).values.length > 0;
