@@ -779,6 +779,7 @@ test('tunnel build - a refusing hop is named and the build is retried on another
     // Every path is three of the four relayers. Blaming only the refusing hop leaves the
     // three good ones pickable; blaming the whole path would leave no path at all.
     assert.equal(counter(pool, 'builds-no-path'), noPathBefore, 'the hops that accepted were not blamed');
+    assert.equal(counter(pool, 'builds-through-avoided'), 0, 'no path needed a blamed relayer');
     assert.ok(refused <= target, 'after its refusals the refuser was left out of new paths');
     assert.equal(refuser.stats().tunnels.transit, 0);
     assert.ok(master.tunnels.list().every((x) => x.endpoint.host !== '127.0.1.9'));

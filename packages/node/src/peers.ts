@@ -127,26 +127,36 @@ export class PeerTable {
    * `count` distinct verified relayers chosen uniformly at random, none in `exclude`, none
    * currently avoided, and (unless `sameSubnet`) no two in one /16. Fewer if the table cannot supply them.
    * With `usage` (times each relayer is already used, by address key), the least used come
-   * first, uniformly at random among equals.
+   * first, uniformly at random among equals. With `orAvoided`, relayers still avoided fill
+   * what the others cannot, the one whose avoidance ends soonest first.
    */
-  pick(count: number, options: { exclude?: ReadonlySet<string>; sameSubnet?: boolean; usage?: ReadonlyMap<string, number> } = {}): PeerRecord[] {
+  pick(count: number, options: { exclude?: ReadonlySet<string>; sameSubnet?: boolean; usage?: ReadonlyMap<string, number>; orAvoided?: boolean } = {}): PeerRecord[] {
     const now = this.now();
     const groups = new Set<string>();
     const chosen: PeerRecord[] = [];
     const usage = options.usage;
-    const candidates = shuffled([...this.#peers.values()]);
+    const candidates = shuffled([...this.#peers.values()]).filter((peer) => peer.verified && options.exclude?.has(peer.key) !== true);
     // A stable sort keeps the shuffled order among equals.
     if (usage !== undefined) candidates.sort((a, b) => (usage.get(a.key) ?? 0) - (usage.get(b.key) ?? 0));
-    for (const peer of candidates) {
-      if (chosen.length >= count) break;
-      if (!peer.verified || options.exclude?.has(peer.key) === true || peer.avoidUntil > now) continue;
-      if (options.sameSubnet !== true) {
-        const group = subnetGroup(peer.address.host);
-        if (groups.has(group)) continue;
-        groups.add(group);
+    const avoided = candidates.filter((peer) => peer.avoidUntil > now).sort((a, b) => a.avoidUntil - b.avoidUntil);
+    const take = (peers: PeerRecord[]): void => {
+      for (const peer of peers) {
+        if (chosen.length >= count) return;
+        if (options.sameSubnet !== true) {
+          const group = subnetGroup(peer.address.host);
+          if (groups.has(group)) continue;
+          groups.add(group);
+        }
+        chosen.push(peer);
       }
-      chosen.push(peer);
-    }
+    };
+    take(candidates.filter((peer) => peer.avoidUntil <= now));
+    if (options.orAvoided === true) take(avoided);
     return chosen;
+  }
+
+  /** Whether `key` is left out of paths right now after failures. */
+  isAvoided(key: string): boolean {
+    return (this.#peers.get(key)?.avoidUntil ?? 0) > this.now();
   }
 }

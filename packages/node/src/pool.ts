@@ -334,7 +334,13 @@ export class TunnelPool {
     const hops = this.#o.hops;
     const exclude = new Set([this.#self]);
     const mode = this.#o.pathSelection;
-    const path = this.#peers.pick(mode === 'master' ? hops : 1, { exclude, sameSubnet: this.#o.allowSameSubnet, usage: this.#hopUsage() });
+    // Relayers blamed for failed builds are left out while others remain; when too few
+    // remain they fill the path, soonest forgiven first. On a lossy network (a 3-hop build
+    // crosses 6 links) most relayers are blamed in turn, and waiting out their avoidance
+    // (up to 2 min) left a master with no tunnel at all; Tor likewise retries its guards
+    // when every one of them is marked down.
+    const path = this.#peers.pick(mode === 'master' ? hops : 1, { exclude, sameSubnet: this.#o.allowSameSubnet, usage: this.#hopUsage(), orAvoided: true });
+    if (path.some((peer) => this.#peers.isAvoided(peer.key))) this.#counters.add('builds-through-avoided');
     if (path.length < (mode === 'master' ? hops : 1)) {
       this.#counters.add('builds-no-path');
       this.#backoff();

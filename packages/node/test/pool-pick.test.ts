@@ -11,7 +11,7 @@ import { TunnelPool } from '../src/pool.js';
 await cryptoReady();
 
 /** A pool of two-hop tunnels whose builds succeed at once, on a manual clock. */
-function startPool(target: number, options: { peers?: number; named?: number } = {}): { pool: TunnelPool; clock: ManualClock; peers: PeerTable } {
+function startPool(target: number, options: { peers?: number; named?: number; hops?: number; failFirst?: number } = {}): { pool: TunnelPool; clock: ManualClock; peers: PeerTable } {
   const clock = new ManualClock();
   const peers = new PeerTable('127.0.0.1:1', () => clock.now());
   for (let i = 0; i < (options.peers ?? 6); i++) peers.add({ host: `10.${i}.0.1`, port: 7000 }, generateKeyPair().publicKey);
@@ -20,6 +20,7 @@ function startPool(target: number, options: { peers?: number; named?: number } =
   const engine = {
     build: (plan: BuildPlan): Promise<OwnedTunnel> => {
       built++;
+      if (built <= (options.failFirst ?? 0)) return Promise.reject(new Error('build timed out'));
       const hops = plan.mode === 'master' ? plan.hops : [plan.firstHop];
       return Promise.resolve(
         new OwnedTunnel({
@@ -38,7 +39,7 @@ function startPool(target: number, options: { peers?: number; named?: number } =
     destroy: (): void => undefined,
     send: (): boolean => true,
   };
-  const pool = new TunnelPool({ engine: engine as unknown as TunnelEngine, peers, self: '127.0.0.1:1', target, hops: 2, allowSameSubnet: true, clock });
+  const pool = new TunnelPool({ engine: engine as unknown as TunnelEngine, peers, self: '127.0.0.1:1', target, hops: options.hops ?? 2, allowSameSubnet: true, clock });
   return { pool, clock, peers };
 }
 
@@ -138,5 +139,47 @@ test('pool paths - the first builds wait for named relayers to be verified, at m
     assert.ok((late.pool.stats().counters['builds-started'] ?? 0) >= 4, 'named relayers that never answer hold the pool back only settleMs');
   } finally {
     late.pool.close();
+  }
+});
+
+test('peer table - relayers blamed for failures are left out, and fill a path only when too few others remain', () => {
+  let now = 0;
+  const peers = new PeerTable('127.0.0.1:1', () => now);
+  const keys = [1, 2, 3, 4].map((i) => {
+    peers.add({ host: `10.${i}.0.1`, port: 7000 }, generateKeyPair().publicKey);
+    return `10.${i}.0.1:7000`;
+  });
+  const [k1, k2, k3, k4] = keys as [string, string, string, string];
+  peers.blame(k1); // avoided 2 s
+  peers.blame(k2);
+  peers.blame(k2); // avoided 4 s
+  peers.blame(k3);
+  peers.blame(k3);
+  peers.blame(k3); // avoided 8 s
+  const hosts = (picked: { key: string }[]): string[] => picked.map((p) => p.key);
+  for (let i = 0; i < 20; i++) assert.deepEqual(hosts(peers.pick(3)), [k4], 'without orAvoided only the unblamed one');
+  for (let i = 0; i < 20; i++) assert.deepEqual(hosts(peers.pick(3, { orAvoided: true })), [k4, k1, k2], 'then the soonest forgiven');
+  assert.deepEqual(hosts(peers.pick(1, { orAvoided: true, exclude: new Set([k4]) })), [k1]);
+  assert.ok(peers.isAvoided(k1) && !peers.isAvoided(k4));
+  now = 2_000;
+  assert.ok(!peers.isAvoided(k1));
+  assert.deepEqual(new Set(hosts(peers.pick(2))), new Set([k1, k4]));
+  peers.credit(k3);
+  assert.deepEqual(new Set(hosts(peers.pick(3))), new Set([k1, k3, k4]));
+});
+
+test('pool paths - after a failed build blames every relayer, the next build goes through them rather than wait', async () => {
+  // Two relayers, two-hop paths: the first build fails (a timeout blames its whole path),
+  // so both are avoided for 2 s. The pool does not sit out those 2 s with no path.
+  const { pool, clock } = startPool(1, { peers: 2, failFirst: 1 });
+  try {
+    await run(clock, 1_000);
+    assert.equal(pool.usable().length, 1, 'the pool filled within 1 s');
+    const counters = pool.stats().counters;
+    assert.equal(counters['builds-failed'], 1);
+    assert.equal(counters['builds-through-avoided'], 1);
+    assert.equal(counters['builds-no-path'] ?? 0, 0);
+  } finally {
+    pool.close();
   }
 });
