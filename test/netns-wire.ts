@@ -11,6 +11,8 @@ import { execFileSync } from 'node:child_process';
 import type { NetnsScenarioResult } from '@deut/testkit';
 
 export function assertWhatTheWireShows(t: TestContext, run: NetnsScenarioResult, canaries: readonly string[]): void {
+  // Each master's progress lines, with their times: where a slow run spent them.
+  for (const r of run.results) for (const line of r.stdout.trim().split('\n')) t.diagnostic(line);
   for (const r of run.results) assert.equal(r.code, 0, `${r.stdout}\n${r.stderr}`);
   const { packets } = run;
   const masters = new Set(run.masters.map((m) => m.address));

@@ -23,8 +23,11 @@ export interface DhtPairOptions {
 
 const text = (bytes: Uint8Array): string => new TextDecoder().decode(bytes);
 
+const startedAt = Date.now();
+
+/** One progress line, with the seconds since the process started: where a slow run spent its time. */
 function say(name: string, message: string): void {
-  process.stdout.write(`scenario ${name}: ${message}\n`);
+  process.stdout.write(`scenario ${name} [${((Date.now() - startedAt) / 1000).toFixed(1)} s]: ${message}\n`);
 }
 
 async function pause(ms: number): Promise<void> {
