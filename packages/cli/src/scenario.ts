@@ -73,7 +73,8 @@ export async function runDhtPairScenario(config: RunConfig, options: DhtPairOpti
       const stats = started.stats();
       throw new Error(`tunnels did not come up: pool ${JSON.stringify(stats.pool)}; peers ${stats.peers}; node ${JSON.stringify(stats.counters)}; link ${JSON.stringify(stats.link.counters)}`);
     }
-    say(options.name, `${started.tunnels.list().length} tunnels up, endpoints ${started.tunnels.list().map((t) => addressKey(t.endpoint)).join(', ')}`);
+    const builds = started.stats().pool?.counters ?? {};
+    say(options.name, `${started.tunnels.list().length} tunnels up after ${builds['builds-started'] ?? 0} builds (${builds['builds-failed'] ?? 0} failed), endpoints ${started.tunnels.list().map((t) => addressKey(t.endpoint)).join(', ')}`);
     const put = (key: string): Promise<boolean> => started.dht.put(key, new TextEncoder().encode(`from ${options.name}`), { timeoutMs: 20_000 }).then((r) => r.stored > 0);
     const found = async (key: string): Promise<boolean> => (await started.dht.get(key, { timeoutMs: 20_000 })).values.length > 0;
     const steps: Array<[string, () => Promise<boolean>]> = [
