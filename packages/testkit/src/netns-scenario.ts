@@ -24,6 +24,8 @@ export interface NetnsScenarioOptions {
   readonly log?: (line: string) => void;
   /** Distinguishes concurrent meshes (third octet of 10.77.x.0/24). @default 77 */
   readonly net?: number;
+  /** Each master's whole budget for its scenario (`--timeout-seconds`). @default 150 */
+  readonly timeoutSeconds?: number;
 }
 
 /** What a run produced, for assertions or a report. */
@@ -91,9 +93,10 @@ export async function runNetnsScenario(options: NetnsScenarioOptions, signal?: A
     const pcapFile = join(dir, 'bridge.pcap');
     const capture = await mesh.capture(pcapFile);
     const contact = readFileSync(contactFile, 'utf8').trim();
+    const timeoutSeconds = options.timeoutSeconds ?? 150;
     const scenario = (host: NetnsHost, name: string, peer: string): ReturnType<NetnsMesh['exec']> =>
       mesh.exec(host, [node, options.bin, 'scenario', 'dht-pair', '--name', name, '--peer', peer, '--listen', `${host.address}:7500`, '--bootstrap', `${bootstrap.address}:7500`,
-        '--no-relay', '--tunnels', '3', '--dht-bootstrap', contact, '--echo', `${echo.address}:9000`, ...common, '--timeout-seconds', '150'], 200_000);
+        '--no-relay', '--tunnels', '3', '--dht-bootstrap', contact, '--echo', `${echo.address}:9000`, ...common, '--timeout-seconds', String(timeoutSeconds)], (timeoutSeconds + 50) * 1000);
     const [a, b] = options.names;
     const results = await Promise.all([scenario(masters[0]!, a, b), scenario(masters[1]!, b, a)]);
     const packets = await capture.stop();
