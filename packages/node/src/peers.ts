@@ -138,7 +138,6 @@ export class PeerTable {
     const candidates = shuffled([...this.#peers.values()]).filter((peer) => peer.verified && options.exclude?.has(peer.key) !== true);
     // A stable sort keeps the shuffled order among equals.
     if (usage !== undefined) candidates.sort((a, b) => (usage.get(a.key) ?? 0) - (usage.get(b.key) ?? 0));
-    const avoided = candidates.filter((peer) => peer.avoidUntil > now).sort((a, b) => a.avoidUntil - b.avoidUntil);
     const take = (peers: PeerRecord[]): void => {
       for (const peer of peers) {
         if (chosen.length >= count) return;
@@ -151,7 +150,7 @@ export class PeerTable {
       }
     };
     take(candidates.filter((peer) => peer.avoidUntil <= now));
-    if (options.orAvoided === true) take(avoided);
+    if (options.orAvoided === true && chosen.length < count) take(candidates.filter((peer) => peer.avoidUntil > now).sort((a, b) => a.avoidUntil - b.avoidUntil));
     return chosen;
   }
 

@@ -340,12 +340,12 @@ export class TunnelPool {
     // (up to 2 min) left a master with no tunnel at all; Tor likewise retries its guards
     // when every one of them is marked down.
     const path = this.#peers.pick(mode === 'master' ? hops : 1, { exclude, sameSubnet: this.#o.allowSameSubnet, usage: this.#hopUsage(), orAvoided: true });
-    if (path.some((peer) => this.#peers.isAvoided(peer.key))) this.#counters.add('builds-through-avoided');
     if (path.length < (mode === 'master' ? hops : 1)) {
       this.#counters.add('builds-no-path');
       this.#backoff();
       return false;
     }
+    if (path.some((peer) => this.#peers.isAvoided(peer.key))) this.#counters.add('builds-through-avoided');
     this.#building++;
     this.#buildingPaths.add(path);
     this.#counters.add('builds-started');
