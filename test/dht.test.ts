@@ -1,5 +1,5 @@
 /**
- * The DHT through deut tunnels (DESIGN.md §4, PROTOCOL.md §11), and the same DHT code over
+ * The DHT through deut tunnels (PROTOCOL.md §11), and the same DHT code over
  * plain UDP for comparison: whole networks of masters that put and get through their
  * tunnels, what DHT peers see of each other, churn, tunnel rotation, and hostile input.
  */

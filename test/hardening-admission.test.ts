@@ -7,7 +7,7 @@
  */
 import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { ManualClock, type UdpAddress } from '@deut/common';
+import { ManualClock, type UdpAddress, type CounterSnapshot } from '@deut/common';
 import { cryptoReady, generateKeyPair } from '@deut/crypto';
 import { InitiatorHandshake, Link } from '@deut/link';
 import { DeutNode } from '@deut/node';
@@ -147,7 +147,7 @@ test('admission - a build-request flood from one neighbour costs one key exchang
     const target = { address: r.address, publicKey: r.publicKey };
     const flooder = await mesh.add('X');
     const master = await mesh.add('M');
-    const tunnels = (): Record<string, number> => r.stats().tunnels.counters;
+    const tunnels = (): CounterSnapshot<string> => r.stats().tunnels.counters;
     // Links first: a link queues only 64 payloads while its handshake runs.
     for (const node of [flooder, master]) {
       const linking = node.link.connect(r.address);

@@ -11,7 +11,7 @@ import { after, test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomFillSync } from 'node:crypto';
 import fc from 'fast-check';
-import { addressKey, type UdpAddress } from '@deut/common';
+import { addressKey, type UdpAddress, type CounterSnapshot, sumCounters } from '@deut/common';
 import { cryptoReady, generateKeyPair } from '@deut/crypto';
 import { DhtNode } from '@deut/dht';
 import { DeutNode, type DeutNodeOptions } from '@deut/node';
@@ -127,8 +127,8 @@ const handlerErrors = (mesh: FuzzMesh): number =>
 /** Drops counted anywhere in the mesh (link, tunnel engine, exits, node, DHT). */
 function drops(mesh: FuzzMesh): number {
   let total = 0;
-  const add = (counters: Record<string, number> | undefined): void => {
-    for (const [name, value] of Object.entries(counters ?? {})) if (name.startsWith('drop')) total += value;
+  const add = (counters: CounterSnapshot<string> | undefined): void => {
+    if (counters !== undefined) total += sumCounters(counters, 'drop');
   };
   for (const { node } of mesh.nodes) {
     const s = node.stats();

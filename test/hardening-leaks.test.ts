@@ -1,5 +1,5 @@
 /**
- * Hardening, log and metric leaks (issue #8; DESIGN.md §5 safe logging): a running mesh
+ * Hardening, log and metric leaks (SECURITY.md §3.14): a running mesh
  * whose every node logs through the daemon's logger (packages/cli/src/logging.ts) at each
  * level and in both formats carries canary payloads, DHT keys and values, is sent junk,
  * has a request handler fail with the canary in its error, and loses a relayer; no canary,

@@ -8,7 +8,7 @@
  */
 import { after, test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
-import { addressKey } from '@deut/common';
+import { addressKey, sumCounters } from '@deut/common';
 import { cryptoReady, observeNonceUses, randomBytes, type NonceUse } from '@deut/crypto';
 import { REJECT_AFTER_MS, REKEY_AFTER_MS } from '@deut/link';
 import type { OwnedTunnel } from '@deut/tunnel';
@@ -102,7 +102,7 @@ test('hardening nonces - no (key, nonce) pair is used twice across link rekeys a
 
     // The second withheld datagram, sealed under a session rekeyed away long ago, is refused.
     assert.ok(generations * (REKEY_AFTER_MS + 1_000) > REJECT_AFTER_MS);
-    const drops = (): number => Object.entries(R1.link.stats().counters).filter(([k]) => k.startsWith('drop:')).reduce((n, [, v]) => n + v, 0);
+    const drops = (): number => sumCounters(R1.link.stats().counters, 'drop:');
     const dropsBefore = drops();
     const countersBefore = { ...R1.link.stats().counters };
     const relayedBefore = R1.engine.stats().counters['cells-relayed'] ?? 0;

@@ -14,7 +14,7 @@
  */
 import { after, test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
-import { ManualClock, type UdpAddress } from '@deut/common';
+import { ManualClock, type UdpAddress, type CounterSnapshot } from '@deut/common';
 import { cryptoReady, generateKeyPair, randomBytes } from '@deut/crypto';
 import { Link } from '@deut/link';
 import { DeutNode } from '@deut/node';
@@ -66,7 +66,7 @@ test('hardening reassembly - 100,000 never-completed datagrams stay within the b
       await new Promise((resolve) => setImmediate(resolve));
     }
   };
-  const reassembly = (): { partials: number; bytes: number; counters: Record<string, number> } => target.stats().exits.reassembly;
+  const reassembly = (): { partials: number; bytes: number; counters: CounterSnapshot<string> } => target.stats().exits.reassembly;
   const send = (tunnel: OwnedTunnel, datagramId: number, index: number, count: number, to: UdpAddress, data: Uint8Array): void => {
     assert.ok(attacker.send(tunnel, encodeCellFrame({ type: 'datagram', datagramId, index, count, address: to, data })));
   };

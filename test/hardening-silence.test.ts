@@ -14,6 +14,8 @@ import type { DeutNode } from '@deut/node';
 import { SpyingSocket, withTestnet } from '@deut/testkit';
 import type { MemoryNetwork } from '@deut/transport';
 import { DATAGRAM_BYTES, DHT_VERSION } from '@deut/wire';
+import { type CounterSnapshot } from '@deut/common';
+import { sumCounters } from '@deut/common';
 
 await cryptoReady();
 const keepAlive = setInterval(() => undefined, 1000);
@@ -118,7 +120,7 @@ test('silence - random and malformed datagrams to the node port, endpoint ports,
         assert.equal(dhtAfter[side].rpc.cachedAnswers, dhtBefore[side].rpc.cachedAnswers, `${side} DHT: nothing answered`);
         assert.equal(dhtAfter[side].rpc.pending, dhtBefore[side].rpc.pending, `${side} DHT: no call started`);
       }
-      const drops = (counters: Record<string, number>): number => Object.entries(counters).filter(([k]) => k.startsWith('drop:')).reduce((sum, [, v]) => sum + v, 0);
+      const drops = (counters: CounterSnapshot<string>): number => sumCounters(counters, 'drop:');
       const relayDrops = net.relays.reduce((sum, r) => sum + drops(r.node.stats().link.counters), 0);
       assert.ok(relayDrops >= 4 * batch.length, `every probe at a node port was counted as a drop (${relayDrops})`);
       assert.ok(drops(dhtAfter.public.rpc.counters) >= batch.length / 3, 'the public DHT counted the DHT-shaped probes');

@@ -8,7 +8,7 @@
  */
 import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { ManualClock } from '@deut/common';
+import { ManualClock, type CounterSnapshot } from '@deut/common';
 import { cryptoReady, generateKeyPair, randomBytes } from '@deut/crypto';
 import { DeutNode, type DeutNodeOptions } from '@deut/node';
 import { createEngineMesh, withDeadline, type EngineMesh, type EngineMeshNode } from '@deut/testkit';
@@ -83,7 +83,7 @@ test('state - a neighbour flooding builds gets at most its share of transit tunn
     const flooder = await mesh.add('X');
     const second = await mesh.add('Y');
     for (const node of [master, flooder, second]) await linkTo(scene, node);
-    const tunnels = (): Record<string, number> => relay.stats().tunnels.counters;
+    const tunnels = (): CounterSnapshot<string> => relay.stats().tunnels.counters;
 
     const early = await buildMany(scene, master, 5, [target]);
     assert.equal(early.ok, 5);

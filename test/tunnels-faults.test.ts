@@ -1,6 +1,6 @@
 /**
- * Integration tests of the tunnel layer under faults (docs/PROTOCOL.md §4-§8; DESIGN.md §3
- * and §6 items 3 and 6): replies matched across tunnels, fan-out dedup, uniform tunnel
+ * Integration tests of the tunnel layer under faults (docs/PROTOCOL.md §4-§8; SECURITY.md §1
+ * tampering and loss): replies matched across tunnels, fan-out dedup, uniform tunnel
  * choice, loss/duplication/reordering, a relayer killed mid-run, rotation, tampered and
  * replayed cells and builds, refused and timed-out builds, and the one-hop-per-subnet rule.
  *
@@ -13,7 +13,7 @@
 import { after, test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import fc from 'fast-check';
-import { DeutError, addressKey } from '@deut/common';
+import { DeutError, addressKey, type CounterSnapshot, sumCounters } from '@deut/common';
 import { cryptoReady, randomBytes } from '@deut/crypto';
 import type { LinkPeer } from '@deut/link';
 import { DeutNode, PeerTable, subnetGroup, type DeutNodeOptions } from '@deut/node';
@@ -35,7 +35,7 @@ const decoder = new TextDecoder();
 const bytes = (text: string): Uint8Array => encoder.encode(text);
 const text = (data: Uint8Array): string => decoder.decode(data);
 const hex = (data: Uint8Array): string => Buffer.from(data).toString('hex');
-const counter = (counters: Record<string, number> | undefined, name: string): number => counters?.[name] ?? 0;
+const counter = (counters: CounterSnapshot<string> | undefined, name: string): number => counters?.[name] ?? 0;
 
 /** Pearson's statistic of `counts` against a uniform distribution over its cells. */
 function chiSquareUniform(counts: readonly number[]): number {
@@ -449,9 +449,7 @@ test('pool - a relayer killed mid-run is detected, tunnels are rebuilt, and ever
     killedAt = Date.now();
     // Dead by probes, or lost by a teardown (counted per DESTROY reason as tunnels-lost-<reason>).
     const lostTunnels = (): number =>
-      Object.entries(a.stats().pool?.counters ?? {})
-        .filter(([name]) => name === 'tunnels-dead' || name.startsWith('tunnels-lost'))
-        .reduce((sum, [, n]) => sum + n, 0);
+      (a.stats().pool?.counters['tunnels-dead'] ?? 0) + sumCounters(a.stats().pool?.counters ?? {}, 'tunnels-lost');
     await until(() => lostTunnels() >= doomed && (a.stats().pool?.usable ?? 0) >= target, 45_000, 'the pool to drop the dead tunnels and refill');
     const recoveryMs = Date.now() - killedAt;
     const issuedAtRecovery = issued;
@@ -462,7 +460,7 @@ test('pool - a relayer killed mid-run is detected, tunnels are rebuilt, and ever
 
     if (failures.length > 0) {
       // What the two masters and the relayers counted, to tell a lost request from a lost reply.
-      const drops = (node: DeutNode): Record<string, number> =>
+      const drops = (node: DeutNode): CounterSnapshot<string> =>
         Object.fromEntries(
           [node.stats().tunnels.counters, node.stats().exits.counters]
             .flatMap((c) => Object.entries(c))

@@ -1,6 +1,6 @@
 /**
  * Integration tests of the tunnel layer on a whole testnet (docs/PROTOCOL.md §4-§7,
- * DESIGN.md §2-3 and §6): pools of hundreds of tunnels in both path modes, messages
+ * SECURITY.md §1): pools of hundreds of tunnels in both path modes, messages
  * between masters, datagrams to a plain UDP server, what each party of a tunnel sees,
  * the endpoint's exit policy and rate caps, and teardown hop by hop. One test, two
  * networks: what can run over both the in-memory network and loopback UDP does.

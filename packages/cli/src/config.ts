@@ -1,5 +1,5 @@
 /**
- * Configuration of `deut run` (DESIGN.md §5): a JSON file < environment (`DEUT_*`) < flags.
+ * Configuration of `deut run` (README.md): a JSON file < environment (`DEUT_*`) < flags.
  * Every field is parsed from whichever source gave it last and checked on its own, so a
  * user sees one clear line per mistake, naming the source ("--tunnels", "DEUT_TUNNELS",
  * "config file field tunnels"), and the command exits 2 without a stack trace.

@@ -1,6 +1,6 @@
 /**
  * The daemon's control API: HTTP/JSON on a loopback address, authenticated by a secret
- * cookie kept in a file only the user can read (Tor's CookieAuthentication, DESIGN.md §5).
+ * cookie kept in a file only the user can read (Tor's CookieAuthentication; README.md).
  *
  * The daemon calls `startControlServer`, which binds, then writes the control file
  * (address, cookie, pid); CLI commands call `callControl`, which reads that file and sends

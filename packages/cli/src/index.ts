@@ -1,4 +1,4 @@
-/** @deut/cli: the `deut` command (DESIGN.md §5); the only package that touches `process`. */
+/** @deut/cli: the `deut` command (README.md); the only package that touches `process`. */
 export { main } from './commands.js';
 export { runMesh, type MeshOptions } from './mesh.js';
 export { CONFIG_FIELDS, envName, flagName, resolveRunConfig, type RunConfig } from './config.js';

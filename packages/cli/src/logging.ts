@@ -1,6 +1,6 @@
 /**
  * The daemon's logger: winston behind the `Logger` interface of @deut/common, with safe
- * logging by default (Tor's SafeLogging, DESIGN.md §5) and rate limits on repeated
+ * logging by default (Tor's SafeLogging; SECURITY.md §3.14) and rate limits on repeated
  * warnings and errors.
  *
  * Every line goes through three steps before winston sees it:

@@ -1,5 +1,5 @@
 /**
- * Prometheus metrics of one node (`deut run --metrics HOST:PORT`, DESIGN.md §5), with
+ * Prometheus metrics of one node (`deut run --metrics HOST:PORT`, README.md), with
  * prom-client. Most values come from `node.stats()` snapshots read at scrape time: counters
  * there are monotonic, so they are exposed as Prometheus counters whose `collect()` sets
  * the value from the snapshot; table sizes are gauges. Build latencies and exit refusals
@@ -59,13 +59,13 @@ interface Snapshot {
 }
 
 /** A counter value from a snapshot: absent, negative or non-finite values count as 0. */
-function count(counters: Readonly<Record<string, number>> | undefined, name: string): number {
+function count(counters: Readonly<Record<string, number | undefined>> | undefined, name: string): number {
   const value = counters?.[name];
   return value !== undefined && Number.isFinite(value) && value > 0 ? value : 0;
 }
 
 /** Every `drop:<reason>` counter of one layer. */
-function* drops(layer: string, counters: Readonly<Record<string, number>> | undefined): Generator<[{ layer: string; reason: string }, number]> {
+function* drops(layer: string, counters: Readonly<Record<string, number | undefined>> | undefined): Generator<[{ layer: string; reason: string }, number]> {
   if (counters === undefined) return;
   for (const name of Object.keys(counters)) {
     if (!name.startsWith('drop:')) continue;
@@ -189,7 +189,7 @@ export function createNodeMetrics(node: DeutNode, options: NodeMetricsOptions = 
     collect() {
       const s = read();
       this.reset();
-      const sources: Array<[string, Readonly<Record<string, number>> | undefined]> = [
+      const sources: Array<[string, Readonly<Record<string, number | undefined>> | undefined]> = [
         ['link', s.node.link.counters],
         ['engine', s.node.tunnels.counters],
         ['node', s.node.counters],

@@ -1,6 +1,6 @@
 /**
  * UDP addresses as plain values. A node is identified on the network by IP and port
- * (DESIGN.md §2); `addressKey` is the one canonical string form used as a map key.
+ * (ARCHITECTURE.md "Roles"); `addressKey` is the one canonical string form used as a map key.
  */
 import { isIP } from 'node:net';
 import { ProtocolError } from './errors.js';

@@ -3,8 +3,18 @@
  * reason, so tests and operators can see it (holepunch dht-rpc's stats habit).
  */
 
-/** A bag of monotonically increasing counters keyed by name. */
-export class Counters<K extends string = string> {
+/**
+ * What `snapshot()` returns: a counter is present once it has been counted. Indexing it with a
+ * name outside the package's declared union fails to compile, so a renamed counter cannot
+ * leave a test asserting `counters['old-name'] ?? 0` that passes vacuously.
+ */
+export type CounterSnapshot<K extends string> = { readonly [N in K]?: number };
+
+/**
+ * A bag of monotonically increasing counters keyed by name. K is the owning package's closed
+ * union of counter names (declared beside the class that counts, and exported with it).
+ */
+export class Counters<K extends string> {
   readonly #values = new Map<K, number>();
 
   /** Adds `by` (default 1) to counter `key`. */
@@ -25,7 +35,14 @@ export class Counters<K extends string = string> {
   }
 
   /** A plain snapshot, for stats() and metrics. */
-  snapshot(): Record<string, number> {
-    return Object.fromEntries(this.#values);
+  snapshot(): CounterSnapshot<K> {
+    return Object.fromEntries(this.#values) as CounterSnapshot<K>;
   }
+}
+
+/** Sum of a snapshot's counters, or of those whose name starts with `prefix`. */
+export function sumCounters<K extends string>(snapshot: CounterSnapshot<K>, prefix = ''): number {
+  let sum = 0;
+  for (const [name, value] of Object.entries<number | undefined>(snapshot)) if (name.startsWith(prefix)) sum += value ?? 0;
+  return sum;
 }

@@ -1,5 +1,5 @@
 /**
- * The datagram service the DHT runs over (DESIGN.md §4). The DHT knows nothing of tunnels:
+ * The datagram service the DHT runs over (ARCHITECTURE.md). The DHT knows nothing of tunnels:
  * it sends and receives datagrams through this interface, which is plain UDP for a public
  * node and for comparisons, or a deut `TunnelSocket` for a node whose every RPC goes
  * through its tunnels. Both have the node:dgram shape, so one adapter serves them.

@@ -1,5 +1,5 @@
 /**
- * A Kademlia DHT node (DESIGN.md §4, PROTOCOL.md §11): routing table, value store, RPC and
+ * A Kademlia DHT node (PROTOCOL.md §11): routing table, value store, RPC and
  * lookups tied together, with the timers Kademlia needs (bucket refresh, value expiry,
  * republish). It runs over any {@link DatagramChannel}; over deut tunnels its contact
  * address is one of its endpoints, which changes when tunnels rotate, so:
@@ -13,6 +13,7 @@
  */
 import { setMaxListeners } from 'node:events';
 import type { Clock, Logger, RateLimit, TimerHandle } from '@deut/common';
+import type { CounterSnapshot } from '@deut/common';
 import { Counters, DeutError, KeyedRateLimiter, abortedError, addressKey, configError, silentLogger, systemClock, transportError } from '@deut/common';
 import { toHex, type KeyPair } from '@deut/crypto';
 import { DHT_CONTACT_BYTES, DHT_HEADER_BYTES, DHT_MAX_CONTACTS, DHT_REQUEST_OVERHEAD_BYTES, DHT_MAX_TTL_SECONDS, DHT_MAX_VALUES, DHT_RESPONSE_OVERHEAD_BYTES, type DhtRequestBody, type DhtResponseBody, type DhtStoreResult } from '@deut/wire';
@@ -130,7 +131,7 @@ export class DhtNode {
   readonly #selfHex: string;
   /** Ids being verified at a new address, or pinged before an eviction: one call each. */
   readonly #checking = new Set<string>();
-  readonly #counters = new Counters();
+  readonly #counters = new Counters<string>();
   #timer: TimerHandle | undefined;
   #closed = false;
   /** Last STORE timestamp we used: strictly increasing, so two puts in one ms both count. */
@@ -270,7 +271,7 @@ export class DhtNode {
     table: Record<string, number>;
     store: ReturnType<ValueStore['stats']>;
     rpc: ReturnType<DhtRpc['stats']>;
-    counters: Record<string, number>;
+    counters: CounterSnapshot<string>;
   } {
     return {
       contacts: this.table.size,

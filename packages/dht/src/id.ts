@@ -1,5 +1,5 @@
 /**
- * Kademlia identifiers (DESIGN.md §4): 256-bit node ids and value keys as 32-byte
+ * Kademlia identifiers (PROTOCOL.md §11.1): 256-bit node ids and value keys as 32-byte
  * arrays, the XOR metric over them, and the bucket arithmetic the routing table uses.
  * Node ids are hashes of public keys, never chosen, so a peer cannot place itself next to
  * a target key for free.

@@ -1,4 +1,4 @@
-/** @deut/dht: Kademlia over an injected datagram channel (DESIGN.md §4); knows nothing of tunnels. */
+/** @deut/dht: Kademlia over an injected datagram channel (PROTOCOL.md §11); knows nothing of tunnels. */
 export * from './id.js';
 export * from './routing-table.js';
 export * from './store.js';

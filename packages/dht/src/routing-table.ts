@@ -1,9 +1,10 @@
 /**
- * The Kademlia routing table (DESIGN.md §4; Maymounkov & Mazières 2002, §2.2 and §4.1):
+ * The Kademlia routing table (PROTOCOL.md §11.4; Maymounkov & Mazières 2002, §2.2 and §4.1):
  * 256 k-buckets keyed by bucketIndex, least-recently-seen contact first, each with a small
  * replacement cache. Bounded by construction: at most 256 × (k + replacement cache) contacts.
  */
 import type { Clock, UdpAddress } from '@deut/common';
+import type { CounterSnapshot } from '@deut/common';
 import { Counters, systemClock } from '@deut/common';
 import { constantTimeEqual } from '@deut/crypto';
 import { assertId, bucketIndex, compareDistance, ID_BITS, idToHex, isId, nodeIdFromPublicKey, PUBLIC_KEY_BYTES } from './id.js';
@@ -308,7 +309,7 @@ export class RoutingTable {
   }
 
   /** Counters: added, updated, address changes, cached, evicted, promoted, rejections by reason. */
-  stats(): Record<string, number> {
+  stats(): CounterSnapshot<RoutingTableCounter | 'size'> {
     return { ...this.#counters.snapshot(), size: this.size, cached: this.cachedSize };
   }
 

@@ -16,6 +16,7 @@
  * that cache without a second handshake and without doing the work twice.
  */
 import type { Clock, Logger, RateLimit, TimerHandle, UdpAddress } from '@deut/common';
+import type { CounterSnapshot } from '@deut/common';
 import { Counters, KeyedRateLimiter, ProtocolError, TokenBucket, abortedError, addressKey, silentLogger, systemClock, timeoutError, transportError } from '@deut/common';
 import { NoiseHandshake, generateKeyPair, randomBytes, toHex, type KeyPair } from '@deut/crypto';
 import {
@@ -257,7 +258,7 @@ export class DhtRpc {
   }
 
   /** Calls in flight, answers cached, and counters (drops by reason as `drop:*`). */
-  stats(): { pending: number; cachedAnswers: number; cachedAnswerBytes: number; attemptTimeoutMs: number; counters: Record<string, number> } {
+  stats(): { pending: number; cachedAnswers: number; cachedAnswerBytes: number; attemptTimeoutMs: number; counters: CounterSnapshot<string> } {
     return {
       pending: this.#pending.size,
       cachedAnswers: this.#answers.size,

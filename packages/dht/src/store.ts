@@ -1,10 +1,11 @@
 /**
- * The DHT value store (DESIGN.md §4; Kademlia §2.5): values under 32-byte keys, one per
+ * The DHT value store (PROTOCOL.md §11.4; Kademlia §2.5): values under 32-byte keys, one per
  * publisher per key, each with a TTL, republished hourly by the node that published it and
  * expired after at most a day. Every limit refuses and counts rather than evicting live
  * data; memory is bounded by maxBytes and maxKeys × maxValuesPerKey.
  */
 import { Counters } from '@deut/common';
+import type { CounterSnapshot } from '@deut/common';
 import { ID_BYTES } from './id.js';
 
 /** Default largest value, in bytes: one value must fit a datagram with room to spare. */
@@ -95,7 +96,7 @@ export interface StoreStats {
   readonly keys: number;
   readonly entries: number;
   readonly bytes: number;
-  readonly counters: Record<string, number>;
+  readonly counters: CounterSnapshot<string>;
 }
 
 interface Entry extends StoredValue {

@@ -23,6 +23,7 @@ import {
   type TimerHandle,
   type UdpAddress,
 } from '@deut/common';
+import type { CounterSnapshot } from '@deut/common';
 import { constantTimeEqual, cryptoReady, type KeyPair } from '@deut/crypto';
 import type { DatagramSocket } from '@deut/transport';
 import {
@@ -209,7 +210,7 @@ export class Link extends EventEmitter<LinkEvents> {
   readonly #global: TokenBucket;
   readonly #cookies: CookieIssuer;
   readonly #peers = new Map<string, PeerState>();
-  readonly #counters = new Counters();
+  readonly #counters = new Counters<string>();
   /** The link frame being sealed (sending is synchronous). */
   readonly #frame = new Uint8Array(LINK_FRAME_BYTES);
   #pending = 0;
@@ -337,7 +338,7 @@ export class Link extends EventEmitter<LinkEvents> {
   }
 
   /** Counters (datagrams, handshakes, drops by reason) and table sizes. */
-  stats(): { counters: Record<string, number>; peers: number; sessions: number; pendingHandshakes: number } {
+  stats(): { counters: CounterSnapshot<string>; peers: number; sessions: number; pendingHandshakes: number } {
     let sessions = 0;
     for (const peer of this.#peers.values()) sessions += peer.sessions.length;
     return { counters: this.#counters.snapshot(), peers: this.#peers.size, sessions, pendingHandshakes: this.#pending };

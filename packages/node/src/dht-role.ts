@@ -1,5 +1,5 @@
 /**
- * The DHT role of a master (DESIGN.md §4): a {@link DhtNode} whose datagrams go through the
+ * The DHT role of a master (PROTOCOL.md §11): a {@link DhtNode} whose datagrams go through the
  * master's tunnels by way of a {@link TunnelSocket}, so DHT peers only ever see endpoint
  * addresses. Its DHT key is its own, never the link identity (PROTOCOL.md §11.1). When a
  * tunnel goes (rotation or death) the contact address peers hold may be gone with it, so

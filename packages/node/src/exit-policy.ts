@@ -1,10 +1,11 @@
 /**
- * The endpoint's exit policy (docs/PROTOCOL.md §5.5, DESIGN.md §3 "Endpoint policy"): which
+ * The endpoint's exit policy (PROTOCOL.md §5.5, SECURITY.md §3.10): which
  * destinations a master may reach through an endpoint, and how much it may send. An
  * endpoint is not an open UDP proxy (RFC 9298 §7): without this, any master could use it to
  * reach the endpoint's own network, itself, or to amplify traffic at a victim.
  */
 import { Counters, KeyedRateLimiter, addressKey, configError, systemClock } from '@deut/common';
+import type { CounterSnapshot } from '@deut/common';
 import type { Clock, RateLimit, UdpAddress } from '@deut/common';
 import { ADDRESS_FAMILY_V4, formatIp, parseIp } from '@deut/wire';
 
@@ -93,7 +94,7 @@ export interface ExitPolicyStats {
   /** Endpoint ports held. */
   readonly portsHeld: number;
   /** One counter per ExitRefusal or ExitLimitRefusal seen. */
-  readonly counters: Record<string, number>;
+  readonly counters: CounterSnapshot<string>;
 }
 
 /** An IP literal as parsed by @deut/wire: family and 16 bytes, IPv4 as IPv4-mapped. */

@@ -1,10 +1,11 @@
 /**
- * The endpoint role (PROTOCOL.md §5.5, §6; DESIGN.md §2-3): for each endpoint tunnel a UDP
+ * The endpoint role (PROTOCOL.md §5.5, §6; SECURITY.md §3.10): for each endpoint tunnel a UDP
  * port of its own, from which the master's datagrams leave "as if originated by this node",
  * and on which everything that arrives is passed back down the tunnel with its source
  * address. The exit policy decides what may leave; fragments are reassembled with bounds.
  */
 import { Counters, ProtocolError, addressKey, silentLogger, type Clock, type Logger, type UdpAddress } from '@deut/common';
+import type { CounterSnapshot } from '@deut/common';
 import type { DatagramSocket } from '@deut/transport';
 import { Reassembler, fragmentDatagram, type EndpointTunnel, type RefusalReason, type TunnelEngine } from '@deut/tunnel';
 import { MAX_DATAGRAM_BYTES, decodeCellFrame, encodeCellFrame, type CellFrame } from '@deut/wire';
@@ -51,7 +52,7 @@ export class EndpointExits {
   readonly #logger: Logger;
   readonly #open = new Map<number, OpenExit>();
   readonly #reassembler: Reassembler;
-  readonly #counters = new Counters();
+  readonly #counters = new Counters<string>();
   #engine: TunnelEngine | undefined;
 
   constructor(options: EndpointExitsOptions) {
@@ -134,7 +135,7 @@ export class EndpointExits {
   }
 
   /** Counters of this role. */
-  stats(): { ports: number; reassembly: ReturnType<Reassembler['stats']>; policy: ReturnType<ExitPolicy['stats']>; counters: Record<string, number> } {
+  stats(): { ports: number; reassembly: ReturnType<Reassembler['stats']>; policy: ReturnType<ExitPolicy['stats']>; counters: CounterSnapshot<string> } {
     return { ports: this.#open.size, reassembly: this.#reassembler.stats(), policy: this.#options.policy.stats(), counters: this.#counters.snapshot() };
   }
 

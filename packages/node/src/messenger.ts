@@ -1,5 +1,5 @@
 /**
- * Messages between masters (PROTOCOL.md §7; DESIGN.md §3 "Messages"): each request has a
+ * Messages between masters (PROTOCOL.md §7): each request has a
  * random id, goes out through `fanout` distinct tunnels chosen at random, and names some of
  * our endpoints to reply to. The reply may come back through any tunnel from any address
  * and is matched by id. Receivers deliver each id once and answer duplicates from a cache.
@@ -18,6 +18,7 @@ import {
   type TimerHandle,
   type UdpAddress,
 } from '@deut/common';
+import type { CounterSnapshot } from '@deut/common';
 import { randomBytes } from '@deut/crypto';
 import type { OwnedTunnel } from '@deut/tunnel';
 import {
@@ -119,7 +120,7 @@ export class Messenger {
   readonly #pending = new Map<string, Pending>();
   /** Ids of requests we served and of responses we received, for dedup. */
   readonly #seen = new Map<string, Seen>();
-  readonly #counters = new Counters();
+  readonly #counters = new Counters<string>();
   readonly #retries: RetryLimiter;
   #handler: RequestHandler | undefined;
 
@@ -287,7 +288,7 @@ export class Messenger {
   }
 
   /** Counters (requests, responses, retries, timeouts, duplicates dropped, served) and retries in flight. */
-  stats(): { pending: number; remembered: number; retries: ReturnType<RetryLimiter['stats']>; counters: Record<string, number> } {
+  stats(): { pending: number; remembered: number; retries: ReturnType<RetryLimiter['stats']>; counters: CounterSnapshot<string> } {
     return { pending: this.#pending.size, remembered: this.#seen.size, retries: this.#retries.stats(), counters: this.#counters.snapshot() };
   }
 

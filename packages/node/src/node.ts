@@ -1,5 +1,5 @@
 /**
- * The deut runtime: one node plays every role at once (DESIGN.md §2). It owns the node port
+ * The deut runtime: one node plays every role at once (ARCHITECTURE.md "Roles"). It owns the node port
  * and its link layer, the tunnel engine (relay, endpoint, master), the endpoint ports, peer
  * exchange, and, as a master, a tunnel pool and messaging. Public API of issue #3.
  */
@@ -20,6 +20,7 @@ import {
   type TimerHandle,
   type UdpAddress,
 } from '@deut/common';
+import type { CounterSnapshot } from '@deut/common';
 import { cryptoReady, generateKeyPair, type KeyPair } from '@deut/crypto';
 import { parseDhtContact, type DhtNode } from '@deut/dht';
 import { KnownPeers, Link, type LinkPayloadEvent, type LinkPeer } from '@deut/link';
@@ -155,7 +156,7 @@ export class DeutNode extends EventEmitter<DeutNodeEvents> {
   readonly #reassembler: Reassembler;
   readonly #clock: Clock;
   readonly #options: DeutNodeOptions;
-  readonly #counters = new Counters();
+  readonly #counters = new Counters<string>();
   /** Peers we asked for a list recently: only they may answer (no unsolicited poisoning). */
   readonly #asked = new Map<string, number>();
   #pexTimer: TimerHandle | undefined;
@@ -389,7 +390,7 @@ export class DeutNode extends EventEmitter<DeutNodeEvents> {
     messages: ReturnType<Messenger['stats']> | undefined;
     /** Inbound reassembly of this node's own tunnels (a master's). */
     reassembly: ReturnType<Reassembler['stats']>;
-    counters: Record<string, number>;
+    counters: CounterSnapshot<string>;
   } {
     return {
       address: this.address,

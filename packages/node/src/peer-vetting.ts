@@ -37,7 +37,7 @@ export interface PeerVettingOptions {
   readonly contact: (peer: PeerRecord, attempts: number) => Promise<unknown>;
   readonly clock: Clock;
   /** Where pex-* counters go (the node's). */
-  readonly counters: Counters;
+  readonly counters: Counters<string>;
   /** @default PEX_CONTACT_BUDGET */
   readonly budget?: RateLimit;
 }

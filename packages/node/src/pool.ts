@@ -1,11 +1,12 @@
 /**
- * A master's tunnel pool (DESIGN.md §3 "Tunnel pool"): keeps `target` tunnels up, builds
+ * A master's tunnel pool (PROTOCOL.md §7 "Pool"): keeps `target` tunnels up, builds
  * them concurrently on random paths, probes each through the tunnel, replaces dead ones,
  * and rotates each before it expires with overlap: a replacement is built a minute ahead,
  * the old tunnel stops carrying new messages half a minute ahead and keeps receiving until
  * it expires, so nothing sent through it or addressed to its endpoint is lost.
  */
 import { Counters, abortedError, addressKey, silentLogger, systemClock, type Clock, type Logger, type TimerHandle, type UdpAddress } from '@deut/common';
+import type { CounterSnapshot } from '@deut/common';
 import { BuildError, type DestroyReason, type OwnedTunnel, type PathSelection, type TunnelEngine } from '@deut/tunnel';
 import { encodeCellFrame } from '@deut/wire';
 import { randomBytes } from '@deut/crypto';
@@ -106,7 +107,7 @@ export class TunnelPool {
   readonly #peers: PeerTable;
   readonly #self: string;
   readonly #tunnels = new Map<number, Pooled>();
-  readonly #counters = new Counters();
+  readonly #counters = new Counters<string>();
   readonly #waiters: Array<{ n: number; resolve: () => void }> = [];
   /** Outcomes (true = answered) of the latest probes that began a streak, oldest first. */
   readonly #probeHistory: boolean[] = [];
@@ -271,7 +272,7 @@ export class TunnelPool {
   }
 
   /** Counters and sizes. */
-  stats(): { tunnels: number; usable: number; building: number; failuresBeforeDead: number; counters: Record<string, number> } {
+  stats(): { tunnels: number; usable: number; building: number; failuresBeforeDead: number; counters: CounterSnapshot<string> } {
     return {
       tunnels: this.#tunnels.size,
       usable: this.usable().length,

@@ -19,6 +19,7 @@ import { EventEmitter } from 'node:events';
 import type { BindOptions } from 'node:dgram';
 import { isIP } from 'node:net';
 import { Counters, DeutError, addressKey, configError, type ErrorKind, type UdpAddress } from '@deut/common';
+import type { CounterSnapshot } from '@deut/common';
 import type { OwnedTunnel } from '@deut/tunnel';
 import { MAX_DATAGRAM_BYTES } from '@deut/wire';
 import { sample } from './random.js';
@@ -147,7 +148,7 @@ interface PendingSend {
 export class TunnelSocket extends EventEmitter<TunnelSocketEvents> {
   readonly #host: TunnelSocketHost;
   readonly #fanout: number;
-  readonly #counters = new Counters();
+  readonly #counters = new Counters<string>();
   /** Remote address key -> tunnel its latest datagram arrived through, oldest first. */
   readonly #contacted = new Map<string, number>();
   readonly #binding = new AbortController();
@@ -311,7 +312,7 @@ export class TunnelSocket extends EventEmitter<TunnelSocketEvents> {
    * tunnel their destination had reached us by, and drops by reason (`drop:hostname`,
    * `drop:too-big`, `drop:no-tunnel`, `drop:closed`); and how many remotes are remembered.
    */
-  stats(): { contacted: number; counters: Record<string, number> } {
+  stats(): { contacted: number; counters: CounterSnapshot<string> } {
     return { contacted: this.#contacted.size, counters: this.#counters.snapshot() };
   }
 

@@ -1,7 +1,7 @@
-/** Tests of the endpoint's exit policy (PROTOCOL.md §5.5, DESIGN.md §3). */
+/** Tests of the endpoint's exit policy (PROTOCOL.md §5.5, SECURITY.md §3.10). */
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { ManualClock } from '@deut/common';
+import { ManualClock, sumCounters } from '@deut/common';
 import { DEFAULT_MASTER_LIMIT, DEFAULT_TUNNEL_LIMIT, ExitPolicy, classifyAddress } from '../src/exit-policy.js';
 import type { AddressClass } from '../src/exit-policy.js';
 
@@ -100,7 +100,7 @@ test('exit policy - refuses everything but public addresses by default', () => {
     assert.equal(policy.checkDestination({ host, port: 53 }), expected === 'public' ? 'ok' : expected, host);
   }
   const refused = TABLE.filter(([, kind]) => kind !== 'public').length;
-  const counted = Object.values(policy.stats().counters).reduce((a, b) => a + b, 0);
+  const counted = sumCounters(policy.stats().counters);
   assert.equal(counted, refused);
   assert.equal(policy.stats().counters['loopback'], TABLE.filter(([, kind]) => kind === 'loopback').length);
 });

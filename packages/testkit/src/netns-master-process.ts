@@ -7,7 +7,7 @@
  * {@link NetnsMaster} (netns-master.ts) is the test's side.
  */
 import { createInterface } from 'node:readline';
-import { addressKey, parseAddress, silentLogger, type UdpAddress } from '@deut/common';
+import { addressKey, parseAddress, silentLogger, type UdpAddress, type CounterSnapshot } from '@deut/common';
 import { DeutNode } from '@deut/node';
 
 /** Options of the process, passed as JSON in argv[2]. */
@@ -39,8 +39,8 @@ export interface NetnsMasterStatus {
   readonly dhtId: string;
   readonly dhtContacts: number;
   /** The DHT's view, for a failing test to print: its contacts and its counters. */
-  readonly dht: { readonly table: Array<{ id: string; address: string; failures: number }>; readonly counters: Record<string, number>; readonly rpc: Record<string, unknown> };
-  readonly pool: Record<string, number>;
+  readonly dht: { readonly table: Array<{ id: string; address: string; failures: number }>; readonly counters: CounterSnapshot<string>; readonly rpc: Record<string, unknown> };
+  readonly pool: CounterSnapshot<string>;
   readonly served: number;
 }
 

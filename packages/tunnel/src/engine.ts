@@ -22,6 +22,7 @@ import {
   type TimerHandle,
   type UdpAddress,
 } from '@deut/common';
+import type { CounterSnapshot } from '@deut/common';
 import { addInboundLayerInto, openOutbound, peelOutboundInto, randomBytes, sealInbound, type KeyPair } from '@deut/crypto';
 import type { Link, LinkPeer } from '@deut/link';
 import {
@@ -250,7 +251,7 @@ export class TunnelEngine {
   readonly #logger: Logger;
   readonly #maxTransit: number;
   readonly #maxTransitPerNeighbour: number;
-  readonly #counters = new Counters();
+  readonly #counters = new Counters<string>();
   /** Hop entries by (upstream peer, id chosen by it). */
   readonly #byUpstream = new PeerIdMap<HopEntry>();
   /** Hop entries by (downstream peer, id we chose). */
@@ -399,7 +400,7 @@ export class TunnelEngine {
   // ---- stats and lifecycle -------------------------------------------------------------
 
   /** Table sizes and counters (drops by reason, cells relayed, builds). */
-  stats(): { transit: number; relaying: number; endpoints: number; owned: number; pendingBuilds: number; replayCache: number; counters: Record<string, number> } {
+  stats(): { transit: number; relaying: number; endpoints: number; owned: number; pendingBuilds: number; replayCache: number; counters: CounterSnapshot<string> } {
     let endpoints = 0;
     for (const entry of this.#byUpstream.values()) if (entry.role === 'endpoint') endpoints++;
     return {

@@ -5,6 +5,7 @@
  * a defence against a peer that never completes what it starts.
  */
 import { Counters, configError } from '@deut/common';
+import type { CounterSnapshot } from '@deut/common';
 import type { Clock, UdpAddress } from '@deut/common';
 import { MAX_DATAGRAM_BYTES, MAX_FRAGMENTS, MAX_FRAGMENT_DATA } from '@deut/wire';
 import type { DatagramFrame } from '@deut/wire';
@@ -124,7 +125,7 @@ export interface ReassemblerStats {
   /** Bytes charged against `maxBytes`: fragment data plus PARTIAL_OVERHEAD_BYTES per partial. */
   readonly bytes: number;
   /** `completed` plus one counter per ReassemblyDropReason seen. */
-  readonly counters: Record<string, number>;
+  readonly counters: CounterSnapshot<string>;
 }
 
 /** A datagram some of whose fragments have arrived. */
@@ -164,7 +165,7 @@ export class Reassembler {
   readonly #timeoutMs: number;
   readonly #maxRecentCompletions: number;
   readonly #onDrop: ((reason: ReassemblyDropReason) => void) | undefined;
-  readonly #counters = new Counters();
+  readonly #counters = new Counters<string>();
   /** Partials per key, least recently extended first. */
   readonly #byKey = new Map<string, Map<number, PartialDatagram>>();
   /** Every partial, least recently extended first: the global eviction order. */

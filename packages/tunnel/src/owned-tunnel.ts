@@ -9,7 +9,7 @@ import { CELL_BYTES, encodeCellInto, type TunnelId } from '@deut/wire';
 import type { HopKeys } from './build-crypto.js';
 import { CELL_COUNTER_START_LIMIT, CELL_REPLAY_WINDOW } from './constants.js';
 
-/** How a tunnel's path was chosen (DESIGN.md §3). */
+/** How a tunnel's path was chosen (PROTOCOL.md §4.2, §4.4). */
 export type PathSelection = 'master' | 'relayer';
 
 /** A hop of a path as the master knows it; in relayer mode only the first is known. */
