@@ -1,3 +1,10 @@
+/**
+ * @deut/common: what every other package shares and nothing of the protocol. Errors with
+ * stable codes and kinds (`DeutError`, `ProtocolError`), the injected `Logger` (silent by
+ * default) and redaction of addresses and keys, `Clock` (the system clock and a `ManualClock`
+ * for tests), typed `Counters`, the RFC 6479 `ReplayWindow`, token-bucket rate limits, and UDP
+ * addresses with their one canonical map key. It imports no other package.
+ */
 export * from './errors.js';
 export * from './logger.js';
 export * from './redact.js';
