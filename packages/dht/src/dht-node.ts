@@ -109,6 +109,25 @@ export interface DhtGetResult {
   readonly asked: number;
 }
 
+/** Counter names of {@link DhtNode.stats}' own counters (the table's, store's and RPC's are theirs). */
+export type DhtNodeCounter =
+  | 'announces'
+  | 'announces-unanswered'
+  | 'lookups-node'
+  | 'puts'
+  | 'stores-sent'
+  | 'gets'
+  | 'gets-retried'
+  | 'gets-found'
+  | 'verifications'
+  | 'verifications-skipped'
+  | 'verified'
+  | 'stores-rate-limited'
+  | 'stores-skewed'
+  | 'rejoins'
+  | 'republishes'
+  | 'refreshes';
+
 /** A DHT node. */
 export class DhtNode {
   /** Our node id. */
@@ -131,7 +150,7 @@ export class DhtNode {
   readonly #selfHex: string;
   /** Ids being verified at a new address, or pinged before an eviction: one call each. */
   readonly #checking = new Set<string>();
-  readonly #counters = new Counters<string>();
+  readonly #counters = new Counters<DhtNodeCounter>();
   #timer: TimerHandle | undefined;
   #closed = false;
   /** Last STORE timestamp we used: strictly increasing, so two puts in one ms both count. */
@@ -268,10 +287,10 @@ export class DhtNode {
   stats(): {
     contacts: number;
     cachedContacts: number;
-    table: Record<string, number>;
+    table: ReturnType<RoutingTable['stats']>;
     store: ReturnType<ValueStore['stats']>;
     rpc: ReturnType<DhtRpc['stats']>;
-    counters: CounterSnapshot<string>;
+    counters: CounterSnapshot<DhtNodeCounter>;
   } {
     return {
       contacts: this.table.size,
