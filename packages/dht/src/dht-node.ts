@@ -14,10 +14,11 @@
 import { setMaxListeners } from 'node:events';
 import type { Clock, Logger, RateLimit, TimerHandle } from '@deut/common';
 import type { CounterSnapshot } from '@deut/common';
-import { Counters, DeutError, KeyedRateLimiter, abortedError, addressKey, configError, silentLogger, systemClock, transportError } from '@deut/common';
+import { Counters, DeutError, KeyedRateLimiter, addressKey, silentLogger, systemClock } from '@deut/common';
 import { toHex, type KeyPair } from '@deut/crypto';
 import { DHT_CONTACT_BYTES, DHT_HEADER_BYTES, DHT_MAX_CONTACTS, DHT_REQUEST_OVERHEAD_BYTES, DHT_MAX_TTL_SECONDS, DHT_MAX_VALUES, DHT_RESPONSE_OVERHEAD_BYTES, type DhtRequestBody, type DhtResponseBody, type DhtStoreResult } from '@deut/wire';
 import type { DatagramChannel } from './channel.js';
+import { abortedError, configError, transportError } from './errors.js';
 import { assertId, bucketIndex, ID_BITS, keyFromBytes, nodeIdFromPublicKey, randomIdInBucket } from './id.js';
 import { iterativeLookup, type AskResult, type LookupCandidate, type LookupResult } from './lookup.js';
 import { K_BUCKET_SIZE, RoutingTable, type Contact, type ContactInfo } from './routing-table.js';

@@ -17,7 +17,7 @@
  */
 import type { Clock, Logger, RateLimit, TimerHandle, UdpAddress } from '@deut/common';
 import type { CounterSnapshot } from '@deut/common';
-import { Counters, KeyedRateLimiter, ProtocolError, TokenBucket, abortedError, addressKey, silentLogger, systemClock, timeoutError, transportError } from '@deut/common';
+import { Counters, KeyedRateLimiter, ProtocolError, TokenBucket, addressKey, silentLogger, systemClock } from '@deut/common';
 import { NoiseHandshake, generateKeyPair, randomBytes, toHex, type KeyPair } from '@deut/crypto';
 import {
   DHT_HEADER_BYTES,
@@ -38,6 +38,7 @@ import {
   type WireErrorCode,
 } from '@deut/wire';
 import type { DatagramChannel } from './channel.js';
+import { abortedError, timeoutError, transportError } from './errors.js';
 import { nodeIdFromPublicKey } from './id.js';
 
 /** A node we can call: where it is and the key it must answer under. */
