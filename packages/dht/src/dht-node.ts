@@ -99,8 +99,11 @@ export interface DhtPutResult {
   /** Nodes asked to store it. */
   readonly asked: number;
   /** Refusals by reason. */
-  readonly refused: Readonly<Record<string, number>>;
+  readonly refused: CounterSnapshot<DhtPutRefusal>;
 }
+
+/** Why a node asked to store a put did not: its STORE result, a wrong answer type, or no answer. */
+export type DhtPutRefusal = Exclude<DhtStoreResult, 'stored'> | 'bad-answer' | 'no-answer';
 
 /** Outcome of a get. */
 export interface DhtGetResult {
@@ -362,7 +365,7 @@ export class DhtNode {
 
   async #storeAtClosest(key: Uint8Array, value: Uint8Array, expiresAt: number, options: DhtOperationOptions): Promise<DhtPutResult> {
     const closest = await this.findNode(key, options);
-    const refused: Record<string, number> = {};
+    const refused: Partial<Record<DhtPutRefusal, number>> = {};
     let stored = 0;
     const ttlSeconds = Math.max(1, Math.floor((expiresAt - this.#clock.now()) / 1000));
     const timestampMs = this.#nextSeq();
