@@ -8,6 +8,7 @@ import { after, before, test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import { addressKey } from '@deut/common';
 import { cryptoReady, toHex } from '@deut/crypto';
+import type { DhtNodeCounter } from '@deut/dht';
 import type { DeutNode } from '@deut/node';
 import { createTestnet, dhtContactOf, joinDht, until, withDeadline } from '@deut/testkit';
 
@@ -40,7 +41,7 @@ test('dht over tunnels - a master that lost every tunnel in a partition is found
     await withDeadline(a.dht.join({ via: [dhtContactOf(b)] }), 60_000, 'A\'s own join');
     assert.ok(a.dht.table.size > 0, 'A knows someone to announce to');
     const before = endpointsOf(a);
-    const counter = (name: string): number => a.dht.stats().counters[name] ?? 0;
+    const counter = (name: DhtNodeCounter): number => a.dht.stats().counters[name] ?? 0;
     const unansweredBefore = counter('announces-unanswered');
 
     net.partition(aEntry!);

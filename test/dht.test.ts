@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import dgram from 'node:dgram';
 import { addressKey } from '@deut/common';
 import { cryptoReady, generateKeyPair, NoiseHandshake, randomBytes, toHex, type KeyPair } from '@deut/crypto';
-import { channelFromSocket, compareDistance, DhtNode, DhtRpc, nodeIdFromPublicKey, type RemoteNode } from '@deut/dht';
+import { channelFromSocket, compareDistance, DhtNode, DhtRpc, nodeIdFromPublicKey, type DhtRpcCounter, type RemoteNode } from '@deut/dht';
 import { DeutNode } from '@deut/node';
 import { createTestnet, dhtContactOf, joinDht, withDeadline, type Testnet } from '@deut/testkit';
 import { DHT_MAX_DATAGRAM_BYTES, dhtPrologue, encodeDhtDatagram } from '@deut/wire';
@@ -304,7 +304,7 @@ test('dht over tunnels - garbage, wrong id lengths, huge node lists and STORE fl
     const stats = victim.dht.stats();
     assert.ok(stats.store.keys <= 100, 'store bounded by the quota');
     const after = stats.rpc.counters;
-    const grew = (name: string): number => (after[name] ?? 0) - (rpcBefore[name] ?? 0);
+    const grew = (name: DhtRpcCounter): number => (after[name] ?? 0) - (rpcBefore[name] ?? 0);
     // A short id is cut short; a long one has a non-zero byte where padding must be zero (PROTOCOL.md §11.3).
     assert.ok(grew('drop:request-body-bad_length') + grew('drop:request-body-bad_padding') >= 150, 'wrong id lengths were counted');
     assert.ok(grew('drop:datagram-bad_length') + grew('drop:datagram-bad_version') + grew('drop:request-unauthenticated') >= 250, 'garbage was counted');

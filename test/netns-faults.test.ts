@@ -15,6 +15,7 @@ import { fileURLToPath } from 'node:url';
 import { NetnsMaster, NetnsMesh, netnsAvailable, runNetnsScenario, type NetnsHost } from '@deut/testkit';
 import { assertWhatTheWireShows } from './netns-wire.js';
 import { type CounterSnapshot, sumCounters } from '@deut/common';
+import type { PoolCounter } from '@deut/node';
 
 const BIN = fileURLToPath(new URL('../../packages/cli/dist/src/bin.js', import.meta.url));
 const skip = (await netnsAvailable()) ? false : 'needs root and ip netns';
@@ -154,7 +155,7 @@ describe('netns faults - impairment, kill -9 and partition, side by side', { con
         const victim = candidates[0];
         assert.ok(victim !== undefined && victim.transit > 0, `a relayer off B's endpoints carries some of A's tunnels: ${JSON.stringify(before.map((x) => [x.relay.address, x.transit]))}`);
         const doomed = victim.transit;
-        const lostOf = (s: { pool: CounterSnapshot<string> }): number => (s.pool['tunnels-dead'] ?? 0) + sumCounters(s.pool, 'tunnels-lost');
+        const lostOf = (s: { pool: CounterSnapshot<PoolCounter> }): number => (s.pool['tunnels-dead'] ?? 0) + sumCounters(s.pool, 'tunnels-lost');
         const lostBefore = lostOf(await a.status());
 
         await a.startTraffic(bStatus.endpoints, { perTick: 2, tickMs: 100, timeoutMs: 60_000 });

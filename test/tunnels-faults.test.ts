@@ -35,7 +35,7 @@ const decoder = new TextDecoder();
 const bytes = (text: string): Uint8Array => encoder.encode(text);
 const text = (data: Uint8Array): string => decoder.decode(data);
 const hex = (data: Uint8Array): string => Buffer.from(data).toString('hex');
-const counter = (counters: CounterSnapshot<string> | undefined, name: string): number => counters?.[name] ?? 0;
+const counter = <K extends string>(counters: CounterSnapshot<K> | undefined, name: NoInfer<K>): number => counters?.[name] ?? 0;
 
 /** Pearson's statistic of `counts` against a uniform distribution over its cells. */
 function chiSquareUniform(counts: readonly number[]): number {

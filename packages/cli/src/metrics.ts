@@ -10,7 +10,7 @@
  */
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { DeutError } from '@deut/common';
+import { DeutError, type CounterSnapshot } from '@deut/common';
 import type { DhtNode } from '@deut/dht';
 import { EXIT_REFUSED, exitRefusedReasonName, type DeutNode } from '@deut/node';
 import { DATAGRAM_BYTES } from '@deut/wire';
@@ -58,19 +58,29 @@ interface Snapshot {
   readonly dht: DhtStats | undefined;
 }
 
-/** A counter value from a snapshot: absent, negative or non-finite values count as 0. */
-function count(counters: Readonly<Record<string, number | undefined>> | undefined, name: string): number {
-  const value = counters?.[name];
+/** A counter value: absent, negative or non-finite values count as 0. */
+function valueOf(value: number | undefined): number {
   return value !== undefined && Number.isFinite(value) && value > 0 ? value : 0;
 }
 
-/** Every `drop:<reason>` counter of one layer. */
-function* drops(layer: string, counters: Readonly<Record<string, number | undefined>> | undefined): Generator<[{ layer: string; reason: string }, number]> {
+/**
+ * A counter from a snapshot, by a name of the snapshot's own union: a counter renamed in its
+ * package fails the build here instead of exporting a metric stuck at 0. NoInfer: the name
+ * must not widen the union it is checked against.
+ */
+function count<K extends string>(counters: CounterSnapshot<K> | undefined, name: NoInfer<K>): number {
+  return valueOf(counters?.[name]);
+}
+
+/** Every counter of a snapshot whose name starts with `prefix`, by the rest of its name. */
+function* countersAfter(prefix: string, counters: CounterSnapshot<string> | undefined): Generator<[rest: string, value: number]> {
   if (counters === undefined) return;
-  for (const name of Object.keys(counters)) {
-    if (!name.startsWith('drop:')) continue;
-    yield [{ layer, reason: reasonLabel(name.slice('drop:'.length)) }, count(counters, name)];
-  }
+  for (const [name, value] of Object.entries<number | undefined>(counters)) if (name.startsWith(prefix)) yield [name.slice(prefix.length), valueOf(value)];
+}
+
+/** Every `drop:<reason>` counter of one layer. */
+function* drops(layer: string, counters: CounterSnapshot<string> | undefined): Generator<[{ layer: string; reason: string }, number]> {
+  for (const [reason, value] of countersAfter('drop:', counters)) yield [{ layer, reason: reasonLabel(reason) }, value];
 }
 
 /** The node's DHT, or undefined when it runs without one. */
@@ -189,7 +199,7 @@ export function createNodeMetrics(node: DeutNode, options: NodeMetricsOptions = 
     collect() {
       const s = read();
       this.reset();
-      const sources: Array<[string, Readonly<Record<string, number | undefined>> | undefined]> = [
+      const sources: Array<[string, CounterSnapshot<string> | undefined]> = [
         ['link', s.node.link.counters],
         ['engine', s.node.tunnels.counters],
         ['node', s.node.counters],
@@ -256,9 +266,7 @@ export function createNodeMetrics(node: DeutNode, options: NodeMetricsOptions = 
     collect() {
       const counters = read().node.tunnels.counters;
       this.reset();
-      for (const name of Object.keys(counters)) {
-        if (name.startsWith('build-refused-')) this.inc({ reason: reasonLabel(name.slice('build-refused-'.length)) }, count(counters, name));
-      }
+      for (const [reason, value] of countersAfter('build-refused-', counters)) this.inc({ reason: reasonLabel(reason) }, value);
     },
   });
   new Gauge({

@@ -3,7 +3,8 @@
  * nodes in flags and config files: a key is needed before the first call, since every call
  * is authenticated (PROTOCOL.md §11.1).
  */
-import { addressKey, configError, parseAddress } from '@deut/common';
+import { addressKey, parseAddress } from '@deut/common';
+import { configError } from './errors.js';
 import { fromHex, toHex } from '@deut/crypto';
 import { PUBLIC_KEY_BYTES } from './id.js';
 import type { RemoteNode } from './rpc.js';

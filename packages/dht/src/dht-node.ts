@@ -14,10 +14,11 @@
 import { setMaxListeners } from 'node:events';
 import type { Clock, Logger, RateLimit, TimerHandle } from '@deut/common';
 import type { CounterSnapshot } from '@deut/common';
-import { Counters, DeutError, KeyedRateLimiter, abortedError, addressKey, configError, silentLogger, systemClock, transportError } from '@deut/common';
+import { Counters, DeutError, KeyedRateLimiter, addressKey, silentLogger, systemClock } from '@deut/common';
 import { toHex, type KeyPair } from '@deut/crypto';
 import { DHT_CONTACT_BYTES, DHT_HEADER_BYTES, DHT_MAX_CONTACTS, DHT_REQUEST_OVERHEAD_BYTES, DHT_MAX_TTL_SECONDS, DHT_MAX_VALUES, DHT_RESPONSE_OVERHEAD_BYTES, type DhtRequestBody, type DhtResponseBody, type DhtStoreResult } from '@deut/wire';
 import type { DatagramChannel } from './channel.js';
+import { abortedError, configError, transportError } from './errors.js';
 import { assertId, bucketIndex, ID_BITS, keyFromBytes, nodeIdFromPublicKey, randomIdInBucket } from './id.js';
 import { iterativeLookup, type AskResult, type LookupCandidate, type LookupResult } from './lookup.js';
 import { K_BUCKET_SIZE, RoutingTable, type Contact, type ContactInfo } from './routing-table.js';
@@ -98,8 +99,11 @@ export interface DhtPutResult {
   /** Nodes asked to store it. */
   readonly asked: number;
   /** Refusals by reason. */
-  readonly refused: Readonly<Record<string, number>>;
+  readonly refused: CounterSnapshot<DhtPutRefusal>;
 }
+
+/** Why a node asked to store a put did not: its STORE result, a wrong answer type, or no answer. */
+export type DhtPutRefusal = Exclude<DhtStoreResult, 'stored'> | 'bad-answer' | 'no-answer';
 
 /** Outcome of a get. */
 export interface DhtGetResult {
@@ -108,6 +112,25 @@ export interface DhtGetResult {
   /** Calls the lookup made. */
   readonly asked: number;
 }
+
+/** Counter names of {@link DhtNode.stats}' own counters (the table's, store's and RPC's are theirs). */
+export type DhtNodeCounter =
+  | 'announces'
+  | 'announces-unanswered'
+  | 'lookups-node'
+  | 'puts'
+  | 'stores-sent'
+  | 'gets'
+  | 'gets-retried'
+  | 'gets-found'
+  | 'verifications'
+  | 'verifications-skipped'
+  | 'verified'
+  | 'stores-rate-limited'
+  | 'stores-skewed'
+  | 'rejoins'
+  | 'republishes'
+  | 'refreshes';
 
 /** A DHT node. */
 export class DhtNode {
@@ -131,7 +154,7 @@ export class DhtNode {
   readonly #selfHex: string;
   /** Ids being verified at a new address, or pinged before an eviction: one call each. */
   readonly #checking = new Set<string>();
-  readonly #counters = new Counters<string>();
+  readonly #counters = new Counters<DhtNodeCounter>();
   #timer: TimerHandle | undefined;
   #closed = false;
   /** Last STORE timestamp we used: strictly increasing, so two puts in one ms both count. */
@@ -268,10 +291,10 @@ export class DhtNode {
   stats(): {
     contacts: number;
     cachedContacts: number;
-    table: Record<string, number>;
+    table: ReturnType<RoutingTable['stats']>;
     store: ReturnType<ValueStore['stats']>;
     rpc: ReturnType<DhtRpc['stats']>;
-    counters: CounterSnapshot<string>;
+    counters: CounterSnapshot<DhtNodeCounter>;
   } {
     return {
       contacts: this.table.size,
@@ -342,7 +365,7 @@ export class DhtNode {
 
   async #storeAtClosest(key: Uint8Array, value: Uint8Array, expiresAt: number, options: DhtOperationOptions): Promise<DhtPutResult> {
     const closest = await this.findNode(key, options);
-    const refused: Record<string, number> = {};
+    const refused: Partial<Record<DhtPutRefusal, number>> = {};
     let stored = 0;
     const ttlSeconds = Math.max(1, Math.floor((expiresAt - this.#clock.now()) / 1000));
     const timestampMs = this.#nextSeq();

@@ -4,8 +4,8 @@
  * Node ids are hashes of public keys, never chosen, so a peer cannot place itself next to
  * a target key for free.
  */
-import { protocolError } from '@deut/common';
 import { fromHex, hash32, randomBytes, toHex } from '@deut/crypto';
+import { protocolError } from './errors.js';
 
 /** Length of node ids and value keys, in bytes (256 bits). */
 export const ID_BYTES = 32;

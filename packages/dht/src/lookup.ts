@@ -16,8 +16,8 @@
  * The lookup is transport-free: `ask` performs one call. That keeps the algorithm testable
  * against a simulated network with a global view.
  */
-import { abortedError, timeoutError } from '@deut/common';
 import { toHex } from '@deut/crypto';
+import { abortedError, timeoutError } from './errors.js';
 import { compareDistance } from './id.js';
 
 /**

@@ -17,7 +17,7 @@
  */
 import type { Clock, Logger, RateLimit, TimerHandle, UdpAddress } from '@deut/common';
 import type { CounterSnapshot } from '@deut/common';
-import { Counters, KeyedRateLimiter, ProtocolError, TokenBucket, abortedError, addressKey, silentLogger, systemClock, timeoutError, transportError } from '@deut/common';
+import { Counters, KeyedRateLimiter, ProtocolError, TokenBucket, addressKey, silentLogger, systemClock } from '@deut/common';
 import { NoiseHandshake, generateKeyPair, randomBytes, toHex, type KeyPair } from '@deut/crypto';
 import {
   DHT_HEADER_BYTES,
@@ -35,8 +35,10 @@ import {
   type DhtDatagram,
   type DhtRequestBody,
   type DhtResponseBody,
+  type WireErrorCode,
 } from '@deut/wire';
 import type { DatagramChannel } from './channel.js';
+import { abortedError, timeoutError, transportError } from './errors.js';
 import { nodeIdFromPublicKey } from './id.js';
 
 /** A node we can call: where it is and the key it must answer under. */
@@ -110,11 +112,34 @@ export type DhtRpcCounter =
   | 'calls-refused-overloaded'
   | 'sends'
   | 'resends'
-  | 'send-errors'
   | 'requests-answered'
   | 'requests-unanswered'
   | 'answers-from-cache'
-  | `drop:${string}`;
+  | `drop:${DhtRpcDropReason}`;
+
+/**
+ * Why {@link DhtRpc} dropped a datagram (counted as `drop:<reason>`): malformed outside or
+ * inside the handshake (by the wire code), unauthenticated, unmatched, over a rate limit, or
+ * an answer larger than its request.
+ */
+export type DhtRpcDropReason =
+  | `datagram-${Lowercase<WireErrorCode>}`
+  | `request-body-${Lowercase<WireErrorCode>}`
+  | `answer-body-${Lowercase<WireErrorCode>}`
+  | 'request-unauthenticated'
+  | 'answer-unauthenticated'
+  | 'answer-unmatched'
+  | 'answer-over-request'
+  | 'rate-global'
+  | 'rate-source';
+
+/**
+ * A wire decoder's error code as a counter-name suffix. @deut/wire throws only WireErrorCode
+ * codes (its `fail`), which ProtocolError's `code: string` cannot say, hence the assertion.
+ */
+function wireDropCode(error: ProtocolError): Lowercase<WireErrorCode> {
+  return error.code.toLowerCase() as Lowercase<WireErrorCode>;
+}
 
 /**
  * Bounds of the attempt timeout (RFC 6298 style). The floor is well above a tunnel's idle
@@ -258,7 +283,7 @@ export class DhtRpc {
   }
 
   /** Calls in flight, answers cached, and counters (drops by reason as `drop:*`). */
-  stats(): { pending: number; cachedAnswers: number; cachedAnswerBytes: number; attemptTimeoutMs: number; counters: CounterSnapshot<string> } {
+  stats(): { pending: number; cachedAnswers: number; cachedAnswerBytes: number; attemptTimeoutMs: number; counters: CounterSnapshot<DhtRpcCounter> } {
     return {
       pending: this.#pending.size,
       cachedAnswers: this.#answers.size,
@@ -320,7 +345,7 @@ export class DhtRpc {
     this.#srtt = 0.875 * this.#srtt + 0.125 * rtt;
   }
 
-  #drop(reason: string): void {
+  #drop(reason: DhtRpcDropReason): void {
     this.#counters.add(`drop:${reason}`);
   }
 
@@ -331,7 +356,7 @@ export class DhtRpc {
     try {
       datagram = decodeDhtDatagram(data);
     } catch (error) {
-      if (error instanceof ProtocolError) return this.#drop(`datagram-${error.code.toLowerCase()}`);
+      if (error instanceof ProtocolError) return this.#drop(`datagram-${wireDropCode(error)}`);
       throw error;
     }
     if (datagram.kind === 'response') this.#receiveAnswer(datagram);
@@ -359,7 +384,7 @@ export class DhtRpc {
     } catch (error) {
       if (!(error instanceof ProtocolError)) throw error;
       // Authenticated but malformed: the callee itself is broken; the call fails now.
-      this.#drop(`answer-body-${error.code.toLowerCase()}`);
+      this.#drop(`answer-body-${wireDropCode(error)}`);
       this.#counters.add('calls-failed');
       pending.reject(error);
       return;
@@ -399,7 +424,7 @@ export class DhtRpc {
     try {
       body = decodeDhtRequestBody(plaintext);
     } catch (error) {
-      if (error instanceof ProtocolError) return this.#drop(`request-body-${error.code.toLowerCase()}`);
+      if (error instanceof ProtocolError) return this.#drop(`request-body-${wireDropCode(error)}`);
       throw error;
     }
     const publicKey = handshake.remoteStaticKey;

@@ -96,7 +96,7 @@ export interface StoreStats {
   readonly keys: number;
   readonly entries: number;
   readonly bytes: number;
-  readonly counters: CounterSnapshot<string>;
+  readonly counters: CounterSnapshot<StoreCounter>;
 }
 
 interface Entry extends StoredValue {

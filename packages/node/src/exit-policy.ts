@@ -4,10 +4,11 @@
  * endpoint is not an open UDP proxy (RFC 9298 §7): without this, any master could use it to
  * reach the endpoint's own network, itself, or to amplify traffic at a victim.
  */
-import { Counters, KeyedRateLimiter, addressKey, configError, systemClock } from '@deut/common';
+import { Counters, KeyedRateLimiter, addressKey, systemClock } from '@deut/common';
 import type { CounterSnapshot } from '@deut/common';
 import type { Clock, RateLimit, UdpAddress } from '@deut/common';
 import { ADDRESS_FAMILY_V4, formatIp, parseIp } from '@deut/wire';
+import { configError } from './errors.js';
 
 /** What kind of IP an address literal is; anything but `public` is refused by default. */
 export type AddressClass =
@@ -89,12 +90,15 @@ export interface ExitPolicyOptions {
   readonly clock?: Clock;
 }
 
+/** Counter names of {@link ExitPolicy.stats}: one per refusal, and releases of a port never reserved. */
+export type ExitPolicyCounter = ExitRefusal | ExitLimitRefusal | 'port-release-unheld';
+
 /** Refusal counters and occupancy of an ExitPolicy. */
 export interface ExitPolicyStats {
   /** Endpoint ports held. */
   readonly portsHeld: number;
   /** One counter per ExitRefusal or ExitLimitRefusal seen. */
-  readonly counters: CounterSnapshot<string>;
+  readonly counters: CounterSnapshot<ExitPolicyCounter>;
 }
 
 /** An IP literal as parsed by @deut/wire: family and 16 bytes, IPv4 as IPv4-mapped. */
@@ -224,7 +228,7 @@ export class ExitPolicy {
   readonly #masterPackets: KeyedRateLimiter;
   readonly #masterBytes: KeyedRateLimiter;
   readonly #maxPorts: number;
-  readonly #counters = new Counters<ExitRefusal | ExitLimitRefusal | 'port-release-unheld'>();
+  readonly #counters = new Counters<ExitPolicyCounter>();
   #portsHeld = 0;
 
   /** @throws DeutError (kind `config`) `BAD_OPTION` for a limit or own address that does not parse */

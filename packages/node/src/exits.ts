@@ -6,10 +6,13 @@
  */
 import { Counters, ProtocolError, addressKey, silentLogger, type Clock, type Logger, type UdpAddress } from '@deut/common';
 import type { CounterSnapshot } from '@deut/common';
+import type { ReassemblyDropReason } from '@deut/tunnel';
+import type { WireErrorCode } from '@deut/wire';
 import type { DatagramSocket } from '@deut/transport';
 import { Reassembler, fragmentDatagram, type EndpointTunnel, type RefusalReason, type TunnelEngine } from '@deut/tunnel';
 import { MAX_DATAGRAM_BYTES, decodeCellFrame, encodeCellFrame, type CellFrame } from '@deut/wire';
-import type { ExitPolicy } from './exit-policy.js';
+import { wireDropCode } from './errors.js';
+import type { ExitPolicy, ExitRefusal } from './exit-policy.js';
 import { randomU32 } from './random.js';
 
 /** Binds UDP sockets: real ones, or ports of an in-memory network in tests. */
@@ -46,13 +49,34 @@ export interface EndpointExitsOptions {
   readonly logger?: Logger;
 }
 
+/** Why {@link EndpointExits} dropped a datagram, a frame or a port request (counted as `drop:<reason>`). */
+export type EndpointExitsDropReason =
+  | 'port-cap'
+  | 'no-port'
+  | 'frame-unexpected'
+  | `frame-${Lowercase<WireErrorCode>}`
+  | `reassembly-${ReassemblyDropReason}`
+  | `exit-${ExitRefusal}`
+  | 'exit-rate'
+  | 'inbound-rate'
+  | 'inbound-too-big';
+
+/** Counter names of {@link EndpointExits.stats}. */
+export type EndpointExitsCounter =
+  | 'ports-opened'
+  | 'ports-closed'
+  | 'probes-answered'
+  | 'datagrams-exited'
+  | 'datagrams-entered'
+  | `drop:${EndpointExitsDropReason}`;
+
 /** All endpoint ports of one node. */
 export class EndpointExits {
   readonly #options: EndpointExitsOptions;
   readonly #logger: Logger;
   readonly #open = new Map<number, OpenExit>();
   readonly #reassembler: Reassembler;
-  readonly #counters = new Counters<string>();
+  readonly #counters = new Counters<EndpointExitsCounter>();
   #engine: TunnelEngine | undefined;
 
   constructor(options: EndpointExitsOptions) {
@@ -110,7 +134,7 @@ export class EndpointExits {
     try {
       frame = decodeCellFrame(plaintext);
     } catch (error) {
-      if (error instanceof ProtocolError) return this.#drop(`frame-${error.code.toLowerCase()}`);
+      if (error instanceof ProtocolError) return this.#drop(`frame-${wireDropCode(error)}`);
       throw error;
     }
     switch (frame.type) {
@@ -135,7 +159,7 @@ export class EndpointExits {
   }
 
   /** Counters of this role. */
-  stats(): { ports: number; reassembly: ReturnType<Reassembler['stats']>; policy: ReturnType<ExitPolicy['stats']>; counters: CounterSnapshot<string> } {
+  stats(): { ports: number; reassembly: ReturnType<Reassembler['stats']>; policy: ReturnType<ExitPolicy['stats']>; counters: CounterSnapshot<EndpointExitsCounter> } {
     return { ports: this.#open.size, reassembly: this.#reassembler.stats(), policy: this.#options.policy.stats(), counters: this.#counters.snapshot() };
   }
 
@@ -177,7 +201,7 @@ export class EndpointExits {
     this.#engine?.sendFromEndpoint(exit.tunnel, encodeCellFrame(frame));
   }
 
-  #drop(reason: string): void {
+  #drop(reason: EndpointExitsDropReason): void {
     this.#counters.add(`drop:${reason}`);
   }
 }

@@ -1,6 +1,22 @@
+/**
+ * @deut/node: the deut runtime (ARCHITECTURE.md "Roles"). {@link DeutNode} runs every role of
+ * one node at once: relay and endpoint of others' tunnels, and as a master a tunnel pool,
+ * request/response messaging, a dgram-shaped TunnelSocket and a DHT node over its tunnels.
+ * The pieces are exported too (exit policy, endpoint exits, messenger, pool, peer table and
+ * vetting), with each one's closed union of counter names and the package's error codes.
+ */
 export * from './exit-policy.js';
-export { EXIT_REFUSED, EndpointExits, exitRefusedReasonName, type EndpointExitsOptions, type SocketFactory } from './exits.js';
-export { Messenger, type MessengerOptions, type RequestHandler, type RequestOptions } from './messenger.js';
+export type { NodeAbortedErrorCode, NodeConfigErrorCode, NodeErrorCode, NodeTimeoutErrorCode, TunnelSocketErrorCode } from './errors.js';
+export {
+  EXIT_REFUSED,
+  EndpointExits,
+  exitRefusedReasonName,
+  type EndpointExitsCounter,
+  type EndpointExitsDropReason,
+  type EndpointExitsOptions,
+  type SocketFactory,
+} from './exits.js';
+export { Messenger, type MessengerCounter, type MessengerOptions, type RequestHandler, type RequestOptions } from './messenger.js';
 export { PeerTable, subnetGroup, type PeerRecord } from './peers.js';
 export { RetryLimiter } from './retry-limiter.js';
 export {
@@ -11,14 +27,16 @@ export {
   PEX_DISTRUST_MS,
   PEX_UNANSWERED_MEMORY_MS,
   PeerVetting,
+  type PeerVettingCounter,
   type PeerVettingOptions,
 } from './peer-vetting.js';
-export { TunnelPool, type TunnelInfo, type TunnelPoolOptions } from './pool.js';
-export { DeutNode, type DatagramInfo, type DeutNodeEvents, type DeutNodeOptions } from './node.js';
+export { TunnelPool, type PoolCounter, type TunnelInfo, type TunnelPoolOptions } from './pool.js';
+export { DeutNode, type DatagramInfo, type NodeCounter, type DeutNodeEvents, type DeutNodeOptions } from './node.js';
 export { DhtRole, type DeutDhtOptions } from './dht-role.js';
 export {
   TunnelSocket,
   type TunnelSocketAddress,
+  type TunnelSocketCounter,
   type TunnelSocketEvents,
   type TunnelSocketHost,
   type TunnelSocketMessage,

@@ -8,11 +8,8 @@
 import {
   Counters,
   ProtocolError,
-  RetryError,
-  abortedError,
   silentLogger,
   systemClock,
-  timeoutError,
   type Clock,
   type Logger,
   type TimerHandle,
@@ -32,6 +29,7 @@ import {
   tooLargeSize,
   type Envelope,
 } from '@deut/wire';
+import { abortedError, retryError, timeoutError } from './errors.js';
 import type { TunnelPool } from './pool.js';
 import { sample } from './random.js';
 import { RetryLimiter } from './retry-limiter.js';
@@ -108,6 +106,29 @@ interface Seen {
   budget: number;
 }
 
+/** Counter names of {@link Messenger.stats}. */
+export type MessengerCounter =
+  | 'requests'
+  | 'request-copies-sent'
+  | 'requests-padded'
+  | 'timeouts'
+  | 'retries'
+  | 'retries-deferred'
+  | 'responses'
+  | 'responses-unmatched'
+  | 'duplicates-dropped'
+  | 'too-large-unmatched'
+  | 'requests-served'
+  | 'oneway-received'
+  | 'handler-errors'
+  | MessengerReplyCounter
+  | 'drop:no-handler'
+  | 'drop:reply-over-request'
+  | 'drop:no-tunnel-for-reply';
+
+/** What a reply was: the response itself, or TOO_LARGE asking for a padded request. */
+type MessengerReplyCounter = 'response-copies-sent' | 'too-large-sent';
+
 /** Request/response and one-way messages over a tunnel pool. */
 export class Messenger {
   readonly #pool: TunnelPool;
@@ -120,7 +141,7 @@ export class Messenger {
   readonly #pending = new Map<string, Pending>();
   /** Ids of requests we served and of responses we received, for dedup. */
   readonly #seen = new Map<string, Seen>();
-  readonly #counters = new Counters<string>();
+  readonly #counters = new Counters<MessengerCounter>();
   readonly #retries: RetryLimiter;
   #handler: RequestHandler | undefined;
 
@@ -212,7 +233,7 @@ export class Messenger {
       };
       const timedOut = (): void => {
         this.#counters.add('timeouts');
-        pending.reject(new RetryError('REQUEST_TIMEOUT', `no reply after ${attempts} attempts`, errors));
+        pending.reject(retryError('REQUEST_TIMEOUT', `no reply after ${attempts} attempts`, errors));
       };
       const attemptTimedOut = (n: number): void => {
         if (this.#pending.get(key) !== pending) return;
@@ -288,7 +309,7 @@ export class Messenger {
   }
 
   /** Counters (requests, responses, retries, timeouts, duplicates dropped, served) and retries in flight. */
-  stats(): { pending: number; remembered: number; retries: ReturnType<RetryLimiter['stats']>; counters: CounterSnapshot<string> } {
+  stats(): { pending: number; remembered: number; retries: ReturnType<RetryLimiter['stats']>; counters: CounterSnapshot<MessengerCounter> } {
     return { pending: this.#pending.size, remembered: this.#seen.size, retries: this.#retries.stats(), counters: this.#counters.snapshot() };
   }
 
@@ -367,7 +388,7 @@ export class Messenger {
   }
 
   /** Sends `copies` copies of a response to reply addresses, each through a different tunnel. */
-  #reply(response: Uint8Array, replyTo: readonly UdpAddress[], copies: number, counter: string): void {
+  #reply(response: Uint8Array, replyTo: readonly UdpAddress[], copies: number, counter: MessengerReplyCounter): void {
     const tunnels = this.#pool.pick(copies);
     if (tunnels.length === 0) return this.#counters.add('drop:no-tunnel-for-reply');
     const targets = sample(replyTo, tunnels.length);

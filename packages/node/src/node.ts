@@ -11,7 +11,6 @@ import {
   ProtocolError,
   TokenBucket,
   addressKey,
-  configError,
   silentLogger,
   systemClock,
   type Clock,
@@ -21,17 +20,20 @@ import {
   type UdpAddress,
 } from '@deut/common';
 import type { CounterSnapshot } from '@deut/common';
+import type { ReassemblyDropReason } from '@deut/tunnel';
+import type { WireErrorCode } from '@deut/wire';
 import { cryptoReady, generateKeyPair, type KeyPair } from '@deut/crypto';
 import { parseDhtContact, type DhtNode } from '@deut/dht';
 import { KnownPeers, Link, type LinkPayloadEvent, type LinkPeer } from '@deut/link';
 import { bindUdp } from '@deut/transport';
 import { Reassembler, TunnelEngine, fragmentDatagram, type OwnedTunnel, type PathSelection, type RefusalReason } from '@deut/tunnel';
 import { decodeCellFrame, decodePeerExchange, encodeCellFrame, encodePeerExchange, isPeerExchange, type CellFrame } from '@deut/wire';
+import { configError, wireDropCode } from './errors.js';
 import { ExitPolicy, type ExitPolicyOptions } from './exit-policy.js';
 import { EndpointExits, type SocketFactory } from './exits.js';
 import { Messenger, type RequestHandler, type RequestOptions } from './messenger.js';
 import { PeerTable, type PeerRecord } from './peers.js';
-import { PeerVetting } from './peer-vetting.js';
+import { PeerVetting, type PeerVettingCounter } from './peer-vetting.js';
 import { TunnelPool, type TunnelInfo } from './pool.js';
 import { sample } from './random.js';
 import { TunnelSocket, type TunnelSocketOptions } from './tunnel-socket.js';
@@ -144,6 +146,22 @@ function ownNodeAddresses(local: UdpAddress): string[] {
   return [...hosts].map((host) => addressKey({ host, port: local.port }));
 }
 
+/**
+ * Counter names of the node's own `stats().counters`: its master data path and peer
+ * exchange, and {@link PeerVetting}'s, which counts into the same bag.
+ */
+export type NodeCounter =
+  | 'datagrams-received'
+  | 'exit-refused'
+  | 'peer-lists-sent'
+  | 'peers-learned'
+  | 'drop:frame-unexpected'
+  | `drop:frame-${Lowercase<WireErrorCode>}`
+  | `drop:reassembly-${ReassemblyDropReason}`
+  | `drop:pex-${Lowercase<WireErrorCode>}`
+  | 'drop:pex-unsolicited'
+  | PeerVettingCounter;
+
 /** A deut node. */
 export class DeutNode extends EventEmitter<DeutNodeEvents> {
   readonly #link: Link;
@@ -156,7 +174,7 @@ export class DeutNode extends EventEmitter<DeutNodeEvents> {
   readonly #reassembler: Reassembler;
   readonly #clock: Clock;
   readonly #options: DeutNodeOptions;
-  readonly #counters = new Counters<string>();
+  readonly #counters = new Counters<NodeCounter>();
   /** Peers we asked for a list recently: only they may answer (no unsolicited poisoning). */
   readonly #asked = new Map<string, number>();
   #pexTimer: TimerHandle | undefined;
@@ -390,7 +408,7 @@ export class DeutNode extends EventEmitter<DeutNodeEvents> {
     messages: ReturnType<Messenger['stats']> | undefined;
     /** Inbound reassembly of this node's own tunnels (a master's). */
     reassembly: ReturnType<Reassembler['stats']>;
-    counters: CounterSnapshot<string>;
+    counters: CounterSnapshot<NodeCounter>;
   } {
     return {
       address: this.address,
@@ -433,7 +451,7 @@ export class DeutNode extends EventEmitter<DeutNodeEvents> {
     try {
       frame = decodeCellFrame(plaintext);
     } catch (error) {
-      if (error instanceof ProtocolError) return this.#counters.add(`drop:frame-${error.code.toLowerCase()}`);
+      if (error instanceof ProtocolError) return this.#counters.add(`drop:frame-${wireDropCode(error)}`);
       throw error;
     }
     switch (frame.type) {
@@ -463,7 +481,7 @@ export class DeutNode extends EventEmitter<DeutNodeEvents> {
     try {
       message = decodePeerExchange(payload);
     } catch (error) {
-      if (error instanceof ProtocolError) return this.#counters.add(`drop:pex-${error.code.toLowerCase()}`);
+      if (error instanceof ProtocolError) return this.#counters.add(`drop:pex-${wireDropCode(error)}`);
       throw error;
     }
     const fromKey = addressKey(from.address);

@@ -30,6 +30,16 @@ export const PEX_DISTRUST_MS = 1_800_000;
 /** Most addresses and neighbours remembered in each table (oldest forgotten first). */
 const MEMORY_LIMIT = 4096;
 
+/** Counter names {@link PeerVetting} adds to the node's counters. */
+export type PeerVettingCounter =
+  | 'pex-contacts'
+  | 'pex-verified'
+  | 'pex-unanswered'
+  | 'pex-skipped-unanswered'
+  | 'pex-distrusted'
+  | 'pex-names-discarded'
+  | 'drop:pex-distrusted';
+
 /** Options of {@link PeerVetting}. */
 export interface PeerVettingOptions {
   readonly peers: PeerTable;
@@ -37,7 +47,7 @@ export interface PeerVettingOptions {
   readonly contact: (peer: PeerRecord, attempts: number) => Promise<unknown>;
   readonly clock: Clock;
   /** Where pex-* counters go (the node's). */
-  readonly counters: Counters<string>;
+  readonly counters: Counters<PeerVettingCounter>;
   /** @default PEX_CONTACT_BUDGET */
   readonly budget?: RateLimit;
 }

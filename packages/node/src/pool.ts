@@ -5,11 +5,12 @@
  * the old tunnel stops carrying new messages half a minute ahead and keeps receiving until
  * it expires, so nothing sent through it or addressed to its endpoint is lost.
  */
-import { Counters, abortedError, addressKey, silentLogger, systemClock, type Clock, type Logger, type TimerHandle, type UdpAddress } from '@deut/common';
+import { Counters, addressKey, silentLogger, systemClock, type Clock, type Logger, type TimerHandle, type UdpAddress } from '@deut/common';
 import type { CounterSnapshot } from '@deut/common';
 import { BuildError, type DestroyReason, type OwnedTunnel, type PathSelection, type TunnelEngine } from '@deut/tunnel';
 import { encodeCellFrame } from '@deut/wire';
 import { randomBytes } from '@deut/crypto';
+import { abortedError } from './errors.js';
 import type { PeerRecord, PeerTable } from './peers.js';
 import { randomIndex, sample } from './random.js';
 
@@ -100,6 +101,22 @@ const PROBE_HISTORY = 64;
 const PRIOR_PROBES = 10;
 const TICK_MS = 250;
 
+/** Counter names of {@link TunnelPool.stats}. */
+export type PoolCounter =
+  | 'builds-started'
+  | 'builds-succeeded'
+  | 'builds-failed'
+  | 'builds-no-path'
+  | 'builds-through-avoided'
+  | 'probes-sent'
+  | 'probes-answered'
+  | 'probes-unanswered'
+  | 'probe-replies-unmatched'
+  | 'tunnels-dead'
+  | 'tunnels-expired'
+  // Expiry is rotation, not a loss: it has its own counter.
+  | `tunnels-lost-${Exclude<DestroyReason, 'expired'>}`;
+
 /** The pool of tunnels a master sends and receives through. */
 export class TunnelPool {
   readonly #o: Required<Omit<TunnelPoolOptions, 'engine' | 'peers' | 'self'>>;
@@ -107,7 +124,7 @@ export class TunnelPool {
   readonly #peers: PeerTable;
   readonly #self: string;
   readonly #tunnels = new Map<number, Pooled>();
-  readonly #counters = new Counters<string>();
+  readonly #counters = new Counters<PoolCounter>();
   readonly #waiters: Array<{ n: number; resolve: () => void }> = [];
   /** Outcomes (true = answered) of the latest probes that began a streak, oldest first. */
   readonly #probeHistory: boolean[] = [];
@@ -272,7 +289,7 @@ export class TunnelPool {
   }
 
   /** Counters and sizes. */
-  stats(): { tunnels: number; usable: number; building: number; failuresBeforeDead: number; counters: CounterSnapshot<string> } {
+  stats(): { tunnels: number; usable: number; building: number; failuresBeforeDead: number; counters: CounterSnapshot<PoolCounter> } {
     return {
       tunnels: this.#tunnels.size,
       usable: this.usable().length,

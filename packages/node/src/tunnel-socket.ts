@@ -18,10 +18,11 @@
 import { EventEmitter } from 'node:events';
 import type { BindOptions } from 'node:dgram';
 import { isIP } from 'node:net';
-import { Counters, DeutError, addressKey, configError, type ErrorKind, type UdpAddress } from '@deut/common';
+import { Counters, DeutError, addressKey, type ErrorKind, type UdpAddress } from '@deut/common';
 import type { CounterSnapshot } from '@deut/common';
 import type { OwnedTunnel } from '@deut/tunnel';
 import { MAX_DATAGRAM_BYTES } from '@deut/wire';
+import { configError, type TunnelSocketErrorCode } from './errors.js';
 import { sample } from './random.js';
 
 /** Options of {@link DeutNode.createSocket}. */
@@ -88,8 +89,20 @@ const KEEP_ALIVE_MS = 2 ** 31 - 1;
 const DEFAULT_DESTINATION = '127.0.0.1';
 const MAX_FANOUT = 8;
 
+/** Counter names of {@link TunnelSocket.stats}. */
+export type TunnelSocketCounter =
+  | 'datagrams-sent'
+  | 'copies-sent'
+  | 'copies-via-contacted-tunnel'
+  | 'datagrams-received'
+  | 'drop:hostname'
+  | 'drop:too-big'
+  | 'drop:no-tunnel'
+  | 'drop:transmit-failed'
+  | 'drop:closed';
+
 /** Errors carry node:dgram's codes where dgram has one, so callers branch on them as usual. */
-function socketError(kind: ErrorKind, code: string, message: string): DeutError {
+function socketError(kind: ErrorKind, code: TunnelSocketErrorCode, message: string): DeutError {
   return new DeutError(kind, code, message);
 }
 
@@ -148,7 +161,7 @@ interface PendingSend {
 export class TunnelSocket extends EventEmitter<TunnelSocketEvents> {
   readonly #host: TunnelSocketHost;
   readonly #fanout: number;
-  readonly #counters = new Counters<string>();
+  readonly #counters = new Counters<TunnelSocketCounter>();
   /** Remote address key -> tunnel its latest datagram arrived through, oldest first. */
   readonly #contacted = new Map<string, number>();
   readonly #binding = new AbortController();
@@ -312,7 +325,7 @@ export class TunnelSocket extends EventEmitter<TunnelSocketEvents> {
    * tunnel their destination had reached us by, and drops by reason (`drop:hostname`,
    * `drop:too-big`, `drop:no-tunnel`, `drop:closed`); and how many remotes are remembered.
    */
-  stats(): { contacted: number; counters: CounterSnapshot<string> } {
+  stats(): { contacted: number; counters: CounterSnapshot<TunnelSocketCounter> } {
     return { contacted: this.#contacted.size, counters: this.#counters.snapshot() };
   }
 
