@@ -308,9 +308,13 @@ export class RoutingTable {
     return out;
   }
 
-  /** Counters: added, updated, address changes, cached, evicted, promoted, rejections by reason. */
-  stats(): CounterSnapshot<RoutingTableCounter | 'size'> {
-    return { ...this.#counters.snapshot(), size: this.size, cached: this.cachedSize };
+  /**
+   * Counters (added, updated, address changes, contacts put in the replacement cache, evicted,
+   * promoted, rejections by reason) and the two table sizes. The sizes have names of their own:
+   * a size named `cached` once overwrote the counter of that name.
+   */
+  stats(): CounterSnapshot<RoutingTableCounter | 'size' | 'cached-size'> {
+    return { ...this.#counters.snapshot(), size: this.size, 'cached-size': this.cachedSize };
   }
 
   #check(info: ContactInfo): RejectReason | undefined {

@@ -253,3 +253,14 @@ test('routing table - a cached contact seen again once its bucket has room moves
   assert.equal(table.cachedSize, 0);
   assert.equal(table.size, 2);
 });
+
+test('routing table - stats keep the cached counter apart from the replacement cache size', T, () => {
+  const { table, inBucket } = fullBucket(2);
+  for (let i = 0; i < 3; i++) table.seen(contactInBucket(table.self, 255));
+  table.pingFailed(inBucket[0]!.id);
+  const stats = table.stats();
+  assert.equal(stats.cached, 3, 'three contacts went to the replacement cache');
+  assert.equal(stats.promoted, 1);
+  assert.equal(stats['cached-size'], 2, 'one of them left it for the bucket');
+  assert.equal(stats.size, 2);
+});
