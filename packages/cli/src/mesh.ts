@@ -18,7 +18,7 @@ import { toHex } from '@deut/crypto';
 import { keyFromBytes } from '@deut/dht';
 import { bindUdp } from '@deut/transport';
 import { createTestnet, dhtContactOf, joinDht, until, withDeadline, type DeutNode } from '@deut/node';
-import { callControl } from './control.js';
+import { callControl } from './control-client.js';
 import { EXIT } from './daemon.js';
 
 /** Options of {@link runMesh}. */
