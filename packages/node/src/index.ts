@@ -26,16 +26,4 @@ export {
   type TunnelSocketRemoteInfo,
   type TunnelSocketSendCallback,
 } from './tunnel-socket.js';
-export {
-  KillableSocket,
-  createTestnet,
-  dhtContactOf,
-  joinDht,
-  until,
-  withDeadline,
-  withTestnet,
-  type EchoServer,
-  type Testnet,
-  type TestnetNode,
-  type TestnetOptions,
-} from './testnet.js';
+export * from './testnet.js';
