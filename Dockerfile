@@ -6,10 +6,20 @@ COPY package.json package-lock.json tsconfig.json tsconfig.base.json ./
 COPY packages ./packages
 COPY scripts ./scripts
 COPY test ./test
-RUN npm ci --no-audit --no-fund \
- && npm run build \
- && npm prune --omit=dev --no-audit --no-fund \
- && rm -rf packages/*/src packages/*/test packages/*/dist/test packages/*/dist/.tsbuildinfo
+RUN npm ci --no-audit --no-fund && npm run build
+# The runtime tree, staged in image/: only what the product runs. npm links every workspace
+# as if it were a production dependency, so the dev-only test kit is left out by name (with
+# its link in node_modules, which would dangle); of each product package only its compiled
+# sources and package.json. test/image.test.ts replays these lines and checks the result.
+RUN npm prune --omit=dev --no-audit --no-fund \
+ && rm -rf node_modules/@deut/testkit \
+ && mkdir image \
+ && mv node_modules image/ \
+ && for pkg in packages/*; do \
+      if [ "$pkg" != packages/testkit ]; then \
+        mkdir -p "image/$pkg/dist" && cp "$pkg/package.json" "image/$pkg/" && cp -a "$pkg/dist/src" "image/$pkg/dist/"; \
+      fi; \
+    done
 
 FROM node:20-bookworm-slim
 # A system user with a home for ~/.deut (control file); /keys is where compose shares keys.
@@ -17,9 +27,7 @@ RUN groupadd --system deut \
  && useradd --system --gid deut --create-home --home-dir /home/deut deut \
  && mkdir -p /keys && chown deut:deut /keys
 WORKDIR /app
-COPY --from=build /src/package.json ./
-COPY --from=build /src/node_modules ./node_modules
-COPY --from=build /src/packages ./packages
+COPY --from=build /src/image ./
 USER deut
 EXPOSE 7500/udp
 ENTRYPOINT ["node", "/app/packages/cli/dist/src/bin.js"]

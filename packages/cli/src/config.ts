@@ -7,7 +7,8 @@
 import { readFileSync } from 'node:fs';
 import { parseAddress, type UdpAddress } from '@deut/common';
 import { parseDhtContact } from '@deut/dht';
-import { defaultControlFile, isLoopbackIp } from './control.js';
+import { isLoopbackIp } from './control.js';
+import { defaultControlFile } from './control-file.js';
 import type { LogFormat, LogLevel } from './logging.js';
 
 /** Everything `deut run` needs, validated. */

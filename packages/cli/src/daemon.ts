@@ -8,7 +8,7 @@ import { addressKey, DeutError, type Logger } from '@deut/common';
 import { KnownPeers } from '@deut/link';
 import { DeutNode } from '@deut/node';
 import type { RunConfig } from './config.js';
-import { startControlServer } from './control.js';
+import { startControlServer } from './control-server.js';
 import { createCliLogger } from './logging.js';
 import { createNodeMetrics, serveMetrics } from './metrics.js';
 import { loadOrCreateKey, startPublicDht } from './public-dht.js';

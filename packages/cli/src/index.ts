@@ -1,4 +1,11 @@
-/** @deut/cli: the `deut` command (README.md); the only package that touches `process`. */
+/**
+ * @deut/cli: the `deut` command (README.md), the product's entry point and the only package
+ * that touches `process`. It depends on the product packages only, never on the dev-only
+ * `@deut/testkit` (test/image.test.ts keeps it that way): `deut mesh` runs the testnet of
+ * `@deut/node`. Exports: {@link main} (the command line), {@link runMesh} (`deut mesh`), the
+ * run configuration (flags, environment, config file: {@link resolveRunConfig}), the logger
+ * ({@link createCliLogger}) and the Prometheus metrics ({@link createNodeMetrics}).
+ */
 export { main } from './commands.js';
 export { runMesh, type MeshOptions } from './mesh.js';
 export { CONFIG_FIELDS, envName, flagName, resolveRunConfig, type RunConfig } from './config.js';

@@ -16,10 +16,9 @@ import { performance } from 'node:perf_hooks';
 import { addressKey, type UdpAddress } from '@deut/common';
 import { toHex } from '@deut/crypto';
 import { keyFromBytes } from '@deut/dht';
-import type { DeutNode } from '@deut/node';
 import { bindUdp } from '@deut/transport';
-import { createTestnet, dhtContactOf, joinDht, until, withDeadline } from '@deut/testkit';
-import { callControl } from './control.js';
+import { createTestnet, dhtContactOf, joinDht, until, withDeadline, type DeutNode } from '@deut/node';
+import { callControl } from './control-client.js';
 import { EXIT } from './daemon.js';
 
 /** Options of {@link runMesh}. */

@@ -8,7 +8,7 @@ import { addressKey, configError, parseAddress, timeoutError, type UdpAddress } 
 import { fromHex, toHex } from '@deut/crypto';
 import { idFromHex } from '@deut/dht';
 import type { DeutNode } from '@deut/node';
-import type { ControlRoute } from './control.js';
+import type { ControlRoute } from './control-server.js';
 
 /** Version string reported by `deut status`. */
 export const DEUT_VERSION = '0.1.0';

@@ -1,5 +1,5 @@
 /**
- * Tests of the control API (src/control.ts): cookie authentication, Host/Origin checks,
+ * Tests of the control API (src/control*.ts): cookie authentication, Host/Origin checks,
  * body limits, error mapping, the control file's life cycle. Everything runs on loopback
  * with port 0 and temp directories that are removed in `finally`.
  */
@@ -13,13 +13,10 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { DeutError, addressKey, configError, timeoutError, transportError } from '@deut/common';
 import type { LogFields, Logger, UdpAddress } from '@deut/common';
-import {
-  CONTROL_MAX_BODY_BYTES,
-  callControl,
-  defaultControlFile,
-  startControlServer,
-} from '../src/control.js';
-import type { ControlFile, ControlRoute } from '../src/control.js';
+import { CONTROL_MAX_BODY_BYTES } from '../src/control.js';
+import { callControl } from '../src/control-client.js';
+import { defaultControlFile, type ControlFile } from '../src/control-file.js';
+import { startControlServer, type ControlRoute } from '../src/control-server.js';
 
 /** Upper bound on any single wait in these tests. */
 const WAIT_MS = 5_000;

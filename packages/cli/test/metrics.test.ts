@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { generateKeyPair } from '@deut/crypto';
 import { DhtNode } from '@deut/dht';
-import { until, withDeadline, withTestnet } from '@deut/testkit';
+import { until, withDeadline, withTestnet } from '@deut/node';
 import { Gauge, Registry, register as globalRegistry } from 'prom-client';
 import { createNodeMetrics, reasonLabel, serveMetrics, type NodeMetrics } from '../src/metrics.js';
 

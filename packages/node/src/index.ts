@@ -44,3 +44,4 @@ export {
   type TunnelSocketRemoteInfo,
   type TunnelSocketSendCallback,
 } from './tunnel-socket.js';
+export * from './testnet.js';

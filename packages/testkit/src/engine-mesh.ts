@@ -11,7 +11,7 @@ import { Link, type LinkPeer } from '@deut/link';
 import { MemoryNetwork } from '@deut/transport';
 import { TunnelEngine, type DestroyReason, type EndpointTunnel, type OwnedTunnel, type PeerCandidate, type RefusalReason } from '@deut/tunnel';
 import { SkewedClock, SpyingSocket } from './attack.js';
-import { KillableSocket, withDeadline } from './testnet.js';
+import { KillableSocket, withDeadline } from '@deut/node';
 
 /** Inbox entries kept per node: enough for any test, bounded for long property runs. */
 const INBOX_LIMIT = 10_000;

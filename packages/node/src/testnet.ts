@@ -1,12 +1,20 @@
 /**
- * createTestnet(): a mesh of deut nodes in one process (hyperdht's createTestnet), over the
- * in-memory network or real UDP on 127.0.0.0/8, with an observer per node recording every
- * link payload it sees, a plain UDP echo server, and abrupt kills for crash tests.
+ * A deut network in one process, for `deut mesh` and for tests of applications built on
+ * deut (hyperdht ships its testnet the same way): relayers and masters over the in-memory
+ * network or real UDP on 127.0.0.0/8, an observer per node recording every link payload it
+ * sees, a plain UDP echo server, abrupt kills and partitions for crash tests, and the DHT
+ * helpers a testnet of `dht: true` masters needs. It lives in the product, not in the
+ * dev-only `@deut/testkit`, because `deut mesh` runs it; the attack scaffolding, the engine
+ * mesh and the network-namespace mesh stay there.
+ *
+ * Exports: {@link createTestnet}, {@link withTestnet}, {@link KillableSocket},
+ * {@link dhtContactOf}, {@link joinDht}, and the waits {@link until} and {@link withDeadline}.
  */
 import { addressKey, type Clock, type UdpAddress } from '@deut/common';
 import type { LinkPayloadEvent } from '@deut/link';
-import { DeutNode, type DeutNodeOptions, type SocketFactory } from '@deut/node';
+import type { RemoteNode } from '@deut/dht';
 import { MemoryNetwork, bindUdp, openSocketCount, type DatagramSocket, type LinkConditions, type MessageHandler, type SocketStats } from '@deut/transport';
+import { DeutNode, type DeutNodeOptions } from './node.js';
 
 /** Options of {@link createTestnet}. */
 export interface TestnetOptions {
@@ -139,7 +147,7 @@ export async function createTestnet(options: TestnetOptions = {}): Promise<Testn
   const start = async (role: 'relay' | 'master', host: string, extra: Partial<DeutNodeOptions>, bootstrap: UdpAddress[]): Promise<TestnetNode> => {
     const sockets: KillableSocket[] = [];
     const seen: LinkPayloadEvent[] = [];
-    const factory: SocketFactory = {
+    const factory: NonNullable<DeutNodeOptions['sockets']> = {
       bind: async (address) => {
         // Closed sockets leave the list: endpoint ports come and go with every tunnel, and a
         // long run must not keep them all (the soak test found exactly that).
@@ -282,5 +290,31 @@ export async function withTestnet(options: TestnetOptions, body: (net: Testnet) 
     }
   } finally {
     clearInterval(keep);
+  }
+}
+
+/** The DHT contact of a master: its DHT key at the endpoint of its first tunnel. */
+export function dhtContactOf(node: DeutNode): RemoteNode {
+  const endpoint = node.tunnels.list()[0]?.endpoint;
+  if (endpoint === undefined) throw new Error('dhtContactOf: the node has no tunnel yet');
+  return { publicKey: node.dht.publicKey, address: endpoint };
+}
+
+/**
+ * Joins every node but the first to the DHT through the first, `concurrency` at a time (a
+ * real network grows one node at a time; all at once, every node would bootstrap from a
+ * network that does not exist yet).
+ */
+export async function joinDht(nodes: readonly DeutNode[], options: { concurrency?: number; timeoutMs?: number } = {}): Promise<void> {
+  const [first, ...rest] = nodes;
+  if (first === undefined) return;
+  const via = [dhtContactOf(first)];
+  const concurrency = options.concurrency ?? 4;
+  for (let i = 0; i < rest.length; i += concurrency) {
+    await withDeadline(
+      Promise.all(rest.slice(i, i + concurrency).map((node) => node.dht.join({ via }))),
+      options.timeoutMs ?? 60_000,
+      `DHT join of nodes ${i + 1}..${Math.min(i + concurrency, rest.length)}`,
+    );
   }
 }
