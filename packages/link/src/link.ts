@@ -59,10 +59,9 @@ import {
   handshakeFingerprint,
   mac1Matches,
   msg1Ephemeral,
-  openMac1Key,
-  responderMac1Key,
   type HandshakeOutcome,
 } from './handshake.js';
+import { openMac1Key, responderMac1Key } from './mac-keys.js';
 import { CookieIssuer } from './cookie.js';
 import { KnownPeers } from './known-peers.js';
 import { LinkSession } from './session.js';

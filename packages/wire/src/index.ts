@@ -7,6 +7,8 @@ export * from './constants.js';
 export type { WireErrorCode } from './checks.js';
 export * from './address.js';
 export * from './handshake.js';
+export * from './handshake-datagram.js';
+export * from './data-datagram.js';
 export * from './link-frame.js';
 export * from './tunnel-messages.js';
 export * from './build-records.js';
