@@ -9,3 +9,4 @@ export * from './header-protection.js';
 export * from './onion.js';
 export * from './nonce-uses.js';
 export * from './scratch.js';
+export { NOISE_ERROR_CODES, type CryptoBugCode, type CryptoErrorCode, type KeyFileErrorCode, type NoiseErrorCode } from './errors.js';

@@ -23,7 +23,7 @@
  * `sodium.ready` (the package's ready function does so). The ciphers run on reused
  * libsodium memory (scratch.ts): same bytes as the wrappers, without their copies.
  */
-import { bugError, cryptoError } from '@deut/common';
+import { cryptoBug, cryptoError } from './errors.js';
 import { AEAD_TAG_BYTES } from './aead.js';
 import { fillRandomBytes } from './bytes.js';
 import { observingNonceUses, reportNonceUse } from './nonce-uses.js';
@@ -123,7 +123,7 @@ function streamFromBlock0(layer: LayerKey, input: Uint8Array): Uint8Array {
 /** `items[i]`, for indices that are in range by construction. */
 function at<T>(items: readonly T[], i: number): T {
   const item = items[i];
-  if (item === undefined) throw bugError('UNREACHABLE', `index ${i} out of range`);
+  if (item === undefined) throw cryptoBug('UNREACHABLE', `index ${i} out of range`);
   return item;
 }
 

@@ -1,9 +1,9 @@
 /**
  * The link handshake on the wire (PROTOCOL.md §3.2-§3.3): Noise XX whose ephemeral keys
  * travel as Elligator2 representatives, padded to one datagram size and closed by mac1.
- * Pure computation, no I/O or timers: the link runtime (link.ts) drives these objects.
+ * Pure computation, no I/O or timers: the link runtime (peer-handshakes.ts) drives these
+ * objects. Where each field sits in the datagram is @deut/wire's handshake-datagram.ts.
  */
-import { ProtocolError } from '@deut/common';
 import {
   NoiseHandshake,
   constantTimeEqual,
@@ -30,6 +30,7 @@ import {
   type HandshakePayload,
 } from '@deut/wire';
 import { computeMac2, openCookieReply } from './cookie.js';
+import { handshakeError } from './errors.js';
 import type { SessionKeys } from './session.js';
 import { msg2Mac1Key, msg3Mac1Key, openMac1Key, responderMac1Key } from './mac-keys.js';
 
@@ -84,7 +85,7 @@ function revealEphemeral(datagram: Uint8Array, length: number): Uint8Array {
 function negotiateVersion(own: HandshakePayload, remote: HandshakePayload): number {
   const version = Math.min(own.maxVersion, remote.maxVersion);
   if (version < Math.max(own.minVersion, remote.minVersion)) {
-    throw new ProtocolError('HANDSHAKE_VERSION', `no common link version (ours ${own.minVersion}..${own.maxVersion}, theirs ${remote.minVersion}..${remote.maxVersion})`);
+    throw handshakeError('HANDSHAKE_VERSION', `no common link version (ours ${own.minVersion}..${own.maxVersion}, theirs ${remote.minVersion}..${remote.maxVersion})`);
   }
   return version;
 }
@@ -95,7 +96,7 @@ function readPayload(noise: NoiseHandshake, message: Uint8Array): HandshakePaylo
 
 function outcome(noise: NoiseHandshake, own: HandshakePayload, remotePayload: HandshakePayload, initiator: boolean): HandshakeOutcome {
   const remoteStatic = noise.remoteStaticKey;
-  if (remoteStatic === null) throw new ProtocolError('HANDSHAKE_STATE', 'handshake finished without a remote static key');
+  if (remoteStatic === null) throw handshakeError('HANDSHAKE_STATE', 'handshake finished without a remote static key');
   const version = negotiateVersion(own, remotePayload);
   const sessionId = Buffer.from(deriveKey('deut/1 session id', noise.handshakeHash, EMPTY, 16)).toString('hex');
   const { initiatorToResponder: i2r, responderToInitiator: r2i } = noise.split();
@@ -181,15 +182,15 @@ export class InitiatorHandshake {
     this.#remotePayload = readPayload(this.#noise, message);
     negotiateVersion(this.#payload, this.#remotePayload);
     const remoteStatic = this.#noise.remoteStaticKey;
-    if (remoteStatic === null) throw new ProtocolError('HANDSHAKE_STATE', 'msg2 carried no static key');
+    if (remoteStatic === null) throw handshakeError('HANDSHAKE_STATE', 'msg2 carried no static key');
     return { remoteStatic: remoteStatic.slice(), remotePayload: this.#remotePayload };
   }
 
   /** Writes msg3 and finishes. Call only after readMsg2 and the caller's key check. */
   writeMsg3(): { msg3: Uint8Array; outcome: HandshakeOutcome } {
-    if (this.#remotePayload === undefined) throw new ProtocolError('HANDSHAKE_STATE', 'msg3 before msg2');
+    if (this.#remotePayload === undefined) throw handshakeError('HANDSHAKE_STATE', 'msg3 before msg2');
     const remoteEphemeral = this.#noise.remoteEphemeralKey;
-    if (remoteEphemeral === null) throw new ProtocolError('HANDSHAKE_STATE', 'no remote ephemeral key');
+    if (remoteEphemeral === null) throw handshakeError('HANDSHAKE_STATE', 'no remote ephemeral key');
     const mac1Key = msg3Mac1Key(remoteEphemeral);
     const message = this.#noise.writeMessage(encodeHandshakePayload(this.#payload));
     const msg3 = seal(message, mac1Key);
