@@ -9,7 +9,7 @@ import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { ManualClock, type UdpAddress, type CounterSnapshot } from '@deut/common';
 import { cryptoReady, generateKeyPair } from '@deut/crypto';
-import { InitiatorHandshake, Link } from '@deut/link';
+import { InitiatorHandshake, Link, type LinkCounter } from '@deut/link';
 import { DeutNode } from '@deut/node';
 import { SpyingSocket, createEngineMesh, withDeadline } from '@deut/testkit';
 import { MemoryNetwork } from '@deut/transport';
@@ -21,7 +21,7 @@ after(() => clearInterval(keepAlive));
 
 const PAYLOAD = { minVersion: 1, maxVersion: 1, ephemeralIdentity: true } as const;
 const spoofed = (i: number): UdpAddress => ({ host: `10.${(i >> 16) & 255}.${(i >> 8) & 255}.${i & 255}`, port: 4000 + (i % 1000) });
-const counter = (link: Link, name: string): number => link.stats().counters[name] ?? 0;
+const counter = (link: Link, name: LinkCounter): number => link.stats().counters[name] ?? 0;
 
 async function settle(network: MemoryNetwork): Promise<void> {
   for (let i = 0; i < 8; i++) {

@@ -10,7 +10,7 @@ import { after, test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import { addressKey, sumCounters } from '@deut/common';
 import { cryptoReady, observeNonceUses, randomBytes, type NonceUse } from '@deut/crypto';
-import { REJECT_AFTER_MS, REKEY_AFTER_MS } from '@deut/link';
+import { REJECT_AFTER_MS, REKEY_AFTER_MS, type LinkCounter } from '@deut/link';
 import type { OwnedTunnel } from '@deut/tunnel';
 import { CELL_PLAINTEXT_BYTES } from '@deut/wire';
 import { createEngineMesh, type EngineMesh, type EngineMeshNode } from '@deut/testkit';
@@ -36,7 +36,7 @@ function recordNonces(): { uses: Map<string, number>; repeats: string[]; byKind:
   return { uses, repeats, byKind, stop: () => void observeNonceUses(previous) };
 }
 
-const sum = (mesh: EngineMesh, counter: string): number => mesh.nodes.reduce((n, node) => n + (node.link.stats().counters[counter] ?? 0), 0);
+const sum = (mesh: EngineMesh, counter: LinkCounter): number => mesh.nodes.reduce((n, node) => n + (node.link.stats().counters[counter] ?? 0), 0);
 
 test('hardening nonces - no (key, nonce) pair is used twice across link rekeys and tunnel cells both ways, and retired link keys are refused', { timeout: 120_000 }, async (t: TestContext) => {
   const record = recordNonces();
@@ -104,7 +104,8 @@ test('hardening nonces - no (key, nonce) pair is used twice across link rekeys a
     assert.ok(generations * (REKEY_AFTER_MS + 1_000) > REJECT_AFTER_MS);
     const drops = (): number => sumCounters(R1.link.stats().counters, 'drop:');
     const dropsBefore = drops();
-    const countersBefore = { ...R1.link.stats().counters };
+    // Keyed by string: the reason is found by scanning, not named.
+    const countersBefore: Readonly<Record<string, number | undefined>> = { ...R1.link.stats().counters };
     const relayedBefore = R1.engine.stats().counters['cells-relayed'] ?? 0;
     M.socket.send(withheld[1]!, R1.candidate.address);
     await mesh.settle();

@@ -7,7 +7,7 @@
  * network, so failing to open it is an expected outcome, not an exception. They throw only
  * for a key or nonce of the wrong size, which is always our own bug.
  */
-import { cryptoError } from '@deut/common';
+import { cryptoError } from './errors.js';
 import { reportNonceUse } from './nonce-uses.js';
 import { sodium } from './sodium.js';
 

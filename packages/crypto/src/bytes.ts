@@ -4,7 +4,7 @@
  * compiler cannot turn them into an early-exit loop or drop a "dead" store.
  */
 import { randomFillSync } from 'node:crypto';
-import { cryptoError } from '@deut/common';
+import { cryptoError } from './errors.js';
 import { sodium } from './sodium.js';
 
 /** Fills `buf` from the operating system's CSPRNG, in place. */

@@ -16,7 +16,7 @@
  */
 import sodium from 'libsodium-wrappers-sumo';
 import { randomBytes } from './bytes.js';
-import { bugError, cryptoError } from '@deut/common';
+import { cryptoBug, cryptoError } from './errors.js';
 
 /** Bytes in a Curve25519 field element encoding, a public key and a representative. */
 export const ELLIGATOR_BYTES = 32;
@@ -247,7 +247,7 @@ const TORSION_POINTS: readonly Uint8Array[] = [
 /** Fails clearly before libsodium is initialised, while the wrapper's functions are still undefined. */
 function requireSodium(): void {
   if (typeof sodium.crypto_core_ed25519_add !== 'function') {
-    throw bugError('SODIUM_NOT_READY', 'libsodium is not initialised: await sodium.ready first');
+    throw cryptoBug('SODIUM_NOT_READY', 'libsodium is not initialised: await sodium.ready first');
   }
 }
 
@@ -271,7 +271,7 @@ export function generateHiddenKeyPair(): HiddenKeyPair {
     const torsion = TORSION_POINTS[(random[32] ?? 0) & 7];
     const tweak = random[33] ?? 0;
     sodium.memzero(random);
-    if (torsion === undefined) throw bugError('UNREACHABLE', 'torsion index out of range');
+    if (torsion === undefined) throw cryptoBug('UNREACHABLE', 'torsion index out of range');
     s[0] = (s[0] ?? 0) & 248;
     s[31] = ((s[31] ?? 0) & 127) | 64;
 

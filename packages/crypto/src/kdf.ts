@@ -4,7 +4,7 @@
  * `deut/1 `, so two uses of the same secret can never produce the same output, and a
  * future protocol version changes every key at once by changing the prefix.
  */
-import { cryptoError } from '@deut/common';
+import { cryptoError } from './errors.js';
 import { concatBytes } from './bytes.js';
 import { sodium } from './sodium.js';
 

@@ -12,7 +12,8 @@ import { randomBytes as nodeRandomBytes } from 'node:crypto';
 import { link, mkdir, open, rename, unlink } from 'node:fs/promises';
 import type { FileHandle } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
-import { DeutError, cryptoError } from '@deut/common';
+import { DeutError } from '@deut/common';
+import { cryptoError, keyFileError } from './errors.js';
 import { constantTimeEqual, randomBytes, zero } from './bytes.js';
 import { sodium } from './sodium.js';
 
@@ -108,10 +109,6 @@ const BASE64_32 = /^[A-Za-z0-9+/]{42}[AEIMQUYcgkosw048]=$/;
 
 function toBase64(bytes: Uint8Array): string {
   return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString('base64');
-}
-
-function keyFileError(code: string, path: string, message: string, cause?: unknown): DeutError {
-  return new DeutError('config', code, `key file ${path}: ${message}`, cause === undefined ? undefined : { cause });
 }
 
 function hasCode(err: unknown, code: string): boolean {

@@ -11,7 +11,7 @@
  * write/read out of turn throws `ProtocolError` `NOISE_STATE`. A low-order remote key
  * throws the `LOW_ORDER_KEY` crypto error from keys.ts.
  */
-import { ProtocolError, bugError } from '@deut/common';
+import { cryptoBug, noiseError } from './errors.js';
 import { AEAD_KEY_BYTES, AEAD_TAG_BYTES, chachaOpen, chachaSeal } from './aead.js';
 import { concatBytes, zero } from './bytes.js';
 import type { KeyPair } from './keys.js';
@@ -62,7 +62,7 @@ export function noiseProtocolName(pattern: NoisePatternName): string {
 
 function patternDef(pattern: NoisePatternName): PatternDef {
   const def = PATTERNS[pattern] as PatternDef | undefined;
-  if (def === undefined) throw bugError('NOISE_PATTERN', `unsupported Noise pattern ${String(pattern)}`);
+  if (def === undefined) throw cryptoBug('NOISE_PATTERN', `unsupported Noise pattern ${String(pattern)}`);
   return def;
 }
 
@@ -132,7 +132,7 @@ class CipherState {
   decryptWithAd(ad: Uint8Array, ciphertext: Uint8Array): Uint8Array {
     if (this.k === null) return ciphertext.slice();
     const plaintext = chachaOpen(this.k, this.n, ciphertext, ad);
-    if (plaintext === null) throw new ProtocolError('NOISE_DECRYPT', 'Noise handshake message does not authenticate');
+    if (plaintext === null) throw noiseError('NOISE_DECRYPT', 'Noise handshake message does not authenticate');
     // Only a successful decryption consumes the nonce (section 5.1).
     this.n++;
     return plaintext;
@@ -281,10 +281,10 @@ export class NoiseHandshake {
   static messageLength(pattern: NoisePatternName, index: number, payloadLength: number): number {
     const def = patternDef(pattern);
     if (!Number.isInteger(index) || index < 0 || index >= def.messages.length) {
-      throw bugError('NOISE_MESSAGE_INDEX', `${pattern} has no message ${String(index)}`);
+      throw cryptoBug('NOISE_MESSAGE_INDEX', `${pattern} has no message ${String(index)}`);
     }
     if (!Number.isInteger(payloadLength) || payloadLength < 0) {
-      throw bugError('NOISE_PAYLOAD_LENGTH', `invalid payload length ${String(payloadLength)}`);
+      throw cryptoBug('NOISE_PAYLOAD_LENGTH', `invalid payload length ${String(payloadLength)}`);
     }
     let hasKey = false;
     let length = 0;
@@ -335,7 +335,7 @@ export class NoiseHandshake {
     for (const fromInitiator of [true, false]) {
       const tokens = fromInitiator ? this.def.preInitiator : this.def.preResponder;
       for (const token of tokens) {
-        if (token !== 's') throw bugError('NOISE_PATTERN', `unsupported pre-message token ${String(token)}`);
+        if (token !== 's') throw cryptoBug('NOISE_PATTERN', `unsupported pre-message token ${String(token)}`);
         const ours = fromInitiator === this.initiator;
         this.symmetric.mixHash(ours ? this.requireStatic().publicKey : this.requireRemoteStatic());
       }
@@ -351,7 +351,7 @@ export class NoiseHandshake {
     const knowsRemoteStatic = (initiator ? def.preResponder : def.preInitiator).includes('s');
     const learnsRemoteStatic = sends(!initiator).includes('s');
     const fail = (message: string): never => {
-      throw bugError('NOISE_OPTIONS', `Noise_${this.pattern} ${initiator ? 'initiator' : 'responder'}: ${message}`);
+      throw cryptoBug('NOISE_OPTIONS', `Noise_${this.pattern} ${initiator ? 'initiator' : 'responder'}: ${message}`);
     };
 
     if (needOwnStatic && this.s === null) fail('staticKeyPair is required');
@@ -429,7 +429,7 @@ export class NoiseHandshake {
     const tokens = this.nextTokens(true);
     const total = this.messageLength(this.index, payload.length);
     if (total > NOISE_MAX_MESSAGE_BYTES) {
-      throw new ProtocolError('NOISE_LENGTH', `Noise message of ${total} bytes exceeds ${NOISE_MAX_MESSAGE_BYTES}`);
+      throw noiseError('NOISE_LENGTH', `Noise message of ${total} bytes exceeds ${NOISE_MAX_MESSAGE_BYTES}`);
     }
     return this.transaction(() => {
       const parts: Uint8Array[] = [];
@@ -469,7 +469,7 @@ export class NoiseHandshake {
     const tokens = this.nextTokens(false);
     const minimum = this.messageLength(this.index, 0);
     if (message.length < minimum || message.length > NOISE_MAX_MESSAGE_BYTES) {
-      throw new ProtocolError(
+      throw noiseError(
         'NOISE_LENGTH',
         `Noise message ${this.index} of ${this.pattern} must be ${minimum}..${NOISE_MAX_MESSAGE_BYTES} bytes, got ${message.length}`,
       );
@@ -508,7 +508,7 @@ export class NoiseHandshake {
    */
   split(): NoiseSplit {
     if (this.keys === null) {
-      throw new ProtocolError(
+      throw noiseError(
         'NOISE_STATE',
         this.splitTaken ? 'Noise split() already called' : 'Noise handshake is not complete',
       );
@@ -525,15 +525,15 @@ export class NoiseHandshake {
   }
 
   private nextTokens(writing: boolean): readonly Token[] {
-    if (this.isComplete) throw new ProtocolError('NOISE_STATE', 'Noise handshake is already complete');
+    if (this.isComplete) throw noiseError('NOISE_STATE', 'Noise handshake is already complete');
     if (this.isMyTurn !== writing) {
-      throw new ProtocolError(
+      throw noiseError(
         'NOISE_STATE',
         `Noise_${this.pattern}: message ${this.index} must be ${writing ? 'read' : 'written'} by this side`,
       );
     }
     const tokens = this.def.messages[this.index];
-    if (tokens === undefined) throw bugError('NOISE_STATE', 'message index out of range');
+    if (tokens === undefined) throw cryptoBug('NOISE_STATE', 'message index out of range');
     return tokens;
   }
 
@@ -579,7 +579,7 @@ export class NoiseHandshake {
     const local = localKind === 'e' ? this.e : this.s;
     const remote = remoteKind === 'e' ? this.re : this.rs;
     if (local === null || remote === null) {
-      throw bugError('NOISE_STATE', `Noise_${this.pattern}: ${token} before both keys are known`);
+      throw cryptoBug('NOISE_STATE', `Noise_${this.pattern}: ${token} before both keys are known`);
     }
     const shared = x25519(local.privateKey, remote);
     this.symmetric.mixKey(shared);
@@ -587,12 +587,12 @@ export class NoiseHandshake {
   }
 
   private requireStatic(): KeyPair {
-    if (this.s === null) throw bugError('NOISE_OPTIONS', 'static key pair missing');
+    if (this.s === null) throw cryptoBug('NOISE_OPTIONS', 'static key pair missing');
     return this.s;
   }
 
   private requireRemoteStatic(): Uint8Array {
-    if (this.rs === null) throw bugError('NOISE_OPTIONS', 'remote static key missing');
+    if (this.rs === null) throw cryptoBug('NOISE_OPTIONS', 'remote static key missing');
     return this.rs;
   }
 }

@@ -10,30 +10,25 @@
  * removes them all and checks the endpoint's tag.
  *
  * For key k and sequence value v: nonce = LE64(v) ‖ 0^16; otk = keystream bytes 0..32
- * (block 0); S = CELL_BODY_BYTES of keystream from block 1 (RFC 8439's AEAD layout).
+ * (block 0); S = one body's length of keystream from block 1 (RFC 8439's AEAD layout).
  * INVARIANT: a (key, v) pair is used for at most one cell; the sequence offsets and
  * replay windows of §5.3 guarantee it, and keystream reuse would leak plaintext XORs.
+ *
+ * The cell's geometry is @deut/wire's (CELL_BODY_BYTES, MAX_HOPS, CELL_PLAINTEXT_BYTES), not
+ * this package's: a body's size is read from the body, and a plaintext's from `maxHops`, the
+ * number of tags a body has room for, which the caller passes in (body = plaintext + one
+ * tag per possible hop, so the endpoint cannot learn how many hops precede it).
  *
  * Every function here expects libsodium to be initialised: callers must have awaited
  * `sodium.ready` (the package's ready function does so). The ciphers run on reused
  * libsodium memory (scratch.ts): same bytes as the wrappers, without their copies.
  */
-import { bugError, cryptoError } from '@deut/common';
+import { cryptoBug, cryptoError } from './errors.js';
+import { AEAD_TAG_BYTES } from './aead.js';
 import { fillRandomBytes } from './bytes.js';
 import { observingNonceUses, reportNonceUse } from './nonce-uses.js';
-import { macInto, peelLayerInto, xorLayerInto } from './scratch.js';
+import { SCRATCH_MESSAGE_BYTES, macInto, peelLayerInto, xorLayerInto } from './scratch.js';
 
-/** Bytes in every cell body, whatever the direction or path length. */
-export const CELL_BODY_BYTES = 1160;
-/** Bytes of the Poly1305 tag that each layer carries. */
-export const LAYER_TAG_BYTES = 16;
-/** The most hops a tunnel can have (master's first relay through the endpoint). */
-export const MAX_HOPS = 7;
-/**
- * Plaintext bytes in a cell: the body less one tag per possible hop, the same for every
- * path length so the endpoint cannot learn how many hops precede it (1048).
- */
-export const CELL_PLAINTEXT_BYTES = CELL_BODY_BYTES - LAYER_TAG_BYTES * MAX_HOPS;
 /** Bytes in an outbound or inbound layer key. */
 export const LAYER_KEY_BYTES = 32;
 
@@ -45,13 +40,14 @@ export interface LayerKey {
   readonly v: number;
 }
 
-const B = CELL_BODY_BYTES;
-const TAG = LAYER_TAG_BYTES;
-const Y_BYTES = B - TAG;
+/** Each layer's tag is a Poly1305 tag, the AEAD's. */
+const TAG = AEAD_TAG_BYTES;
 // S starts at keystream block 1; block 0 holds the one-time MAC key.
 const BLOCK = 64;
+/** The scratch memory holds block 0 and one body: no body may be longer. */
+const MAX_BODY_BYTES = SCRATCH_MESSAGE_BYTES - BLOCK;
 // Input for a bare keystream (block 0 for otk, then S); only ever read.
-const ZERO_INPUT = new Uint8Array(BLOCK + B);
+const ZERO_INPUT = new Uint8Array(BLOCK + MAX_BODY_BYTES);
 
 /** The XChaCha20 nonce of a layer at sequence value v, built only to report it (nonce-uses.ts). */
 function nonceFor(v: number): Uint8Array {
@@ -81,22 +77,34 @@ function checkKeyAt(key: Uint8Array, keyOffset: number, v: number): void {
   }
 }
 
+/** A body has a tag and something under it, and fits the scratch memory; its exact size is the wire decoder's to fix. */
 function checkBody(body: Uint8Array): void {
-  if (body.length !== B) throw cryptoError('BAD_CELL_LENGTH', `cell body must be ${B} bytes, got ${body.length}`);
-}
-
-function checkPlaintext(plaintext: Uint8Array): void {
-  if (plaintext.length !== CELL_PLAINTEXT_BYTES) {
-    throw cryptoError(
-      'BAD_PLAINTEXT_LENGTH',
-      `cell plaintext must be ${CELL_PLAINTEXT_BYTES} bytes, got ${plaintext.length}`,
-    );
+  if (body.length <= TAG || body.length > MAX_BODY_BYTES) {
+    throw cryptoError('BAD_CELL_LENGTH', `cell body must be ${TAG + 1}..${MAX_BODY_BYTES} bytes, got ${body.length}`);
   }
 }
 
-function checkHops(hops: readonly LayerKey[]): void {
-  if (hops.length < 1 || hops.length > MAX_HOPS) {
-    throw cryptoError('BAD_HOP_COUNT', `a tunnel has 1 to ${MAX_HOPS} hops, got ${hops.length}`);
+/** Plaintext bytes of a body with room for `maxHops` tags, or a crypto error if it has no room. */
+function plaintextBytes(bodyBytes: number, maxHops: number): number {
+  if (!Number.isInteger(maxHops) || maxHops < 1) throw cryptoError('BAD_HOP_COUNT', `maxHops must be a positive integer, got ${maxHops}`);
+  const plaintext = bodyBytes - TAG * maxHops;
+  if (plaintext <= 0) throw cryptoError('BAD_CELL_LENGTH', `a ${bodyBytes}-byte cell body has no room for ${maxHops} tags`);
+  return plaintext;
+}
+
+/** The body a plaintext is sealed into: the plaintext and one tag per possible hop. */
+function bodyBytesFor(plaintext: Uint8Array, maxHops: number): number {
+  if (!Number.isInteger(maxHops) || maxHops < 1) throw cryptoError('BAD_HOP_COUNT', `maxHops must be a positive integer, got ${maxHops}`);
+  const body = plaintext.length + TAG * maxHops;
+  if (plaintext.length === 0 || body > MAX_BODY_BYTES) {
+    throw cryptoError('BAD_PLAINTEXT_LENGTH', `cell plaintext must be 1..${MAX_BODY_BYTES - TAG * maxHops} bytes, got ${plaintext.length}`);
+  }
+  return body;
+}
+
+function checkHops(hops: readonly LayerKey[], maxHops: number): void {
+  if (hops.length < 1 || hops.length > maxHops) {
+    throw cryptoError('BAD_HOP_COUNT', `a tunnel has 1 to ${maxHops} hops, got ${hops.length}`);
   }
   for (const hop of hops) checkLayer(hop);
 }
@@ -115,7 +123,7 @@ function streamFromBlock0(layer: LayerKey, input: Uint8Array): Uint8Array {
 /** `items[i]`, for indices that are in range by construction. */
 function at<T>(items: readonly T[], i: number): T {
   const item = items[i];
-  if (item === undefined) throw bugError('UNREACHABLE', `index ${i} out of range`);
+  if (item === undefined) throw cryptoBug('UNREACHABLE', `index ${i} out of range`);
   return item;
 }
 
@@ -138,8 +146,8 @@ function xorInto(dst: Uint8Array, dOff: number, src: Uint8Array, sOff: number, l
 
 /**
  * Removes one outbound layer, at a relay or at the endpoint: checks T = MAC(otk, Y) in
- * constant time and returns (Y ‖ 0^16) XOR S, the body for the next hop (always
- * {@link CELL_BODY_BYTES} long).
+ * constant time and returns (Y ‖ 0^16) XOR S, the body for the next hop (as long as
+ * `body`).
  *
  * @param key - this hop's outbound layer key.
  * @param v - the sequence value this hop sees for the cell.
@@ -151,12 +159,13 @@ function xorInto(dst: Uint8Array, dOff: number, src: Uint8Array, sOff: number, l
  */
 export function peelOutbound(key: Uint8Array, v: number, body: Uint8Array): Uint8Array | null {
   checkLayer({ key, v });
-  const next = new Uint8Array(B);
+  checkBody(body);
+  const next = new Uint8Array(body.length);
   return peelOutboundInto(key, v, body, next, 0) ? next : null;
 }
 
 /**
- * {@link peelOutbound} writing the next body straight into `out[outOffset..+CELL_BODY_BYTES)`
+ * {@link peelOutbound} writing the next body straight into `out[outOffset..+body.length)`
  * (a relay writes it where the forwarded cell's body goes), on reused libsodium memory.
  *
  * @returns false, and nothing written, if the tag does not verify.
@@ -166,28 +175,34 @@ export function peelOutbound(key: Uint8Array, v: number, body: Uint8Array): Uint
 export function peelOutboundInto(key: Uint8Array, v: number, body: Uint8Array, out: Uint8Array, outOffset: number, keyOffset = 0): boolean {
   checkKeyAt(key, keyOffset, v);
   checkBody(body);
-  if (outOffset < 0 || out.length - outOffset < B) throw cryptoError('BAD_CELL_LENGTH', `output must have room for ${B} bytes`);
+  checkRoom(out, outOffset, body.length);
   return peelLayerInto(key, v, body, out, outOffset, keyOffset);
 }
 
 /**
- * The endpoint's last outbound step: {@link peelOutbound} and keep the first
- * {@link CELL_PLAINTEXT_BYTES} bytes.
+ * The endpoint's last outbound step: {@link peelOutbound} and keep the plaintext, the
+ * first `body.length - 16 * maxHops` bytes.
  *
+ * @param maxHops - the most hops a body has room for (@deut/wire's MAX_HOPS).
  * @returns the plaintext, or null if the tag does not verify.
- * @throws DeutError (kind `crypto`) on a wrong key length, sequence value or body length.
+ * @throws DeutError (kind `crypto`) on a wrong key length, sequence value, body length or maxHops.
  */
-export function openOutbound(key: Uint8Array, v: number, body: Uint8Array): Uint8Array | null {
-  return peelOutbound(key, v, body)?.subarray(0, CELL_PLAINTEXT_BYTES) ?? null;
+export function openOutbound(key: Uint8Array, v: number, body: Uint8Array, maxHops: number): Uint8Array | null {
+  const plaintext = plaintextBytes(body.length, maxHops);
+  return peelOutbound(key, v, body)?.subarray(0, plaintext) ?? null;
 }
 
-/** Writes MAC(otk, Y) before the Y of the body that starts at `start` in `work`. */
-function sealTag(work: Uint8Array, start: number, stream: Uint8Array): void {
-  macInto(stream, 0, work.subarray(start + TAG, start + B), work, start);
+function checkRoom(out: Uint8Array, outOffset: number, bodyBytes: number): void {
+  if (outOffset < 0 || out.length - outOffset < bodyBytes) throw cryptoError('BAD_CELL_LENGTH', `output must have room for ${bodyBytes} bytes`);
+}
+
+/** Writes MAC(otk, Y) before the Y of the `bodyBytes` body that starts at `start` in `work`. */
+function sealTag(work: Uint8Array, start: number, bodyBytes: number, stream: Uint8Array): void {
+  macInto(stream, 0, work.subarray(start + TAG, start + bodyBytes), work, start);
 }
 
 /**
- * The master seals a plaintext for a path of 1 to {@link MAX_HOPS} hops (hop 1 first, the
+ * The master seals a plaintext for a path of 1 to `maxHops` hops (hop 1 first, the
  * endpoint last) so that each hop's {@link peelOutbound} verifies and the endpoint's
  * {@link openOutbound} returns `plaintext`.
  *
@@ -198,16 +213,19 @@ function sealTag(work: Uint8Array, start: number, stream: Uint8Array): void {
  * first, X_i = MAC(otk_i, Y_i) ‖ Y_i with Y_i = (X_{i+1} XOR S_i)[0 .. B-16).
  *
  * @param hops - each hop's outbound key and the v it will see for this cell.
- * @param plaintext - exactly {@link CELL_PLAINTEXT_BYTES} bytes.
+ * @param plaintext - the cell plaintext (@deut/wire's CELL_PLAINTEXT_BYTES).
+ * @param maxHops - the most hops a body has room for (@deut/wire's MAX_HOPS): the body is
+ *   the plaintext and 16 bytes per possible hop, whatever the path's length.
  * @returns the body to send to hop 1.
  * @throws DeutError (kind `crypto`) on a bad hop count, key, sequence value or plaintext length.
  */
-export function sealOutbound(hops: readonly LayerKey[], plaintext: Uint8Array): Uint8Array {
-  checkHops(hops);
-  checkPlaintext(plaintext);
+export function sealOutbound(hops: readonly LayerKey[], plaintext: Uint8Array, maxHops: number): Uint8Array {
+  const B = bodyBytesFor(plaintext, maxHops);
+  checkHops(hops, maxHops);
   const n = hops.length;
   if (observingNonceUses()) for (const hop of hops) reportNonceUse('cell-layer', hop.key, nonceFor(hop.v));
-  const streams = hops.map((hop) => streamFromBlock0(hop, ZERO_INPUT));
+  const zeros = ZERO_INPUT.subarray(0, BLOCK + B);
+  const streams = hops.map((hop) => streamFromBlock0(hop, zeros));
 
   // One buffer holds every X_i: X_i sits at offset 16(i-1), so Y_i = (X_{i+1} XOR S_i)
   // is an in-place XOR at the position X_{i+1} already occupies, and T_i goes just before.
@@ -225,17 +243,17 @@ export function sealOutbound(hops: readonly LayerKey[], plaintext: Uint8Array): 
   // Endpoint layer: plaintext and random padding up to B-16n, encrypted, then the filler.
   const endpointStream = at(streams, n - 1);
   const yStart = endpointStart + TAG;
-  const padBytes = B - TAG * n - CELL_PLAINTEXT_BYTES;
+  const padBytes = B - TAG * n - plaintext.length;
   work.set(plaintext, yStart);
-  fillRandomBytes(work.subarray(yStart + CELL_PLAINTEXT_BYTES, yStart + CELL_PLAINTEXT_BYTES + padBytes));
+  fillRandomBytes(work.subarray(yStart + plaintext.length, yStart + plaintext.length + padBytes));
   xorInto(work, yStart, endpointStream, BLOCK, B - TAG * n);
-  sealTag(work, endpointStart, endpointStream);
+  sealTag(work, endpointStart, B, endpointStream);
 
   for (let i = n - 2; i >= 0; i--) {
     const stream = at(streams, i);
     const start = TAG * i;
-    xorInto(work, start + TAG, stream, BLOCK, Y_BYTES);
-    sealTag(work, start, stream);
+    xorInto(work, start + TAG, stream, BLOCK, B - TAG);
+    sealTag(work, start, B, stream);
   }
   for (const stream of streams) stream.fill(0);
   return n === 1 ? work : work.slice(0, B);
@@ -247,17 +265,18 @@ export function sealOutbound(hops: readonly LayerKey[], plaintext: Uint8Array): 
  *
  * @param key - the endpoint's inbound layer key.
  * @param v - the sequence value the endpoint assigns to this cell.
- * @param plaintext - exactly {@link CELL_PLAINTEXT_BYTES} bytes.
- * @throws DeutError (kind `crypto`) on a wrong key length, sequence value or plaintext length.
+ * @param plaintext - the cell plaintext (@deut/wire's CELL_PLAINTEXT_BYTES).
+ * @param maxHops - the most hops a body has room for (@deut/wire's MAX_HOPS).
+ * @throws DeutError (kind `crypto`) on a wrong key length, sequence value, plaintext length or maxHops.
  */
-export function sealInbound(key: Uint8Array, v: number, plaintext: Uint8Array): Uint8Array {
+export function sealInbound(key: Uint8Array, v: number, plaintext: Uint8Array, maxHops: number): Uint8Array {
+  const B = bodyBytesFor(plaintext, maxHops);
   const layer = { key, v };
   checkLayer(layer);
-  checkPlaintext(plaintext);
   if (observingNonceUses()) reportNonceUse('cell-layer', key, nonceFor(v));
-  const work = new Uint8Array(BLOCK + Y_BYTES);
+  const work = new Uint8Array(BLOCK + B - TAG);
   work.set(plaintext, BLOCK);
-  fillRandomBytes(work.subarray(BLOCK + CELL_PLAINTEXT_BYTES));
+  fillRandomBytes(work.subarray(BLOCK + plaintext.length));
   const out = streamFromBlock0(layer, work);
   const y = out.subarray(BLOCK);
   const body = new Uint8Array(B);
@@ -276,13 +295,14 @@ export function sealInbound(key: Uint8Array, v: number, plaintext: Uint8Array): 
  */
 export function addInboundLayer(key: Uint8Array, v: number, body: Uint8Array): Uint8Array {
   checkLayer({ key, v });
-  const out = new Uint8Array(B);
+  checkBody(body);
+  const out = new Uint8Array(body.length);
   addInboundLayerInto(key, v, body, out, 0);
   return out;
 }
 
 /**
- * {@link addInboundLayer} writing into `out[outOffset..+CELL_BODY_BYTES)`, on reused
+ * {@link addInboundLayer} writing into `out[outOffset..+body.length)`, on reused
  * libsodium memory; `out` may hold `body` itself.
  *
  * @throws DeutError (kind `crypto`) on a wrong key length, sequence value or body length,
@@ -291,7 +311,7 @@ export function addInboundLayer(key: Uint8Array, v: number, body: Uint8Array): U
 export function addInboundLayerInto(key: Uint8Array, v: number, body: Uint8Array, out: Uint8Array, outOffset: number, keyOffset = 0): void {
   checkKeyAt(key, keyOffset, v);
   checkBody(body);
-  if (outOffset < 0 || out.length - outOffset < B) throw cryptoError('BAD_CELL_LENGTH', `output must have room for ${B} bytes`);
+  checkRoom(out, outOffset, body.length);
   if (observingNonceUses()) reportNonceUse('cell-layer', key.subarray(keyOffset, keyOffset + LAYER_KEY_BYTES), nonceFor(v));
   xorLayerInto(key, v, 1, body, out, outOffset, keyOffset);
 }
@@ -303,18 +323,20 @@ export function addInboundLayerInto(key: Uint8Array, v: number, body: Uint8Array
  * @param hops - hop 1 first; each relay's inbound key and the v it saw; the last entry is
  *   the endpoint's inbound key and the v it used.
  * @param body - the body as received from hop 1.
+ * @param maxHops - the most hops a body has room for (@deut/wire's MAX_HOPS).
  * @returns the endpoint's plaintext, or null if the tag does not verify (a layer was
  *   tampered with, or a key or v is wrong).
- * @throws DeutError (kind `crypto`) on a bad hop count, key, sequence value or body length.
+ * @throws DeutError (kind `crypto`) on a bad hop count, key, sequence value, body length or maxHops.
  */
-export function openInbound(hops: readonly LayerKey[], body: Uint8Array): Uint8Array | null {
-  checkHops(hops);
+export function openInbound(hops: readonly LayerKey[], body: Uint8Array, maxHops: number): Uint8Array | null {
   checkBody(body);
+  const plaintext = plaintextBytes(body.length, maxHops);
+  checkHops(hops, maxHops);
   const current = body.slice();
   for (let i = 0; i < hops.length - 1; i++) {
     const hop = at(hops, i);
     xorLayerInto(hop.key, hop.v, 1, current, current, 0);
   }
   const last = at(hops, hops.length - 1);
-  return peelLayerInto(last.key, last.v, current, current, 0) ? current.subarray(0, CELL_PLAINTEXT_BYTES) : null;
+  return peelLayerInto(last.key, last.v, current, current, 0) ? current.subarray(0, plaintext) : null;
 }

@@ -12,7 +12,7 @@
  * wrappers pass them to this build.
  */
 import libsodium from 'libsodium-wrappers-sumo';
-import { bugError } from '@deut/common';
+import { cryptoBug } from './errors.js';
 import { chachaNonce } from './aead.js';
 import { observingNonceUses, reportNonceUse } from './nonce-uses.js';
 
@@ -48,7 +48,7 @@ function arena(): RawSodium {
   if (raw === undefined) {
     // Read from the wrapper object itself (as onion.ts does), set once sodium.ready resolved.
     const module = (libsodium as unknown as { libsodium?: RawSodium }).libsodium;
-    if (module?.HEAPU8 === undefined) throw bugError('SODIUM_NOT_READY', 'libsodium used before it was ready');
+    if (module?.HEAPU8 === undefined) throw cryptoBug('SODIUM_NOT_READY', 'libsodium used before it was ready');
     base = module._malloc(BLOCK_BYTES);
     module.HEAPU8.fill(0, base, base + BLOCK_BYTES);
     raw = module;

@@ -5,7 +5,7 @@
  * unloaded module produce wrong bytes.
  */
 import libsodium from 'libsodium-wrappers-sumo';
-import { bugError } from '@deut/common';
+import { cryptoBug } from './errors.js';
 
 /** The libsodium API object, as typed by libsodium-wrappers-sumo. */
 export type Sodium = typeof libsodium;
@@ -30,7 +30,7 @@ export function cryptoReady(): Promise<void> {
  */
 export function sodium(): Sodium {
   if (loaded === undefined) {
-    throw bugError('SODIUM_NOT_READY', 'libsodium used before cryptoReady() resolved');
+    throw cryptoBug('SODIUM_NOT_READY', 'libsodium used before cryptoReady() resolved');
   }
   return loaded;
 }

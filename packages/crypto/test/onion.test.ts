@@ -11,10 +11,6 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import sodium from 'libsodium-wrappers-sumo';
 import { DeutError } from '@deut/common';
 import {
-  CELL_BODY_BYTES,
-  CELL_PLAINTEXT_BYTES,
-  LAYER_TAG_BYTES,
-  MAX_HOPS,
   addInboundLayer,
   openInbound,
   openOutbound,
@@ -28,7 +24,16 @@ await sodium.ready;
 
 const ROOT = new URL('../../../../', import.meta.url);
 const VECTORS_URL = new URL('test/vectors/onion.json', ROOT);
-const B = CELL_BODY_BYTES;
+/**
+ * The cell geometry the tunnel layer passes in from @deut/wire (PROTOCOL.md §5.1, §10):
+ * fixed here, since the checked-in vectors are of it and this package does not import wire.
+ */
+const MAX_HOPS = 7;
+const LAYER_TAG_BYTES = 16;
+const B = 1160;
+const CELL_PLAINTEXT_BYTES = B - LAYER_TAG_BYTES * MAX_HOPS;
+/** Longest body the scratch memory takes (1280 bytes, less keystream block 0). */
+const MAX_BODY_BYTES = 1280 - 64;
 
 const hex = (bytes: Uint8Array): string => Buffer.from(bytes).toString('hex');
 const unhex = (s: string): Uint8Array => Uint8Array.from(Buffer.from(s, 'hex'));
@@ -53,7 +58,7 @@ function flipBit(body: Uint8Array, bit: number): Uint8Array {
 
 /** X_1 .. X_n and the endpoint's peel result, checking each hop's tag on the way. */
 function outboundBodies(hops: readonly LayerKey[], plaintext: Uint8Array): { bodies: Uint8Array[]; last: Uint8Array } {
-  const bodies = [sealOutbound(hops, plaintext)];
+  const bodies = [sealOutbound(hops, plaintext, MAX_HOPS)];
   let last: Uint8Array | null = null;
   for (const [i, hop] of hops.entries()) {
     const body = bodies[i];
@@ -73,7 +78,7 @@ function outboundBodies(hops: readonly LayerKey[], plaintext: Uint8Array): { bod
 function inboundBodies(hops: readonly LayerKey[], plaintext: Uint8Array, sealed?: Uint8Array): Uint8Array[] {
   const endpoint = hops[hops.length - 1];
   assert.ok(endpoint !== undefined);
-  const bodies = [sealed ?? sealInbound(endpoint.key, endpoint.v, plaintext)];
+  const bodies = [sealed ?? sealInbound(endpoint.key, endpoint.v, plaintext, MAX_HOPS)];
   for (let i = hops.length - 2; i >= 0; i--) {
     const hop = hops[i];
     const body = bodies[bodies.length - 1];
@@ -84,11 +89,17 @@ function inboundBodies(hops: readonly LayerKey[], plaintext: Uint8Array, sealed?
   return bodies;
 }
 
-test('onion - constants', () => {
-  assert.equal(CELL_BODY_BYTES, 1160);
-  assert.equal(LAYER_TAG_BYTES, 16);
-  assert.equal(MAX_HOPS, 7);
+test('onion - the geometry comes from the caller: body = plaintext + one tag per possible hop', () => {
   assert.equal(CELL_PLAINTEXT_BYTES, 1048);
+  for (const n of [1, 4, MAX_HOPS]) assert.equal(sealOutbound(randomHops(n), randomPlaintext(), MAX_HOPS).length, B);
+  assert.equal(sealInbound(sodium.randombytes_buf(32), 0, randomPlaintext(), MAX_HOPS).length, B);
+  // Another geometry works the same way: three possible hops, a 100-byte plaintext.
+  const hops = randomHops(3);
+  const small = sodium.randombytes_buf(100);
+  let body = sealOutbound(hops, small, 3);
+  assert.equal(body.length, 100 + 3 * LAYER_TAG_BYTES);
+  for (const hop of hops.slice(0, -1)) body = peelOutbound(hop.key, hop.v, body) ?? new Uint8Array(0);
+  assert.deepEqual(openOutbound(hops[2]!.key, hops[2]!.v, body, 3), small);
 });
 
 test('onion - outbound round trip for 1 to 7 hops', () => {
@@ -102,7 +113,7 @@ test('onion - outbound round trip for 1 to 7 hops', () => {
       const endpoint = hops[n - 1];
       const endpointBody = bodies[n - 1];
       assert.ok(endpoint !== undefined && endpointBody !== undefined);
-      assert.deepEqual(openOutbound(endpoint.key, endpoint.v, endpointBody), plaintext);
+      assert.deepEqual(openOutbound(endpoint.key, endpoint.v, endpointBody, MAX_HOPS), plaintext);
     }
   }
 });
@@ -116,7 +127,7 @@ test('onion - inbound round trip for 1 to 7 hops', () => {
       assert.equal(bodies.length, n);
       const received = bodies[bodies.length - 1];
       assert.ok(received !== undefined);
-      const opened = openInbound(hops, received);
+      const opened = openInbound(hops, received, MAX_HOPS);
       assert.ok(opened !== null);
       assert.deepEqual(opened, plaintext);
     }
@@ -180,18 +191,18 @@ test('onion - wrong sequence value or key is refused', () => {
   const last = hops[2];
   const lastBody = bodies[2];
   assert.ok(last !== undefined && lastBody !== undefined);
-  assert.equal(openOutbound(last.key, last.v + 1, lastBody), null);
+  assert.equal(openOutbound(last.key, last.v + 1, lastBody, MAX_HOPS), null);
 
   const inbound = inboundBodies(hops, plaintext);
   const received = inbound[inbound.length - 1];
   assert.ok(received !== undefined);
   for (let i = 0; i < hops.length; i++) {
     const wrong = hops.map((h, j) => (j === i ? { key: h.key, v: h.v + 1 } : h));
-    assert.equal(openInbound(wrong, received), null, `wrong v at inbound hop ${i + 1}`);
+    assert.equal(openInbound(wrong, received, MAX_HOPS), null, `wrong v at inbound hop ${i + 1}`);
   }
   // Dropping a relay's layer or adding one too many fails as well.
-  assert.equal(openInbound(hops.slice(1), received), null);
-  assert.equal(openInbound([...randomHops(1), ...hops], received), null);
+  assert.equal(openInbound(hops.slice(1), received, MAX_HOPS), null);
+  assert.equal(openInbound([...randomHops(1), ...hops], received, MAX_HOPS), null);
 });
 
 test('onion - a bit flipped anywhere inbound is caught by the master', () => {
@@ -199,7 +210,7 @@ test('onion - a bit flipped anywhere inbound is caught by the master', () => {
   const plaintext = randomPlaintext();
   const endpoint = hops[hops.length - 1];
   assert.ok(endpoint !== undefined);
-  const sealed = sealInbound(endpoint.key, endpoint.v, plaintext);
+  const sealed = sealInbound(endpoint.key, endpoint.v, plaintext, MAX_HOPS);
   // Tamper with the body leaving the endpoint (position 0) or any relay (positions 1..n-1).
   for (let position = 0; position < hops.length; position++) {
     const bodies = inboundBodies(hops, plaintext, sealed);
@@ -211,7 +222,7 @@ test('onion - a bit flipped anywhere inbound is caught by the master', () => {
         assert.ok(hop !== undefined);
         body = addInboundLayer(hop.key, hop.v, body);
       }
-      assert.equal(openInbound(hops, body), null, `position ${position}, bit ${bit}`);
+      assert.equal(openInbound(hops, body, MAX_HOPS), null, `position ${position}, bit ${bit}`);
     }
   }
 });
@@ -266,7 +277,7 @@ test('onion - layers follow the spec formulas (recomputed independently)', () =>
     const { otk, s } = referenceKeystream(key, v);
     // Outbound, one hop: T = MAC(otk, Y), peel = (Y ‖ 0^16) XOR S, plaintext in front.
     const plaintext = randomPlaintext();
-    const body = sealOutbound([{ key, v }], plaintext);
+    const body = sealOutbound([{ key, v }], plaintext, MAX_HOPS);
     const y = body.subarray(LAYER_TAG_BYTES);
     assert.deepEqual(body.subarray(0, LAYER_TAG_BYTES), sodium.crypto_onetimeauth(y, otk));
     const expected = new Uint8Array(B);
@@ -277,7 +288,7 @@ test('onion - layers follow the spec formulas (recomputed independently)', () =>
     // Inbound: a relay layer is body XOR S.
     const layered = addInboundLayer(key, v, body);
     for (let i = 0; i < B; i++) assert.equal(layered[i], (body[i] ?? 0) ^ (s[i] ?? 0));
-    const sealed = sealInbound(key, v, plaintext);
+    const sealed = sealInbound(key, v, plaintext, MAX_HOPS);
     const ys = sealed.subarray(LAYER_TAG_BYTES);
     assert.deepEqual(sealed.subarray(0, LAYER_TAG_BYTES), sodium.crypto_onetimeauth(ys, otk));
     for (let i = 0; i < CELL_PLAINTEXT_BYTES; i++) assert.equal((ys[i] ?? 0) ^ (s[i] ?? 0), plaintext[i]);
@@ -293,16 +304,20 @@ test('onion - bad arguments throw crypto errors', () => {
   for (const v of [-1, 1.5, 2 ** 53, Number.NaN, Number.POSITIVE_INFINITY]) {
     assert.throws(() => peelOutbound(key, v, body), code('BAD_SEQUENCE'), `v = ${v}`);
   }
-  assert.throws(() => peelOutbound(key, 0, new Uint8Array(B - 1)), code('BAD_CELL_LENGTH'));
-  assert.throws(() => openOutbound(key, 0, new Uint8Array(B + 1)), code('BAD_CELL_LENGTH'));
+  // Sizes come from the buffers: too short to carry a tag, or longer than the scratch memory.
+  assert.throws(() => peelOutbound(key, 0, new Uint8Array(LAYER_TAG_BYTES)), code('BAD_CELL_LENGTH'));
+  assert.throws(() => peelOutbound(key, 0, new Uint8Array(MAX_BODY_BYTES + 1)), code('BAD_CELL_LENGTH'));
+  assert.throws(() => openOutbound(key, 0, new Uint8Array(LAYER_TAG_BYTES * MAX_HOPS), MAX_HOPS), code('BAD_CELL_LENGTH'));
   assert.throws(() => addInboundLayer(key, 0, new Uint8Array(0)), code('BAD_CELL_LENGTH'));
-  assert.throws(() => openInbound([{ key, v: 0 }], new Uint8Array(B - 16)), code('BAD_CELL_LENGTH'));
-  assert.throws(() => sealOutbound([], plaintext), code('BAD_HOP_COUNT'));
-  assert.throws(() => sealOutbound(randomHops(MAX_HOPS + 1), plaintext), code('BAD_HOP_COUNT'));
-  assert.throws(() => openInbound([], body), code('BAD_HOP_COUNT'));
-  assert.throws(() => sealOutbound([{ key, v: 0 }], new Uint8Array(CELL_PLAINTEXT_BYTES + 1)), code('BAD_PLAINTEXT_LENGTH'));
-  assert.throws(() => sealInbound(key, 0, new Uint8Array(10)), code('BAD_PLAINTEXT_LENGTH'));
-  assert.throws(() => sealOutbound([{ key, v: 0 }, { key: new Uint8Array(16), v: 1 }], plaintext), code('BAD_KEY_LENGTH'));
+  assert.throws(() => openInbound([{ key, v: 0 }], new Uint8Array(MAX_BODY_BYTES + 16), MAX_HOPS), code('BAD_CELL_LENGTH'));
+  assert.throws(() => sealOutbound([], plaintext, MAX_HOPS), code('BAD_HOP_COUNT'));
+  assert.throws(() => sealOutbound(randomHops(MAX_HOPS + 1), plaintext, MAX_HOPS), code('BAD_HOP_COUNT'));
+  assert.throws(() => openInbound([], body, MAX_HOPS), code('BAD_HOP_COUNT'));
+  assert.throws(() => sealOutbound([{ key, v: 0 }], new Uint8Array(MAX_BODY_BYTES - LAYER_TAG_BYTES * MAX_HOPS + 1), MAX_HOPS), code('BAD_PLAINTEXT_LENGTH'));
+  assert.throws(() => sealInbound(key, 0, new Uint8Array(0), MAX_HOPS), code('BAD_PLAINTEXT_LENGTH'));
+  assert.throws(() => sealOutbound([{ key, v: 0 }], plaintext, 0), code('BAD_HOP_COUNT'));
+  assert.throws(() => openOutbound(key, 0, body, 1.5), code('BAD_HOP_COUNT'));
+  assert.throws(() => sealOutbound([{ key, v: 0 }, { key: new Uint8Array(16), v: 1 }], plaintext, MAX_HOPS), code('BAD_KEY_LENGTH'));
 });
 
 // --- Checked-in vectors ------------------------------------------------------------------
@@ -383,7 +398,7 @@ test('onion - checked-in vectors', () => {
   for (const v of vectors.outbound) {
     const hops = fromHopVectors(v.hops);
     const plaintext = unhex(v.plaintext);
-    if (hops.length === MAX_HOPS) assert.equal(hex(sealOutbound(hops, plaintext)), v.bodies[0]);
+    if (hops.length === MAX_HOPS) assert.equal(hex(sealOutbound(hops, plaintext, MAX_HOPS)), v.bodies[0]);
     for (const [i, hop] of hops.entries()) {
       const body = v.bodies[i];
       assert.ok(body !== undefined);
@@ -394,7 +409,7 @@ test('onion - checked-in vectors', () => {
     const endpoint = hops[hops.length - 1];
     const endpointBody = v.bodies[hops.length - 1];
     assert.ok(endpoint !== undefined && endpointBody !== undefined);
-    const opened = openOutbound(endpoint.key, endpoint.v, unhex(endpointBody));
+    const opened = openOutbound(endpoint.key, endpoint.v, unhex(endpointBody), MAX_HOPS);
     assert.ok(opened !== null);
     assert.equal(hex(opened), v.plaintext);
   }
@@ -404,7 +419,7 @@ test('onion - checked-in vectors', () => {
     const received = v.bodies[v.bodies.length - 1];
     assert.ok(sealed !== undefined && received !== undefined);
     assert.deepEqual(inboundBodies(hops, unhex(v.plaintext), unhex(sealed)).map(hex), v.bodies);
-    const opened = openInbound(hops, unhex(received));
+    const opened = openInbound(hops, unhex(received), MAX_HOPS);
     assert.ok(opened !== null);
     assert.equal(hex(opened), v.plaintext);
   }
@@ -421,14 +436,14 @@ test('onion - rates (3 hops)', () => {
   const first = hops[0];
   const endpoint = hops[2];
   assert.ok(first !== undefined && endpoint !== undefined);
-  const body = sealOutbound(hops, plaintext);
-  const sealed = sealInbound(endpoint.key, endpoint.v, plaintext);
+  const body = sealOutbound(hops, plaintext, MAX_HOPS);
+  const sealed = sealInbound(endpoint.key, endpoint.v, plaintext, MAX_HOPS);
   const received = inboundBodies(hops, plaintext, sealed)[2] ?? sealed;
-  const seal = rate(5000, () => sealOutbound(hops, plaintext));
+  const seal = rate(5000, () => sealOutbound(hops, plaintext, MAX_HOPS));
   const peel = rate(20000, () => peelOutbound(first.key, first.v, body));
-  const sealIn = rate(20000, () => sealInbound(endpoint.key, endpoint.v, plaintext));
+  const sealIn = rate(20000, () => sealInbound(endpoint.key, endpoint.v, plaintext, MAX_HOPS));
   const layer = rate(20000, () => addInboundLayer(first.key, first.v, body));
-  const open = rate(5000, () => openInbound(hops, received));
+  const open = rate(5000, () => openInbound(hops, received, MAX_HOPS));
   console.log(
     `onion rates: sealOutbound(3 hops) ${seal.toFixed(0)}/s, peelOutbound ${peel.toFixed(0)}/s, ` +
       `sealInbound ${sealIn.toFixed(0)}/s, addInboundLayer ${layer.toFixed(0)}/s, openInbound(3 hops) ${open.toFixed(0)}/s`,

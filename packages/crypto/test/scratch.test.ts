@@ -5,7 +5,12 @@ import assert from 'node:assert/strict';
 import { randomBytes, toHex } from '../src/bytes.js';
 import { chachaOpen, chachaSeal } from '../src/aead.js';
 import { headerMask } from '../src/header-protection.js';
-import { addInboundLayer, addInboundLayerInto, peelOutbound, peelOutboundInto, sealOutbound, CELL_BODY_BYTES, CELL_PLAINTEXT_BYTES } from '../src/onion.js';
+import { addInboundLayer, addInboundLayerInto, peelOutbound, peelOutboundInto, sealOutbound } from '../src/onion.js';
+
+/** The cell geometry @deut/wire gives the tunnel layer (PROTOCOL.md §5.1). */
+const MAX_HOPS = 7;
+const CELL_BODY_BYTES = 1160;
+const CELL_PLAINTEXT_BYTES = CELL_BODY_BYTES - 16 * MAX_HOPS;
 import { chachaOpenInto, chachaSealInto, macInto, wipeScratch, xorHeaderMask } from '../src/scratch.js';
 import { cryptoReady, sodium } from '../src/sodium.js';
 
@@ -59,7 +64,7 @@ test('scratch - onion layers into a buffer, with keys at an offset, equal the al
   const keys = randomBytes(64);
   const outbound = keys.subarray(0, 32);
   const inbound = keys.subarray(32);
-  const body = sealOutbound([{ key: outbound, v: 5 }, { key: randomBytes(32), v: 9 }], randomBytes(CELL_PLAINTEXT_BYTES));
+  const body = sealOutbound([{ key: outbound, v: 5 }, { key: randomBytes(32), v: 9 }], randomBytes(CELL_PLAINTEXT_BYTES), MAX_HOPS);
   const out = new Uint8Array(CELL_BODY_BYTES + 13);
   assert.ok(peelOutboundInto(keys, 5, body, out, 13, 0));
   assert.equal(toHex(out.subarray(13)), toHex(peelOutbound(outbound, 5, body)!));

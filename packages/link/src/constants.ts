@@ -28,6 +28,10 @@ export const HANDSHAKE_PENDING_MS = 5000;
  * can stop it; nothing else would reach it, since it sends nothing on an unconfirmed session.
  */
 export const HANDSHAKE_RETRANSMIT_SPAN_MS = Array.from({ length: HANDSHAKE_ATTEMPTS }, (_, i) => handshakeRetryDelayMs(i + 1)).reduce((sum, wait) => sum + wait, 0);
+/** How long one cookie secret is used; the previous one is still accepted (PROTOCOL.md §3.3, WireGuard: 2 min). */
+export const COOKIE_SECRET_MS = 120_000;
+/** Bytes of a cookie secret, a BLAKE2b key. */
+export const COOKIE_SECRET_BYTES = 32;
 /** Global cap on half-open responder handshakes. */
 export const MAX_PENDING_HANDSHAKES = 1024;
 /** A session older than this is rekeyed by whichever side next sends on it. */

@@ -1,9 +1,9 @@
 /**
  * The link handshake on the wire (PROTOCOL.md §3.2-§3.3): Noise XX whose ephemeral keys
  * travel as Elligator2 representatives, padded to one datagram size and closed by mac1.
- * Pure computation, no I/O or timers: the link runtime (link.ts) drives these objects.
+ * Pure computation, no I/O or timers: the link runtime (peer-handshakes.ts) drives these
+ * objects. Where each field sits in the datagram is @deut/wire's handshake-datagram.ts.
  */
-import { ProtocolError } from '@deut/common';
 import {
   NoiseHandshake,
   constantTimeEqual,
@@ -15,22 +15,27 @@ import {
   zero,
   type KeyPair,
 } from '@deut/crypto';
-import { DATAGRAM_BYTES, HANDSHAKE_PAYLOAD_BYTES, decodeHandshakePayload, encodeHandshakePayload, type HandshakePayload } from '@deut/wire';
-import { MAC2_OFFSET, computeMac2, openCookieReply } from './cookie.js';
+import {
+  DATAGRAM_BYTES,
+  MAC1_OFFSET,
+  MAC2_OFFSET,
+  MSG1_NOISE_BYTES,
+  MSG2_NOISE_BYTES,
+  MSG3_NOISE_BYTES,
+  decodeHandshakePayload,
+  encodeHandshakePayload,
+  mac1Field,
+  mac1Input,
+  representativeField,
+  type HandshakePayload,
+} from '@deut/wire';
+import { computeMac2, openCookieReply } from './cookie.js';
+import { handshakeError } from './errors.js';
 import type { SessionKeys } from './session.js';
+import { msg2Mac1Key, msg3Mac1Key, openMac1Key, responderMac1Key } from './mac-keys.js';
 
 const PROLOGUE = new TextEncoder().encode('deut/1 link');
-const KEY_BYTES = 32;
-const TAG_BYTES = 16;
-const MAC1_BYTES = 16;
-const MAC1_OFFSET = DATAGRAM_BYTES - MAC1_BYTES;
-const ZERO_KEY = new Uint8Array(32);
 const EMPTY = new Uint8Array(0);
-
-/** Noise bytes at the start of each handshake datagram: msg1 `e`, msg2 `e,ee,s,es`+payload, msg3 `s,se`+payload. */
-const MSG1_NOISE_BYTES = KEY_BYTES;
-const MSG2_NOISE_BYTES = KEY_BYTES + KEY_BYTES + TAG_BYTES + HANDSHAKE_PAYLOAD_BYTES + TAG_BYTES;
-const MSG3_NOISE_BYTES = KEY_BYTES + TAG_BYTES + HANDSHAKE_PAYLOAD_BYTES + TAG_BYTES;
 
 /** The result of a completed handshake, on either side. */
 export interface HandshakeOutcome {
@@ -44,30 +49,20 @@ export interface HandshakeOutcome {
   readonly initiator: boolean;
 }
 
-/** mac1 key for msg1 addressed to a responder whose static key the initiator knows. */
-export function responderMac1Key(responderStatic: Uint8Array): Uint8Array {
-  return deriveKey('deut/1 mac1 responder', ZERO_KEY, responderStatic);
-}
-
-/** mac1 key for msg1 on first contact; public by design (PROTOCOL.md §3.3). */
-export function openMac1Key(): Uint8Array {
-  return deriveKey('deut/1 mac1 open', ZERO_KEY);
-}
-
 /** true if the datagram's trailing mac1 verifies under `key`. One BLAKE2b, no allocation of state. */
 export function mac1Matches(datagram: Uint8Array, key: Uint8Array): boolean {
   if (datagram.length !== DATAGRAM_BYTES) return false;
-  return constantTimeEqual(mac16(key, datagram.subarray(0, MAC1_OFFSET)), datagram.subarray(MAC1_OFFSET));
+  return constantTimeEqual(mac16(key, mac1Input(datagram)), mac1Field(datagram));
 }
 
 /** The ephemeral representative that starts msg1: the same in every retransmission of one handshake. */
 export function msg1Ephemeral(datagram: Uint8Array): string {
-  return Buffer.from(datagram.subarray(0, KEY_BYTES)).toString('hex');
+  return Buffer.from(representativeField(datagram)).toString('hex');
 }
 
 /** The last 16 bytes (mac1) identify a handshake datagram well enough to spot retransmissions. */
 export function handshakeFingerprint(datagram: Uint8Array): string {
-  return Buffer.from(datagram.subarray(MAC1_OFFSET)).toString('hex');
+  return Buffer.from(mac1Field(datagram)).toString('hex');
 }
 
 /** Noise bytes, random padding, then (msg1 under load) mac2 over what precedes it, then mac1. */
@@ -76,21 +71,21 @@ function seal(noiseBytes: Uint8Array, mac1Key: Uint8Array, cookie?: Uint8Array):
   datagram.set(noiseBytes);
   datagram.set(randomBytes(MAC1_OFFSET - noiseBytes.length), noiseBytes.length);
   if (cookie !== undefined) datagram.set(computeMac2(cookie, datagram), MAC2_OFFSET);
-  datagram.set(mac16(mac1Key, datagram.subarray(0, MAC1_OFFSET)), MAC1_OFFSET);
+  datagram.set(mac16(mac1Key, mac1Input(datagram)), MAC1_OFFSET);
   return datagram;
 }
 
 /** Copies the first `length` bytes with the leading representative replaced by its public key. */
 function revealEphemeral(datagram: Uint8Array, length: number): Uint8Array {
   const message = datagram.slice(0, length);
-  message.set(representativeToPublicKey(message.subarray(0, KEY_BYTES)), 0);
+  message.set(representativeToPublicKey(representativeField(message)), 0);
   return message;
 }
 
 function negotiateVersion(own: HandshakePayload, remote: HandshakePayload): number {
   const version = Math.min(own.maxVersion, remote.maxVersion);
   if (version < Math.max(own.minVersion, remote.minVersion)) {
-    throw new ProtocolError('HANDSHAKE_VERSION', `no common link version (ours ${own.minVersion}..${own.maxVersion}, theirs ${remote.minVersion}..${remote.maxVersion})`);
+    throw handshakeError('HANDSHAKE_VERSION', `no common link version (ours ${own.minVersion}..${own.maxVersion}, theirs ${remote.minVersion}..${remote.maxVersion})`);
   }
   return version;
 }
@@ -101,7 +96,7 @@ function readPayload(noise: NoiseHandshake, message: Uint8Array): HandshakePaylo
 
 function outcome(noise: NoiseHandshake, own: HandshakePayload, remotePayload: HandshakePayload, initiator: boolean): HandshakeOutcome {
   const remoteStatic = noise.remoteStaticKey;
-  if (remoteStatic === null) throw new ProtocolError('HANDSHAKE_STATE', 'handshake finished without a remote static key');
+  if (remoteStatic === null) throw handshakeError('HANDSHAKE_STATE', 'handshake finished without a remote static key');
   const version = negotiateVersion(own, remotePayload);
   const sessionId = Buffer.from(deriveKey('deut/1 session id', noise.handshakeHash, EMPTY, 16)).toString('hex');
   const { initiatorToResponder: i2r, responderToInitiator: r2i } = noise.split();
@@ -151,9 +146,9 @@ export class InitiatorHandshake {
     this.#noise = new NoiseHandshake({ pattern: 'XX', initiator: true, prologue: PROLOGUE, staticKeyPair: identity, ephemeralKeyPair: ephemeral.keyPair });
     const message = this.#noise.writeMessage(EMPTY);
     message.set(ephemeral.representative, 0);
-    this.#msg2Mac1Key = deriveKey('deut/1 mac1 msg2', ZERO_KEY, ephemeral.keyPair.publicKey);
+    this.#msg2Mac1Key = msg2Mac1Key(ephemeral.keyPair.publicKey);
     this.#message = message;
-    this.representative = message.slice(0, KEY_BYTES);
+    this.representative = representativeField(message).slice();
     this.#mac1Key = responderStatic === undefined ? openKey : responderMac1Key(responderStatic);
     this.#openKey = responderStatic === undefined ? undefined : openKey;
     this.msg1 = seal(message, this.#mac1Key);
@@ -187,16 +182,16 @@ export class InitiatorHandshake {
     this.#remotePayload = readPayload(this.#noise, message);
     negotiateVersion(this.#payload, this.#remotePayload);
     const remoteStatic = this.#noise.remoteStaticKey;
-    if (remoteStatic === null) throw new ProtocolError('HANDSHAKE_STATE', 'msg2 carried no static key');
+    if (remoteStatic === null) throw handshakeError('HANDSHAKE_STATE', 'msg2 carried no static key');
     return { remoteStatic: remoteStatic.slice(), remotePayload: this.#remotePayload };
   }
 
   /** Writes msg3 and finishes. Call only after readMsg2 and the caller's key check. */
   writeMsg3(): { msg3: Uint8Array; outcome: HandshakeOutcome } {
-    if (this.#remotePayload === undefined) throw new ProtocolError('HANDSHAKE_STATE', 'msg3 before msg2');
+    if (this.#remotePayload === undefined) throw handshakeError('HANDSHAKE_STATE', 'msg3 before msg2');
     const remoteEphemeral = this.#noise.remoteEphemeralKey;
-    if (remoteEphemeral === null) throw new ProtocolError('HANDSHAKE_STATE', 'no remote ephemeral key');
-    const mac1Key = deriveKey('deut/1 mac1 msg3', ZERO_KEY, remoteEphemeral);
+    if (remoteEphemeral === null) throw handshakeError('HANDSHAKE_STATE', 'no remote ephemeral key');
+    const mac1Key = msg3Mac1Key(remoteEphemeral);
     const message = this.#noise.writeMessage(encodeHandshakePayload(this.#payload));
     const msg3 = seal(message, mac1Key);
     return { msg3, outcome: outcome(this.#noise, this.#payload, this.#remotePayload, true) };
@@ -223,8 +218,8 @@ export class ResponderHandshake {
     this.#noise.readMessage(first);
     const message = this.#noise.writeMessage(encodeHandshakePayload(payload));
     message.set(ephemeral.representative, 0);
-    this.msg2 = seal(message, deriveKey('deut/1 mac1 msg2', ZERO_KEY, first));
-    this.#msg3Mac1Key = deriveKey('deut/1 mac1 msg3', ZERO_KEY, ephemeral.keyPair.publicKey);
+    this.msg2 = seal(message, msg2Mac1Key(first));
+    this.#msg3Mac1Key = msg3Mac1Key(ephemeral.keyPair.publicKey);
   }
 
   /** true if `datagram` carries msg3 of this handshake. */

@@ -4,9 +4,9 @@
  * refused by the link layer; this store only remembers and persists.
  */
 import { closeSync, fsyncSync, openSync, readFileSync, renameSync, writeSync } from 'node:fs';
-import { configError, parseAddress } from '@deut/common';
-
-const KEY_BYTES = 32;
+import { parseAddress } from '@deut/common';
+import { PUBLIC_KEY_BYTES } from '@deut/wire';
+import { knownPeersError } from './errors.js';
 
 /** Pinned keys by canonical address string (`addressKey()`). */
 export class KnownPeers {
@@ -31,7 +31,7 @@ export class KnownPeers {
       text = readFileSync(path, 'utf8');
     } catch (error) {
       if ((error as NodeJS.ErrnoException).code === 'ENOENT') return store;
-      throw configError('KNOWN_PEERS_UNREADABLE', `cannot read known peers file ${path}: ${(error as Error).message}`);
+      throw knownPeersError('KNOWN_PEERS_UNREADABLE', `cannot read known peers file ${path}: ${(error as Error).message}`);
     }
     text.split('\n').forEach((raw, index) => {
       const line = raw.trim();
@@ -47,8 +47,8 @@ export class KnownPeers {
       } catch {
         canonical = undefined;
       }
-      if (canonical === undefined || bytes?.length !== KEY_BYTES || extra !== undefined) {
-        throw configError('KNOWN_PEERS_MALFORMED', `${path}:${index + 1}: expected "host:port base64-key"`);
+      if (canonical === undefined || bytes?.length !== PUBLIC_KEY_BYTES || extra !== undefined) {
+        throw knownPeersError('KNOWN_PEERS_MALFORMED', `${path}:${index + 1}: expected "host:port base64-key"`);
       }
       store.#pins.set(canonical, new Uint8Array(bytes));
     });
@@ -67,7 +67,7 @@ export class KnownPeers {
 
   /** Pins `key` for `address` and persists the file (atomically: temp file, fsync, rename). */
   pin(address: string, key: Uint8Array): void {
-    if (key.length !== KEY_BYTES) throw configError('BAD_KEY_LENGTH', 'a pinned key has 32 bytes');
+    if (key.length !== PUBLIC_KEY_BYTES) throw knownPeersError('BAD_KEY_LENGTH', `a pinned key has ${PUBLIC_KEY_BYTES} bytes`);
     this.#pins.set(address, key.slice());
     this.#save();
   }

@@ -1,15 +1,22 @@
 /**
  * One link session's data datagrams (PROTOCOL.md §3.4): ChaCha20-Poly1305 with an explicit
- * counter, the counter hidden by header protection, and an RFC 6479 replay window.
+ * counter, the counter hidden by header protection, and an RFC 6479 replay window. The
+ * datagram's layout (counter field, sample, frame) is @deut/wire's data-datagram.ts.
  */
 import { ReplayWindow, type UdpAddress } from '@deut/common';
 import { chachaOpenInto, chachaSealInto, xorHeaderMask } from '@deut/crypto';
-import { DATAGRAM_BYTES, LINK_FRAME_BYTES } from '@deut/wire';
+import {
+  DATAGRAM_BYTES,
+  LINK_COUNTER_BYTES,
+  LINK_FRAME_BYTES,
+  linkCiphertext,
+  linkCounterField,
+  linkFrameOf,
+  linkSample,
+  readLinkCounter,
+  writeLinkCounter,
+} from '@deut/wire';
 import { LINK_REPLAY_WINDOW, REJECT_AFTER_MESSAGES } from './constants.js';
-
-const COUNTER_BYTES = 8;
-const SAMPLE_END = COUNTER_BYTES + 16;
-const TWO_32 = 0x1_0000_0000;
 
 /** Directional keys of a session, derived from the Noise split (PROTOCOL.md §3.3). */
 export interface SessionKeys {
@@ -22,19 +29,12 @@ export interface SessionKeys {
 /** Why `open` refused a datagram. */
 export type OpenFailure = 'replay' | 'decrypt';
 
-function writeCounter(out: Uint8Array, counter: number): void {
-  const view = new DataView(out.buffer, out.byteOffset, COUNTER_BYTES);
-  view.setUint32(0, counter % TWO_32, true);
-  view.setUint32(4, Math.floor(counter / TWO_32), true);
-}
-
 /** Keys, counter and replay window of one established session with one peer. */
 export class LinkSession {
   readonly #keys: SessionKeys;
   readonly #window = new ReplayWindow(LINK_REPLAY_WINDOW);
   /** The unmasked header of the datagram being opened (open is synchronous). */
-  readonly #header = new Uint8Array(COUNTER_BYTES);
-  readonly #headerView = new DataView(this.#header.buffer);
+  readonly #header = new Uint8Array(LINK_COUNTER_BYTES);
   #sent = 0;
   #received = 0;
   /** Initiator: false until the responder proves it has the keys (PROTOCOL.md §3.3). */
@@ -74,12 +74,12 @@ export class LinkSession {
    * cipher runs on reused libsodium memory (@deut/crypto scratch), the hot path of every hop.
    */
   seal(frame: Uint8Array): Uint8Array {
-    if (frame.length !== LINK_FRAME_BYTES) throw new RangeError('link frame must be 1176 bytes');
+    if (frame.length !== LINK_FRAME_BYTES) throw new RangeError(`link frame must be ${LINK_FRAME_BYTES} bytes`);
     const counter = this.#sent++;
     const datagram = new Uint8Array(DATAGRAM_BYTES);
-    writeCounter(datagram, counter);
-    chachaSealInto(this.#keys.sendKey, counter, frame, datagram.subarray(0, COUNTER_BYTES), datagram, COUNTER_BYTES);
-    xorHeaderMask(this.#keys.sendHp, datagram.subarray(COUNTER_BYTES, SAMPLE_END), datagram, 0);
+    writeLinkCounter(datagram, counter);
+    chachaSealInto(this.#keys.sendKey, counter, frame, linkCounterField(datagram), datagram, LINK_COUNTER_BYTES);
+    xorHeaderMask(this.#keys.sendHp, linkSample(datagram), datagram, 0);
     return datagram;
   }
 
@@ -90,17 +90,16 @@ export class LinkSession {
    */
   open(datagram: Uint8Array): Uint8Array | OpenFailure {
     const header = this.#header;
-    header.set(datagram.subarray(0, COUNTER_BYTES));
-    xorHeaderMask(this.#keys.receiveHp, datagram.subarray(COUNTER_BYTES, SAMPLE_END), header, 0);
-    const high = this.#headerView.getUint32(4, true);
+    header.set(linkCounterField(datagram));
+    xorHeaderMask(this.#keys.receiveHp, linkSample(datagram), header, 0);
+    const counter = readLinkCounter(header);
     // Counters stay far below 2^53; a larger one is a datagram of another session or junk.
-    if (high >= 0x20_0000) return 'decrypt';
-    const counter = high * TWO_32 + this.#headerView.getUint32(0, true);
+    if (counter < 0) return 'decrypt';
     if (!this.#window.check(counter)) return 'replay';
-    if (!chachaOpenInto(this.#keys.receiveKey, counter, datagram.subarray(COUNTER_BYTES), header, datagram, COUNTER_BYTES)) return 'decrypt';
+    if (!chachaOpenInto(this.#keys.receiveKey, counter, linkCiphertext(datagram), header, datagram, LINK_COUNTER_BYTES)) return 'decrypt';
     datagram.set(header, 0);
     this.#window.mark(counter);
     this.#received++;
-    return datagram.subarray(COUNTER_BYTES, COUNTER_BYTES + LINK_FRAME_BYTES);
+    return linkFrameOf(datagram);
   }
 }

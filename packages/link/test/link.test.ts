@@ -7,7 +7,7 @@ import { ManualClock, addressKey } from '@deut/common';
 import { cryptoReady, generateKeyPair, randomBytes } from '@deut/crypto';
 import { openSocketCount } from '@deut/transport';
 import { DATAGRAM_BYTES } from '@deut/wire';
-import { HANDSHAKE_ATTEMPTS, HANDSHAKE_RETRANSMIT_SPAN_MS, KnownPeers, handshakeRetryDelayMs, type Link } from '../src/index.js';
+import { HANDSHAKE_ATTEMPTS, HANDSHAKE_RETRANSMIT_SPAN_MS, KnownPeers, handshakeRetryDelayMs, type Link, type LinkCounter } from '../src/index.js';
 import { InitiatorHandshake } from '../src/handshake.js';
 import { ControlledSocket, advanceClock, collectGarbage, createNetwork, holdEventLoopOpen, withClockedPair, withConnectedPair, flush, startNode, until, type TestNode, type TransportName } from './helpers.js';
 
@@ -129,7 +129,7 @@ describe('link security', () => {
     const held = b.socket.held.splice(0).map((h) => h.data);
     const from = a.link.address;
     const before = b.link.stats().counters;
-    const count = (k: string): number => (b.link.stats().counters[k] ?? 0) - (before[k] ?? 0);
+    const count = (k: LinkCounter): number => (b.link.stats().counters[k] ?? 0) - (before[k] ?? 0);
 
     const flipped = held[8]!.slice();
     flipped[600]! ^= 0x01;
@@ -364,7 +364,7 @@ describe('link lifecycle', () => {
       a.link.on('unreachable', (e) => lost.push(addressKey(e.address)));
       await a.link.connect(b.link.address);
       await flush();
-      const counter = (n: TestNode, name: string): number => n.link.stats().counters[name] ?? 0;
+      const counter = (n: TestNode, name: LinkCounter): number => n.link.stats().counters[name] ?? 0;
       /** A calls heartbeat(B) once a second, as the tunnel engine does for its neighbours. */
       const run = async (seconds: number, until?: () => boolean): Promise<number> => {
         for (let s = 1; s <= seconds; s++) {

@@ -27,7 +27,7 @@ import { parseDhtContact, type DhtNode } from '@deut/dht';
 import { KnownPeers, Link, type LinkPayloadEvent, type LinkPeer } from '@deut/link';
 import { bindUdp } from '@deut/transport';
 import { Reassembler, TunnelEngine, fragmentDatagram, type OwnedTunnel, type PathSelection, type RefusalReason } from '@deut/tunnel';
-import { decodeCellFrame, decodePeerExchange, encodeCellFrame, encodePeerExchange, isPeerExchange, type CellFrame } from '@deut/wire';
+import { MAX_HOPS, decodeCellFrame, decodePeerExchange, encodeCellFrame, encodePeerExchange, isPeerExchange, type CellFrame } from '@deut/wire';
 import { configError, wireDropCode } from './errors.js';
 import { ExitPolicy, type ExitPolicyOptions } from './exit-policy.js';
 import { EndpointExits, type SocketFactory } from './exits.js';
@@ -290,7 +290,7 @@ export class DeutNode extends EventEmitter<DeutNodeEvents> {
   static async start(options: DeutNodeOptions = {}): Promise<DeutNode> {
     await cryptoReady();
     const hops = options.hops ?? 3;
-    if (!Number.isInteger(hops) || hops < 1 || hops > 7) throw configError('BAD_HOPS', 'hops must be 1..7');
+    if (!Number.isInteger(hops) || hops < 1 || hops > MAX_HOPS) throw configError('BAD_HOPS', `hops must be 1..${MAX_HOPS}`);
     const fanout = options.fanout ?? 2;
     if (!Number.isInteger(fanout) || fanout < 1 || fanout > 8) throw configError('BAD_FANOUT', 'fanout must be 1..8');
     const master = options.master ?? options.tunnels !== undefined;

@@ -7,7 +7,8 @@
  */
 import { isIP } from 'node:net';
 import type { Clock, TimerHandle, UdpAddress } from '@deut/common';
-import { addressKey, configError, systemClock, transportError } from '@deut/common';
+import { addressKey, systemClock } from '@deut/common';
+import { socketError, transportConfigError } from './errors.js';
 import type { DatagramSocket, MessageHandler, SocketOptions, SocketStats } from './socket.js';
 import {
   MAX_UDP6_PAYLOAD_BYTES,
@@ -170,7 +171,7 @@ export class MemoryNetwork {
 
   constructor(options: MemoryNetworkOptions = {}) {
     const seed = options.seed ?? 0x5eed;
-    if (!Number.isFinite(seed)) throw configError('BAD_OPTION', 'seed must be a finite number');
+    if (!Number.isFinite(seed)) throw transportConfigError('BAD_OPTION', 'seed must be a finite number');
     this.#random = mulberry32(seed);
     this.#clock = options.clock ?? systemClock;
     this.#defaults = applyLayer(PERFECT, checkConditions(options.conditions ?? {}));
@@ -182,15 +183,15 @@ export class MemoryNetwork {
    * host or a port outside 0..65535, `NETWORK_CLOSED` after close().
    */
   bind(address: UdpAddress, options: SocketOptions = {}): DatagramSocket {
-    if (this.#closed) throw transportError('NETWORK_CLOSED', 'bind on a closed MemoryNetwork');
+    if (this.#closed) throw socketError('NETWORK_CLOSED', 'bind on a closed MemoryNetwork');
     if (typeof address.host !== 'string' || address.host === '') {
-      throw transportError('BAD_ADDRESS', 'bind host must be a non-empty string');
+      throw socketError('BAD_ADDRESS', 'bind host must be a non-empty string');
     }
-    if (!isBindablePort(address.port)) throw transportError('BAD_ADDRESS', 'bind port must be an integer in 0..65535');
+    if (!isBindablePort(address.port)) throw socketError('BAD_ADDRESS', 'bind port must be an integer in 0..65535');
     const port = address.port === 0 ? this.#allocatePort(address.host) : address.port;
     const local = Object.freeze({ host: address.host, port });
     const key = addressKey(local);
-    if (this.#sockets.has(key)) throw transportError('BIND_FAILED', `address in use: ${key}`);
+    if (this.#sockets.has(key)) throw socketError('BIND_FAILED', `address in use: ${key}`);
     const socket = new MemorySocket(local, options, {
       transmit: (data, to) => this.#transmit(local, data, to),
       unbind: () => {
@@ -300,7 +301,7 @@ export class MemoryNetwork {
         return port;
       }
     }
-    throw transportError('BIND_FAILED', `no free ephemeral port on ${host}`);
+    throw socketError('BIND_FAILED', `no free ephemeral port on ${host}`);
   }
 
   #conditions(from: string, to: string): ResolvedConditions {
@@ -451,7 +452,7 @@ class MemorySocket implements DatagramSocket {
     assertDestination(to);
     if (data.length > this.#maxPayload) {
       // A real socket refuses this locally (EMSGSIZE) and reports it asynchronously.
-      const error = transportError('SEND_FAILED', `datagram of ${data.length} bytes exceeds the UDP maximum`);
+      const error = socketError('SEND_FAILED', `datagram of ${data.length} bytes exceeds the UDP maximum`);
       queueMicrotask(() => this.#core.countSendError(error));
       return;
     }
@@ -480,17 +481,17 @@ function checkConditions(conditions: LinkConditions): LinkConditions {
   for (const name of ['loss', 'duplicate', 'reorder'] as const) {
     const value = conditions[name];
     if (value !== undefined && !(value >= 0 && value <= 1)) {
-      throw configError('BAD_CONDITIONS', `${name} must be a probability in [0, 1]`);
+      throw transportConfigError('BAD_CONDITIONS', `${name} must be a probability in [0, 1]`);
     }
   }
   for (const name of ['delayMs', 'jitterMs', 'reorderDelayMs'] as const) {
     const value = conditions[name];
     if (value !== undefined && !(Number.isFinite(value) && value >= 0)) {
-      throw configError('BAD_CONDITIONS', `${name} must be a finite number >= 0`);
+      throw transportConfigError('BAD_CONDITIONS', `${name} must be a finite number >= 0`);
     }
   }
   if (conditions.mtu !== undefined && !(Number.isInteger(conditions.mtu) && conditions.mtu >= 0)) {
-    throw configError('BAD_CONDITIONS', 'mtu must be an integer >= 0');
+    throw transportConfigError('BAD_CONDITIONS', 'mtu must be an integer >= 0');
   }
   return { ...conditions };
 }

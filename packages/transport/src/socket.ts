@@ -7,7 +7,7 @@
  * the link layer's business.
  */
 import type { DeutError, UdpAddress } from '@deut/common';
-import { transportError } from '@deut/common';
+import { socketError } from './errors.js';
 
 /** Largest UDP payload over IPv4: 65,535 minus a 20-byte IP header and an 8-byte UDP header. */
 export const MAX_UDP_PAYLOAD_BYTES = 65_507;
@@ -92,9 +92,9 @@ export function isBindablePort(port: unknown): port is number {
  */
 export function assertDestination(to: UdpAddress): void {
   if (typeof to !== 'object' || to === null || typeof to.host !== 'string' || to.host === '') {
-    throw transportError('BAD_ADDRESS', 'destination needs a non-empty host');
+    throw socketError('BAD_ADDRESS', 'destination needs a non-empty host');
   }
-  if (!isSendablePort(to.port)) throw transportError('BAD_ADDRESS', 'destination port must be an integer in 1..65535');
+  if (!isSendablePort(to.port)) throw socketError('BAD_ADDRESS', 'destination port must be an integer in 1..65535');
 }
 
 /** Copies into a fresh Uint8Array that nothing else references. */
@@ -123,14 +123,14 @@ export class SocketCore {
 
   setHandler(handler: MessageHandler): void {
     if (typeof handler !== 'function') {
-      throw transportError('BAD_HANDLER', 'onMessage needs a function');
+      throw socketError('BAD_HANDLER', 'onMessage needs a function');
     }
     this.#handler = handler;
   }
 
   /** Throws SOCKET_CLOSED once close() has been called. */
   assertOpen(): void {
-    if (this.closed) throw transportError('SOCKET_CLOSED', 'send on a closed socket');
+    if (this.closed) throw socketError('SOCKET_CLOSED', 'send on a closed socket');
   }
 
   countSent(bytes: number): void {
@@ -157,7 +157,7 @@ export class SocketCore {
       handler(data, from);
     } catch (error) {
       this.handlerErrors++;
-      this.report(transportError('HANDLER_FAILED', `message handler threw: ${String(error)}`, error));
+      this.report(socketError('HANDLER_FAILED', `message handler threw: ${String(error)}`, error));
     }
   }
 

@@ -6,7 +6,7 @@
 import dgram from 'node:dgram';
 import { isIP } from 'node:net';
 import type { UdpAddress } from '@deut/common';
-import { configError, transportError } from '@deut/common';
+import { socketError, transportConfigError } from './errors.js';
 import type { DatagramSocket, MessageHandler, SocketOptions, SocketStats } from './socket.js';
 import { SocketCore, assertDestination, isBindablePort } from './socket.js';
 
@@ -43,8 +43,8 @@ export function openSocketCount(): number {
  */
 export async function bindUdp(address: UdpAddress, options: UdpSocketOptions = {}): Promise<DatagramSocket> {
   const family = isIP(typeof address.host === 'string' ? address.host : '');
-  if (family === 0) throw transportError('BAD_ADDRESS', 'bind host must be an IPv4 or IPv6 literal');
-  if (!isBindablePort(address.port)) throw transportError('BAD_ADDRESS', 'bind port must be an integer in 0..65535');
+  if (family === 0) throw socketError('BAD_ADDRESS', 'bind host must be an IPv4 or IPv6 literal');
+  if (!isBindablePort(address.port)) throw socketError('BAD_ADDRESS', 'bind port must be an integer in 0..65535');
   checkBufferSize('recvBufferSize', options.recvBufferSize);
   checkBufferSize('sendBufferSize', options.sendBufferSize);
 
@@ -68,7 +68,7 @@ export async function bindUdp(address: UdpAddress, options: UdpSocketOptions = {
   } catch (error) {
     await closeQuietly(socket);
     const code = (error as { code?: unknown }).code;
-    throw transportError(
+    throw socketError(
       'BIND_FAILED',
       `cannot bind UDP ${address.host} port ${address.port}: ${typeof code === 'string' ? code : String(error)}`,
       error,
@@ -79,7 +79,7 @@ export async function bindUdp(address: UdpAddress, options: UdpSocketOptions = {
 
 function checkBufferSize(name: string, value: number | undefined): void {
   if (value === undefined) return;
-  if (!Number.isInteger(value) || value <= 0) throw configError('BAD_OPTION', `${name} must be a positive integer`);
+  if (!Number.isInteger(value) || value <= 0) throw transportConfigError('BAD_OPTION', `${name} must be a positive integer`);
 }
 
 async function closeQuietly(socket: dgram.Socket): Promise<void> {
@@ -112,7 +112,7 @@ class UdpSocket implements DatagramSocket {
       this.#core.deliver(ownBytes(message), { host: rinfo.address, port: rinfo.port });
     });
     socket.on('error', (error) => {
-      this.#core.report(transportError('SOCKET_ERROR', `UDP socket error: ${errorCode(error)}`, error));
+      this.#core.report(socketError('SOCKET_ERROR', `UDP socket error: ${errorCode(error)}`, error));
     });
     // Registered before any close() callback, so the registry is updated before close() resolves.
     socket.on('close', () => {
@@ -129,7 +129,7 @@ class UdpSocket implements DatagramSocket {
     this.#core.assertOpen();
     assertDestination(to);
     if (isIP(to.host) !== this.#family) {
-      throw transportError('BAD_ADDRESS', `an IPv${this.#family} socket needs an IPv${this.#family} literal destination`);
+      throw socketError('BAD_ADDRESS', `an IPv${this.#family} socket needs an IPv${this.#family} literal destination`);
     }
     // dgram reads the buffer after an asynchronous address step, so a caller reusing its
     // buffer right after send() would change what goes out: copy first.
@@ -138,7 +138,7 @@ class UdpSocket implements DatagramSocket {
       if (error === null) {
         this.#core.countSent(copy.length);
       } else {
-        this.#core.countSendError(transportError('SEND_FAILED', `UDP send failed: ${errorCode(error)}`, error));
+        this.#core.countSendError(socketError('SEND_FAILED', `UDP send failed: ${errorCode(error)}`, error));
       }
     };
     try {

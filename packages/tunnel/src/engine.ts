@@ -383,7 +383,7 @@ export class TunnelEngine {
     if (entry === undefined || entry.state !== 'active') return false;
     const counter = entry.inboundCounter++;
     const cell = new Uint8Array(CELL_BYTES);
-    encodeCellInto(cell, 'cell-in', entry.prevId, counter, sealInbound(entry.layerKeys.subarray(INBOUND_KEY), counter, plaintext));
+    encodeCellInto(cell, 'cell-in', entry.prevId, counter, sealInbound(entry.layerKeys.subarray(INBOUND_KEY), counter, plaintext, MAX_HOPS));
     this.#link.send(entry.prev.address, cell);
     this.#counters.add('endpoint-cells-sent');
     return true;
@@ -718,7 +718,7 @@ export class TunnelEngine {
     if (entry.state !== 'active') return this.#drop('cell-not-ready');
     if (!replayCheck(entry.windows, 0, WINDOW_WORDS, entry.outHighest, seq)) return this.#drop('cell-replay');
     if (entry.role === 'endpoint') {
-      const plaintext = openOutbound(entry.layerKeys.subarray(OUTBOUND_KEY, OUTBOUND_KEY + 32), seq, body);
+      const plaintext = openOutbound(entry.layerKeys.subarray(OUTBOUND_KEY, OUTBOUND_KEY + 32), seq, body, MAX_HOPS);
       if (plaintext === null) return this.#badCell(entry);
       entry.outHighest = replayMark(entry.windows, 0, WINDOW_WORDS, entry.outHighest, seq);
       this.#counters.add('endpoint-cells-received');

@@ -5,7 +5,7 @@
  */
 import { ReplayWindow, addressKey, type UdpAddress } from '@deut/common';
 import { openInbound, randomBytes, sealOutbound, type LayerKey } from '@deut/crypto';
-import { CELL_BYTES, encodeCellInto, type TunnelId } from '@deut/wire';
+import { CELL_BYTES, MAX_HOPS, encodeCellInto, type TunnelId } from '@deut/wire';
 import type { HopKeys } from './build-crypto.js';
 import { CELL_COUNTER_START_LIMIT, CELL_REPLAY_WINDOW } from './constants.js';
 
@@ -101,7 +101,7 @@ export class OwnedTunnel {
       v += keys.outboundOffset;
     }
     const cell = new Uint8Array(CELL_BYTES);
-    encodeCellInto(cell, 'cell-out', this.linkId, counter, sealOutbound(layers, plaintext));
+    encodeCellInto(cell, 'cell-out', this.linkId, counter, sealOutbound(layers, plaintext, MAX_HOPS));
     this.#cellsOut++;
     return cell;
   }
@@ -123,7 +123,7 @@ export class OwnedTunnel {
       layers.push({ key: keys.inboundKey, v });
     }
     layers.push({ key: this.#keys[last]!.inboundKey, v });
-    const plaintext = openInbound(layers, body);
+    const plaintext = openInbound(layers, body, MAX_HOPS);
     if (plaintext === null) return 'bad-tag';
     this.#window.mark(seq);
     this.#cellsIn++;

@@ -5,7 +5,7 @@
  * never be sent.
  */
 import { Buffer } from 'node:buffer';
-import { ProtocolError } from '@deut/common';
+import { ProtocolError, bugError, type DeutError } from '@deut/common';
 import { LINK_FRAME_BYTES } from './constants.js';
 
 /**
@@ -29,6 +29,19 @@ export type WireErrorCode =
   | 'BAD_VERSION'
   | 'BAD_MSGPACK'
   | 'TOO_MANY';
+
+/**
+ * Codes of the package's broken invariants (kind `bug`): ours, never a peer's.
+ *
+ * - `BAD_CONSTANTS`: a derived size disagrees with the number PROTOCOL.md prints
+ * - `BAD_INDEX`: a build record or reply slot index out of range
+ */
+export type WireBugCode = 'BAD_CONSTANTS' | 'BAD_INDEX';
+
+/** A broken invariant of this package. */
+export function wireBug(code: WireBugCode, message: string): DeutError {
+  return bugError(code, message);
+}
 
 /** Throws the package's one error type. */
 export function fail(code: WireErrorCode, message: string): never {

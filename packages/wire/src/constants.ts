@@ -6,6 +6,10 @@
  * time if a total ever disagrees with the number PROTOCOL.md prints.
  */
 import { bugError } from '@deut/common';
+import type { WireBugCode } from './checks.js';
+
+// checks.ts reads these constants as it loads, so its wireBug() cannot be imported here.
+const BAD_CONSTANTS: WireBugCode = 'BAD_CONSTANTS';
 
 /** Link protocol version spoken by this implementation (PROTOCOL.md §9). */
 export const PROTOCOL_VERSION = 1;
@@ -152,9 +156,9 @@ function assertLayout(): void {
     ['MAX_FRAGMENTS', MAX_FRAGMENTS, 65],
   ];
   for (const [name, derived, doc] of printed) {
-    if (derived !== doc) throw bugError('BAD_CONSTANTS', `${name} is ${derived}, PROTOCOL.md says ${doc}`);
+    if (derived !== doc) throw bugError(BAD_CONSTANTS, `${name} is ${derived}, PROTOCOL.md says ${doc}`);
   }
   // A cell is the largest link payload: cells must fit a frame, and no space may be left over.
-  if (CELL_BYTES !== MAX_LINK_PAYLOAD) throw bugError('BAD_CONSTANTS', 'a cell must fill a link payload');
+  if (CELL_BYTES !== MAX_LINK_PAYLOAD) throw bugError(BAD_CONSTANTS, 'a cell must fill a link payload');
 }
 assertLayout();

@@ -4,7 +4,7 @@
  * has one exact size. Cells are the hot path: they are laid out with plain byte writes, and
  * decoding returns views of the input instead of copies.
  */
-import { assertNever, bugError } from '@deut/common';
+import { assertNever } from '@deut/common';
 import {
   BUILD_RECORD_BYTES,
   BUILD_REQUEST_BYTES,
@@ -21,7 +21,7 @@ import {
   RELAYER_FILLER_BYTES,
   TUNNEL_HEADER_BYTES,
 } from './constants.js';
-import { expectBytes, expectInt, fail, readU32, writeU32 } from './checks.js';
+import { expectBytes, expectInt, fail, readU32, wireBug, writeU32 } from './checks.js';
 
 /**
  * A per-link tunnel id, chosen by the upstream node of that link (§4.1). Branded so that
@@ -151,7 +151,7 @@ export type TunnelMessage = CellOut | CellIn | BuildRequest | BuildRequestRelaye
  * @throws DeutError (kind `bug`) for an index out of range
  */
 export function buildRecordAt(records: Uint8Array, index: number): Uint8Array {
-  if (!Number.isInteger(index) || index < 0 || index >= MAX_HOPS) throw bugError('BAD_INDEX', `no build record ${index}`);
+  if (!Number.isInteger(index) || index < 0 || index >= MAX_HOPS) throw wireBug('BAD_INDEX', `no build record ${index}`);
   return records.subarray(index * BUILD_RECORD_BYTES, (index + 1) * BUILD_RECORD_BYTES);
 }
 
@@ -160,7 +160,7 @@ export function buildRecordAt(records: Uint8Array, index: number): Uint8Array {
  * @throws DeutError (kind `bug`) for an index out of range
  */
 export function buildSlotAt(slots: Uint8Array, index: number): Uint8Array {
-  if (!Number.isInteger(index) || index < 0 || index >= MAX_HOPS) throw bugError('BAD_INDEX', `no reply slot ${index}`);
+  if (!Number.isInteger(index) || index < 0 || index >= MAX_HOPS) throw wireBug('BAD_INDEX', `no reply slot ${index}`);
   return slots.subarray(index * BUILD_SLOT_BYTES, (index + 1) * BUILD_SLOT_BYTES);
 }
 

@@ -34,6 +34,15 @@ test('constants - sizes match PROTOCOL.md', () => {
     MAX_REPLY_TO: 4,
     ENVELOPE_HEADER_BYTES: 21,
     MAX_ENVELOPE_BYTES: 65507,
+    MAC1_OFFSET: 1184,
+    MAC2_OFFSET: 1168,
+    MSG1_NOISE_BYTES: 32,
+    MSG2_NOISE_BYTES: 32 + 48 + 48,
+    MSG3_NOISE_BYTES: 48 + 48,
+    COOKIE_REPLY_NONCE_BYTES: 24,
+    COOKIE_REPLY_SEALED_BYTES: 32,
+    LINK_COUNTER_BYTES: 8,
+    LINK_SAMPLE_END: 24,
   };
   for (const [name, value] of Object.entries(expected)) {
     assert.equal((wire as unknown as Record<string, unknown>)[name], value, name);

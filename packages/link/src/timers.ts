@@ -1,0 +1,91 @@
+/**
+ * The link's clocks (PROTOCOL.md §3.3 "Retransmission", §3.6, §3.8, §10): the tick every
+ * LINK_TICK_MS that retransmits handshake messages and gives up after their attempts,
+ * expires half-open handshakes, old sessions and remembered answers, and frees idle
+ * peers; and the heartbeat the layer above calls for a peer it still needs, which sends
+ * keepalives and starts liveness handshakes.
+ */
+import { addressKey, type UdpAddress } from '@deut/common';
+import { KEEPALIVE_MS, LINK_TICK_MS, LIVENESS_TIMEOUT_MS, handshakeRetryDelayMs } from './constants.js';
+import { linkError } from './errors.js';
+import { initiate } from './peer-handshakes.js';
+import { expireSessions, maybeRekey, sendingSession } from './peer-sessions.js';
+import { failPeer, type Initiating, type LinkState, type PeerState } from './peer-state.js';
+import { sendReply, socketSend } from './send.js';
+
+/** Runs tick() every LINK_TICK_MS until the link closes. */
+export function schedule(state: LinkState): void {
+  state.timer = state.clock.setTimeout(() => {
+    tick(state);
+    if (!state.closed) schedule(state);
+  }, LINK_TICK_MS);
+}
+
+/** Stops the tick. */
+export function stopTimers(state: LinkState): void {
+  if (state.timer !== undefined) state.clock.clearTimeout(state.timer);
+}
+
+/** One round of housekeeping over every peer. */
+export function tick(state: LinkState): void {
+  const now = state.clock.now();
+  for (const peer of state.peers.values()) {
+    const initiating = peer.initiating;
+    if (initiating !== undefined && now >= initiating.nextAt) retransmit(state, peer, initiating, now);
+    if (peer.responding !== undefined && now >= peer.responding.expiresAt) {
+      peer.responding = undefined;
+      state.pending--;
+      state.counters.add('handshake-pending-expired');
+    }
+    expireSessions(peer, now);
+    for (const [fingerprint, entry] of peer.replies) if (entry.until <= now) peer.replies.delete(fingerprint);
+    if (peer.sessions.length === 0 && peer.initiating === undefined && peer.responding === undefined && peer.queue.length === 0 && peer.waiters.length === 0) {
+      state.peers.delete(peer.key);
+    }
+  }
+}
+
+/** The handshake message's wait is over: send it again, or give the peer up after its attempts. */
+function retransmit(state: LinkState, peer: PeerState, initiating: Initiating, now: number): void {
+  if (initiating.attempts >= initiating.maxAttempts) {
+    peer.initiating = undefined;
+    if (initiating.session !== undefined) peer.sessions = peer.sessions.filter((s) => s !== initiating.session);
+    state.counters.add('handshake-timeouts');
+    // A liveness check starts again only a full timeout after this failure, however often heartbeat() is called.
+    peer.lastLivenessCheckAt = now;
+    failPeer(state, peer, linkError('LINK_UNREACHABLE', `no handshake answer after ${initiating.attempts} attempts`), true);
+    return;
+  }
+  initiating.nextAt = now + handshakeRetryDelayMs(initiating.attempts + 1);
+  initiating.attempts++;
+  state.counters.add('handshake-retransmits');
+  const open = initiating.openDatagram;
+  const alternate = initiating.stage === 'msg1' && open !== undefined && initiating.attempts % 2 === 0;
+  initiating.cookieUsed = false;
+  socketSend(state, alternate ? open : initiating.datagram, peer.address);
+}
+
+/** See {@link Link.heartbeat}. */
+export function heartbeat(state: LinkState, to: UdpAddress): void {
+  if (state.closed) return;
+  const peer = state.peers.get(addressKey(to));
+  if (peer === undefined || !peer.sessions.some((s) => s.confirmed)) return;
+  const now = state.clock.now();
+  const silentFor = now - peer.lastReceivedAt;
+  if (silentFor >= LIVENESS_TIMEOUT_MS && peer.initiating === undefined && now - peer.lastLivenessCheckAt >= LIVENESS_TIMEOUT_MS) {
+    peer.lastLivenessCheckAt = now;
+    state.counters.add('liveness-handshakes');
+    initiate(state, peer, true);
+    return;
+  }
+  if (silentFor < KEEPALIVE_MS || now - peer.lastKeepaliveAt < KEEPALIVE_MS) return;
+  const session = sendingSession(peer, now);
+  if (session === undefined) {
+    if (peer.initiating === undefined) initiate(state, peer, true);
+    return;
+  }
+  peer.lastKeepaliveAt = now;
+  state.counters.add('liveness-keepalives');
+  sendReply(state, peer, { kind: 'keepalive', session });
+  maybeRekey(state, peer, session, now);
+}
