@@ -26,3 +26,9 @@ export function parseAddress(text: string): UdpAddress {
   }
   return { host, port };
 }
+
+/** Largest UDP payload over IPv4: 65,535 minus a 20-byte IP header and an 8-byte UDP header. */
+export const MAX_UDP_PAYLOAD_BYTES = 65_507;
+
+/** Largest UDP payload over IPv6: 65,535 minus the 8-byte UDP header (the IPv6 header is not counted). */
+export const MAX_UDP6_PAYLOAD_BYTES = 65_527;

@@ -40,6 +40,7 @@ export type LinkDropReason =
   | 'queue-full'
   | 'queue-dropped'
   | 'internal-error'
+  | 'low-order-key'
   | Lowercase<(typeof DATAGRAM_ERROR_CODES)[number]>;
 
 /** Counter names of {@link Link.stats}. */

@@ -5,7 +5,7 @@
  * never trusted: every drop is counted under a reason and nothing escapes the socket
  * handler. A data datagram costs no allocation here beyond its frame's decode.
  */
-import { ProtocolError, addressKey, type UdpAddress } from '@deut/common';
+import { DeutError, ProtocolError, addressKey, type UdpAddress } from '@deut/common';
 import { DATAGRAM_BYTES, decodeLinkFrame } from '@deut/wire';
 import { KEEPALIVE_MS } from './constants.js';
 import { DATAGRAM_ERROR_CODES, type LinkDropReason } from './counters.js';
@@ -27,7 +27,9 @@ export function onDatagram(state: LinkState, data: Uint8Array, from: UdpAddress)
   try {
     classify(state, data, from);
   } catch (error) {
-    const reason = error instanceof ProtocolError ? PROTOCOL_DROPS.get(error.code) : undefined;
+    // A stranger can send a key of low order on purpose (an all-zero representative with the
+    // open mac1 is enough): X25519 refuses it, and that is a drop, not a fault of ours.
+    const reason = error instanceof ProtocolError ? PROTOCOL_DROPS.get(error.code) : error instanceof DeutError && error.code === 'LOW_ORDER_KEY' ? 'low-order-key' : undefined;
     if (reason !== undefined) {
       state.drop(reason);
     } else {

@@ -4,12 +4,13 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ManualClock, addressKey } from '@deut/common';
-import { cryptoReady, generateKeyPair, randomBytes } from '@deut/crypto';
+import { cryptoReady, generateKeyPair, randomBytes, mac16 } from '@deut/crypto';
 import { openSocketCount } from '@deut/transport';
-import { DATAGRAM_BYTES } from '@deut/wire';
+import { DATAGRAM_BYTES, mac1Field, mac1Input, representativeField } from '@deut/wire';
 import { HANDSHAKE_ATTEMPTS, HANDSHAKE_RETRANSMIT_SPAN_MS, KnownPeers, handshakeRetryDelayMs, type Link, type LinkCounter } from '../src/index.js';
 import { InitiatorHandshake } from '../src/handshake.js';
 import { ControlledSocket, advanceClock, collectGarbage, createNetwork, holdEventLoopOpen, withClockedPair, withConnectedPair, flush, startNode, until, type TestNode, type TransportName } from './helpers.js';
+import { openMac1Key } from '../src/mac-keys.js';
 
 await cryptoReady();
 after(holdEventLoopOpen());
@@ -165,6 +166,20 @@ describe('link security', () => {
     b.socket.deliver(old[0]!.data, a.link.address);
     assert.equal(b.received.length, 4200);
     assert.equal(b.link.stats().counters['drop:replay'], 1);
+    });
+  });
+
+  test('link - a first-contact msg1 carrying a low-order key is dropped and counted, not logged as our error', async () => {
+    await withConnectedPair(async (_a, b) => {
+      const msg1 = randomBytes(DATAGRAM_BYTES);
+      representativeField(msg1).fill(0);
+      mac1Field(msg1).set(mac16(openMac1Key(), mac1Input(msg1)));
+      b.socket.deliver(msg1, { host: '10.9.9.9', port: 9 });
+      await flush();
+      const counters = b.link.stats().counters;
+      assert.equal(counters['drop:low-order-key'], 1);
+      assert.equal(counters['drop:internal-error'] ?? 0, 0);
+      assert.equal(b.socket.sent.length, 0, 'no answer');
     });
   });
 

@@ -9,11 +9,7 @@
 import type { DeutError, UdpAddress } from '@deut/common';
 import { socketError } from './errors.js';
 
-/** Largest UDP payload over IPv4: 65,535 minus a 20-byte IP header and an 8-byte UDP header. */
-export const MAX_UDP_PAYLOAD_BYTES = 65_507;
-
-/** Largest UDP payload over IPv6: 65,535 minus the 8-byte UDP header (the IPv6 header is not counted). */
-export const MAX_UDP6_PAYLOAD_BYTES = 65_527;
+export { MAX_UDP_PAYLOAD_BYTES, MAX_UDP6_PAYLOAD_BYTES } from '@deut/common';
 
 /** Counters kept by every socket; they only ever grow. */
 export interface SocketStats {

@@ -5,7 +5,7 @@
  * change to one part cannot leave a total stale, and `assertLayout` below fails at load
  * time if a total ever disagrees with the number PROTOCOL.md prints.
  */
-import { bugError } from '@deut/common';
+import { MAX_UDP_PAYLOAD_BYTES, bugError } from '@deut/common';
 import type { WireBugCode } from './checks.js';
 
 // checks.ts reads these constants as it loads, so its wireBug() cannot be imported here.
@@ -112,7 +112,7 @@ export const PROBE_ID_BYTES = 8;
  * over IPv4, since an endpoint sends it on as one ordinary datagram. The message envelope
  * of §7, header included, is bounded by the same number.
  */
-export const MAX_DATAGRAM_BYTES = 65_507;
+export const MAX_DATAGRAM_BYTES = MAX_UDP_PAYLOAD_BYTES;
 
 /** Most fragments of one datagram: ceil(MAX_DATAGRAM_BYTES / MAX_FRAGMENT_DATA) = 65 (§6). */
 export const MAX_FRAGMENTS = Math.ceil(MAX_DATAGRAM_BYTES / MAX_FRAGMENT_DATA);
