@@ -9,7 +9,7 @@ import { ManualClock, addressKey, type UdpAddress } from '@deut/common';
 import { generateKeyPair, type KeyPair } from '@deut/crypto';
 import { Link, type LinkPeer } from '@deut/link';
 import { MemoryNetwork } from '@deut/transport';
-import { TunnelEngine, type DestroyReason, type EndpointTunnel, type OwnedTunnel, type PeerCandidate, type RefusalReason } from '@deut/tunnel';
+import { TunnelEngine, type DestroyReason, type EndpointTunnel, type OwnedTunnel, type PeerCandidate, type RefusalReason, type TunnelCounter } from '@deut/tunnel';
 import { SkewedClock, SpyingSocket } from './attack.js';
 import { KillableSocket, withDeadline } from './testnet.js';
 
@@ -61,7 +61,7 @@ export interface EngineMeshNode {
   readonly ownFrames: Array<{ tunnel: OwnedTunnel; plaintext: Uint8Array }>;
   readonly ownClosed: Array<{ tunnel: OwnedTunnel; reason: DestroyReason }>;
   /** An engine counter (0 if never counted). */
-  count(name: string): number;
+  count(name: TunnelCounter): number;
 }
 
 /** Options of {@link createEngineMesh}. */

@@ -40,6 +40,7 @@ import {
   type BuildRefusalReason,
   type TunnelId,
   type TunnelMessage,
+  type WireErrorCode,
 } from '@deut/wire';
 import {
   acceptRecord,
@@ -68,6 +69,7 @@ import {
   TUNNEL_LIFETIME_MS,
   TUNNEL_TICK_MS,
 } from './constants.js';
+import type { TunnelCounter, TunnelDropReason, TunnelErrorCode } from './counters.js';
 import { OwnedTunnel, randomCounterStart, type PathHop } from './owned-tunnel.js';
 import { PeerIdMap } from './peer-id-map.js';
 
@@ -251,7 +253,7 @@ export class TunnelEngine {
   readonly #logger: Logger;
   readonly #maxTransit: number;
   readonly #maxTransitPerNeighbour: number;
-  readonly #counters = new Counters<string>();
+  readonly #counters = new Counters<TunnelCounter>();
   /** Hop entries by (upstream peer, id chosen by it). */
   readonly #byUpstream = new PeerIdMap<HopEntry>();
   /** Hop entries by (downstream peer, id we chose). */
@@ -297,13 +299,15 @@ export class TunnelEngine {
     try {
       message = decodeTunnelMessage(payload);
     } catch (error) {
-      if (error instanceof ProtocolError) return this.#drop(`decode-${error.code.toLowerCase()}`);
+      // decodeTunnelMessage raises only the wire's codes.
+      if (error instanceof ProtocolError) return this.#drop(`decode-${error.code.toLowerCase() as Lowercase<WireErrorCode>}`);
       throw error;
     }
     try {
       this.#dispatch(message, from);
     } catch (error) {
-      if (error instanceof ProtocolError) return this.#drop(error.code.toLowerCase());
+      // Encoders and build-crypto raise only TunnelErrorCode codes.
+      if (error instanceof ProtocolError) return this.#drop(error.code.toLowerCase() as Lowercase<TunnelErrorCode>);
       this.#drop('internal-error');
       this.#logger.error('tunnel: unexpected error handling a message', { error: String(error) });
     }
@@ -400,7 +404,7 @@ export class TunnelEngine {
   // ---- stats and lifecycle -------------------------------------------------------------
 
   /** Table sizes and counters (drops by reason, cells relayed, builds). */
-  stats(): { transit: number; relaying: number; endpoints: number; owned: number; pendingBuilds: number; replayCache: number; counters: CounterSnapshot<string> } {
+  stats(): { transit: number; relaying: number; endpoints: number; owned: number; pendingBuilds: number; replayCache: number; counters: CounterSnapshot<TunnelCounter> } {
     let endpoints = 0;
     for (const entry of this.#byUpstream.values()) if (entry.role === 'endpoint') endpoints++;
     return {
@@ -944,7 +948,7 @@ export class TunnelEngine {
     return { handle: entry.handle, upstream: entry.prev, expiresAt: entry.expiresAt };
   }
 
-  #drop(reason: string): void {
+  #drop(reason: TunnelDropReason): void {
     this.#counters.add(`drop:${reason}`);
   }
 }

@@ -1,4 +1,5 @@
 export * from './constants.js';
+export * from './counters.js';
 export * from './build-crypto.js';
 export * from './fragments.js';
 export * from './owned-tunnel.js';
