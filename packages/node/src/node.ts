@@ -189,8 +189,8 @@ export class DeutNode extends EventEmitter<DeutNodeEvents> {
       reportHost: listenHost === '0.0.0.0' || listenHost === '::' ? '::' : listenHost,
       clock: this.#clock,
       // The exits and the engine need each other: the engine is made with the exits as its
-      // endpoint sink, and the exits send through this forwarder, which first runs when a
-      // datagram reaches an endpoint port: one the engine opened, so it exists by then.
+      // endpoint sink, and the exits send through this forwarder, which runs only for an
+      // endpoint tunnel the engine opened, so never before the engine exists.
       tunnels: { sendFromEndpoint: (tunnel, plaintext) => this.#engine.sendFromEndpoint(tunnel, plaintext) },
       logger,
     });

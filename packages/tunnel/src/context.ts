@@ -40,7 +40,7 @@ export interface TunnelContextInit {
   readonly hops: HopTable;
 }
 
-/** One engine's shared state and the messages every role sends. */
+/** One engine's shared state, and the messages every role sends. */
 export class TunnelContext {
   readonly link: Link;
   readonly identity: KeyPair;
@@ -64,6 +64,7 @@ export class TunnelContext {
     this.counters.add(`drop:${reason}`);
   }
 
+  /** Sends a TunnelDestroy, unless the engine closed (its shutdown sends the last ones). */
   sendDestroy(to: UdpAddress, type: 'destroy-out' | 'destroy-in', id: TunnelId, reason: DestroyReason): void {
     if (this.closed) return;
     this.link.send(to, encodeTunnelMessage({ type, tunnelId: id, reason: DESTROY_REASONS[reason] }));

@@ -2,6 +2,8 @@
  * The endpoint's part of someone else's tunnel (PROTOCOL.md §4.3, §5.5): the last hop has the
  * node open a port for it (EndpointSink), opens the cells that reach it and hands their
  * plaintext to the node, and seals the node's answers toward the master.
+ *
+ * INVARIANT: state is re-checked after every await (a tunnel may be destroyed meanwhile).
  */
 import { replayMark, type UdpAddress } from '@deut/common';
 import { openOutbound, sealInbound } from '@deut/crypto';

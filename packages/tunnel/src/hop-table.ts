@@ -18,8 +18,9 @@ import { PeerIdMap } from './peer-id-map.js';
 
 /** Words of one cell replay window; the inbound one starts there in `HopEntry.windows`. */
 export const WINDOW_WORDS = replayWindowWords(CELL_REPLAY_WINDOW);
-/** Where each direction's layer key sits in `HopEntry.layerKeys`. */
+/** Where the outbound layer key sits in `HopEntry.layerKeys`. */
 export const OUTBOUND_KEY = 0;
+/** Where the inbound layer key sits in `HopEntry.layerKeys`. */
 export const INBOUND_KEY = 32;
 const ENTRY_KEY_BYTES = 64;
 const REPLAY_CACHE_LIMIT = 200_000;

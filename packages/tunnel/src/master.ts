@@ -87,6 +87,7 @@ export class MasterRole implements OwnIds {
     return this.#owned.values();
   }
 
+  /** Whether a pending build or an owned tunnel uses `id` toward the first hop `peerKey`. */
   holdsId(peerKey: string, id: TunnelId): boolean {
     const key = `${peerKey}|${id}`;
     return this.#owned.has(key) || this.#pendingBuilds.has(key);

@@ -238,7 +238,7 @@ export class RelayRole {
     const entry = this.#upstream.get(fromKey, id);
     if (entry === undefined) return this.#ctx.drop('destroy-unknown-tunnel');
     const reason = destroyReasonName(reasonCode);
-    if (entry.nextAddress !== undefined && entry.nextId !== undefined) this.#ctx.sendDestroy(entry.nextAddress, 'destroy-out', entry.nextId, reason);
+    this.#destroyNext(entry, reason);
     this.#hops.remove(entry, reason);
     this.#counters.add('destroys-received');
   }
@@ -282,7 +282,12 @@ export class RelayRole {
 
   #tearDown(entry: HopEntry, reason: DestroyReason): void {
     this.#ctx.sendDestroy(entry.prev.address, 'destroy-in', entry.prevId, reason);
-    if (entry.nextAddress !== undefined && entry.nextId !== undefined) this.#ctx.sendDestroy(entry.nextAddress, 'destroy-out', entry.nextId, reason);
+    this.#destroyNext(entry, reason);
     this.#hops.remove(entry, reason);
+  }
+
+  /** An endpoint, or a relay whose build was not forwarded, has no one downstream to tell. */
+  #destroyNext(entry: HopEntry, reason: DestroyReason): void {
+    if (entry.nextAddress !== undefined && entry.nextId !== undefined) this.#ctx.sendDestroy(entry.nextAddress, 'destroy-out', entry.nextId, reason);
   }
 }
