@@ -7,9 +7,9 @@ import { Counters, type Clock, type Logger, type UdpAddress } from '@deut/common
 import type { KeyPair } from '@deut/crypto';
 import type { Link } from '@deut/link';
 import { encodeTunnelMessage, type BuildRefusalReason, type BuildReply, type TunnelId } from '@deut/wire';
-import { addResponseSlot, sealReplySlot, wipeAcceptance } from './build-crypto.js';
+import { addResponseSlot, sealReplySlot, wipeAcceptance, type HopAcceptance } from './build-crypto.js';
 import type { TunnelCounter, TunnelDropReason } from './counters.js';
-import type { Acceptance, HopEntry, HopTable } from './hop-table.js';
+import type { HopEntry, HopTable } from './hop-table.js';
 
 /** Reasons a hop refuses a build (PROTOCOL.md §4.3), as named by @deut/wire. */
 export type RefusalReason = BuildRefusalReason;
@@ -31,33 +31,19 @@ export interface PeerCandidate {
   readonly publicKey: Uint8Array;
 }
 
-/** Parameters of a {@link TunnelContext}. */
-export interface TunnelContextInit {
-  readonly link: Link;
-  readonly identity: KeyPair;
-  readonly clock: Clock;
-  readonly logger: Logger;
-  readonly hops: HopTable;
-}
-
 /** One engine's shared state, and the messages every role sends. */
 export class TunnelContext {
-  readonly link: Link;
-  readonly identity: KeyPair;
-  readonly clock: Clock;
-  readonly logger: Logger;
-  readonly hops: HopTable;
   readonly counters = new Counters<TunnelCounter>();
   /** Set once the engine closed: from then on nothing is sent. */
   closed = false;
 
-  constructor(init: TunnelContextInit) {
-    this.link = init.link;
-    this.identity = init.identity;
-    this.clock = init.clock;
-    this.logger = init.logger;
-    this.hops = init.hops;
-  }
+  constructor(
+    readonly link: Link,
+    readonly identity: KeyPair,
+    readonly clock: Clock,
+    readonly logger: Logger,
+    readonly hops: HopTable,
+  ) {}
 
   /** Counts remote input dropped without an answer. */
   drop(reason: TunnelDropReason): void {
@@ -80,12 +66,12 @@ export class TunnelContext {
   }
 
   /** Refuses a build that got no hop entry, and wipes its reply secrets. */
-  refuse(to: UdpAddress, prevId: TunnelId, acceptance: Acceptance, reason: RefusalReason): void {
+  refuse(to: UdpAddress, prevId: TunnelId, acceptance: HopAcceptance, reason: RefusalReason): void {
     this.#reply(to, prevId, acceptance, { status: 'refused', reason, endpoint: null }, undefined);
     wipeAcceptance(acceptance);
   }
 
-  #reply(to: UdpAddress, prevId: TunnelId, acceptance: Acceptance, reply: BuildReply, slots: Uint8Array | undefined): void {
+  #reply(to: UdpAddress, prevId: TunnelId, acceptance: HopAcceptance, reply: BuildReply, slots: Uint8Array | undefined): void {
     const slot = sealReplySlot(acceptance, reply);
     const response = addResponseSlot(slots, slot, acceptance.responseLayerKey);
     this.link.send(to, encodeTunnelMessage({ type: 'build-response', tunnelId: prevId, slots: response }));

@@ -70,7 +70,7 @@ export class TunnelEngine implements EndpointSender {
     // The hop table's id allocator must avoid the master's ids, and the master allocates
     // through the table: the table asks the master, made right after, through this closure.
     const hops = new HopTable(options.endpoints, { holdsId: (peerKey, id) => this.#master.holdsId(peerKey, id) });
-    const ctx = new TunnelContext({ link: options.link, identity: options.identity, clock: options.clock ?? systemClock, logger: options.logger ?? silentLogger, hops });
+    const ctx = new TunnelContext(options.link, options.identity, options.clock ?? systemClock, options.logger ?? silentLogger, hops);
     this.#ctx = ctx;
     this.#master = new MasterRole(ctx, options.master);
     this.#endpoint = new EndpointRole(ctx, options.endpoints);

@@ -9,7 +9,7 @@ import { replayWindowWords, type UdpAddress } from '@deut/common';
 import { randomBytes } from '@deut/crypto';
 import type { LinkPeer } from '@deut/link';
 import { tunnelId, type TunnelId } from '@deut/wire';
-import type { HopKeys } from './build-crypto.js';
+import type { HopAcceptance } from './build-crypto.js';
 import { BUILD_HOP_TIMEOUT_MS, CELL_REPLAY_WINDOW } from './constants.js';
 import type { DestroyReason } from './context.js';
 import type { EndpointSink, EndpointTunnel } from './endpoint.js';
@@ -24,14 +24,6 @@ export const OUTBOUND_KEY = 0;
 export const INBOUND_KEY = 32;
 const ENTRY_KEY_BYTES = 64;
 const REPLAY_CACHE_LIMIT = 200_000;
-
-/** A hop's secrets of an accepted build record, as build-crypto.ts returns them for either path mode. */
-export interface Acceptance {
-  readonly keys: HopKeys;
-  readonly Y: Uint8Array;
-  readonly replyKey: Uint8Array;
-  readonly responseLayerKey: Uint8Array;
-}
 
 /** A hop-table entry: this node's part in someone else's tunnel (PROTOCOL.md §5.4). */
 export interface HopEntry {
@@ -51,7 +43,7 @@ export interface HopEntry {
   readonly outboundOffset: number;
   readonly inboundOffset: number;
   /** Reply secrets, needed until this hop's reply slot is sent, then wiped and dropped. */
-  acceptance: Acceptance | undefined;
+  acceptance: HopAcceptance | undefined;
   /** Both cell replay windows packed in one array: outbound words, then inbound words. */
   readonly windows: Uint32Array;
   outHighest: number;
@@ -156,7 +148,7 @@ export class HopTable {
   }
 
   /** A pending entry for an admitted build; its layer keys are moved in (the originals zeroed). */
-  add(role: 'relay' | 'endpoint', prev: LinkPeer, prevKey: string, prevId: TunnelId, acceptance: Acceptance, lifetimeMs: number, now: number): HopEntry {
+  add(role: 'relay' | 'endpoint', prev: LinkPeer, prevKey: string, prevId: TunnelId, acceptance: HopAcceptance, lifetimeMs: number, now: number): HopEntry {
     const { keys } = acceptance;
     // One buffer per entry behind both views: the keys, then the replay windows.
     const buffer = new ArrayBuffer(ENTRY_KEY_BYTES + 2 * WINDOW_WORDS * 4);

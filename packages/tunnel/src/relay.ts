@@ -10,12 +10,12 @@ import { addressKey, replayCheck, replayMark, type Counters } from '@deut/common
 import { addInboundLayerInto, peelOutboundInto, randomBytes } from '@deut/crypto';
 import type { Link, LinkPeer } from '@deut/link';
 import { CELL_BYTES, CELL_HEADER_BYTES, RELAYER_FILLER_BYTES, encodeCellHeaderInto, encodeTunnelMessage, type TunnelId, type TunnelMessage } from '@deut/wire';
-import { acceptRecord, acceptRelayerHop, openRecord, transformRequestRecords } from './build-crypto.js';
+import { acceptRecord, acceptRelayerHop, openRecord, transformRequestRecords, type HopAcceptance } from './build-crypto.js';
 import { BUILD_MAX_AGE_S, CLOCK_SKEW_S, MAX_TUNNEL_LIFETIME_MS, TUNNEL_LIFETIME_MS, TUNNEL_TICK_MS } from './constants.js';
 import { destroyReasonName, type DestroyReason, type PeerCandidate, type RefusalReason, type TunnelContext } from './context.js';
 import type { TunnelCounter } from './counters.js';
 import type { EndpointRole } from './endpoint.js';
-import { INBOUND_KEY, OUTBOUND_KEY, WINDOW_WORDS, activate, type Acceptance, type HopEntry, type HopTable } from './hop-table.js';
+import { INBOUND_KEY, OUTBOUND_KEY, WINDOW_WORDS, activate, type HopEntry, type HopTable } from './hop-table.js';
 import type { PeerIdMap } from './peer-id-map.js';
 
 const RELAYER_REPLAY_TTL_MS = TUNNEL_LIFETIME_MS + CLOCK_SKEW_S * 1000;
@@ -156,7 +156,7 @@ export class RelayRole {
     return refusal;
   }
 
-  #add(role: 'relay' | 'endpoint', prev: LinkPeer, prevKey: string, prevId: TunnelId, acceptance: Acceptance, lifetimeMs: number): HopEntry {
+  #add(role: 'relay' | 'endpoint', prev: LinkPeer, prevKey: string, prevId: TunnelId, acceptance: HopAcceptance, lifetimeMs: number): HopEntry {
     return this.#hops.add(role, prev, prevKey, prevId, acceptance, lifetimeMs, this.#ctx.clock.now());
   }
 
