@@ -47,17 +47,16 @@ test('hardening reassembly - a malicious endpoint flooding a master with 100,000
     link: attackerLink,
     identity: attackerIdentity,
     clock,
-    policy: {
-      allowBuildFrom: () => true,
-      admit: () => undefined,
-      openEndpoint: (tunnel) => {
+    policy: { allowBuildFrom: () => true, admit: () => undefined, pickNextHop: () => undefined },
+    endpoints: {
+      open: (tunnel) => {
         endpoints.push(tunnel);
         return Promise.resolve({ host: '127.0.5.2', port: 40_000 + tunnel.handle });
       },
-      closeEndpoint: () => undefined,
-      endpointFrame: () => undefined,
-      pickNextHop: () => undefined,
+      close: () => undefined,
+      frame: () => undefined,
     },
+    master: { tunnelFrame: () => undefined, tunnelClosed: () => undefined },
   });
   attackerLink.onPayload((payload, from) => {
     if (!isPeerExchange(payload)) attacker.handle(payload, from);

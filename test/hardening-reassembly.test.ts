@@ -47,14 +47,9 @@ test('hardening reassembly - 100,000 never-completed datagrams stay within the b
     link: attackerLink,
     identity: attackerIdentity,
     clock,
-    policy: {
-      allowBuildFrom: () => false,
-      admit: () => 'overloaded',
-      openEndpoint: () => Promise.resolve('overloaded'),
-      closeEndpoint: () => undefined,
-      endpointFrame: () => undefined,
-      pickNextHop: () => undefined,
-    },
+    policy: { allowBuildFrom: () => false, admit: () => 'overloaded', pickNextHop: () => undefined },
+    endpoints: { open: () => Promise.resolve('overloaded'), close: () => undefined, frame: () => undefined },
+    master: { tunnelFrame: () => undefined, tunnelClosed: () => undefined },
   });
   attackerLink.onPayload((payload, from) => attacker.handle(payload, from));
   const sink = network.bind({ host: '127.0.3.1', port: 5000 });

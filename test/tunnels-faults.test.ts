@@ -19,7 +19,7 @@ import type { LinkPeer } from '@deut/link';
 import { DeutNode, PeerTable, subnetGroup, type DeutNodeOptions } from '@deut/node';
 import { createEngineMesh, createTestnet, tamperOnce, until, withDeadline, type EngineMesh, type EngineMeshNode, type Testnet, type TestnetNode } from '@deut/testkit';
 import type { MemoryNetwork, WireEvent } from '@deut/transport';
-import { BUILD_HOP_TIMEOUT_MS, BuildError, type RefusalReason } from '@deut/tunnel';
+import { BUILD_HOP_TIMEOUT_MS, BuildError, type RefusalReason, type TunnelCounter } from '@deut/tunnel';
 import { CELL_BYTES, CELL_HEADER_BYTES, CELL_PLAINTEXT_BYTES, TUNNEL_MESSAGE_TYPES, decodeEnvelope, type Envelope } from '@deut/wire';
 
 await cryptoReady();
@@ -671,7 +671,7 @@ test('tunnel security - a tampered cell, a replayed cell and a replayed build re
 
     // Outbound tampering: a flipped bit anywhere in the body is caught by the next hop,
     // which tears the tunnel down both ways; a flipped tunnel id matches no tunnel.
-    const cases = [
+    const cases: Array<{ what: string; at: EngineMeshNode; from: EngineMeshNode; offset: number; drop: TunnelCounter; tornDown: boolean }> = [
       { what: 'last body byte, M→R1', at: R1, from: M, offset: CELL_BYTES - 1, drop: 'drop:cell-bad-tag', tornDown: true },
       { what: 'middle of the body, R1→R2', at: R2, from: R1, offset: CELL_HEADER_BYTES + 580, drop: 'drop:cell-bad-tag', tornDown: true },
       { what: 'first tag byte, R2→endpoint', at: R3, from: R2, offset: CELL_HEADER_BYTES, drop: 'drop:cell-bad-tag', tornDown: true },

@@ -13,6 +13,7 @@ import type { LinkPayloadEvent } from '@deut/link';
 import type { DatagramInfo, DeutNode, EndpointExitsCounter, EndpointExitsDropReason } from '@deut/node';
 import { until, withDeadline, withTestnet, type Testnet, type TestnetNode } from '@deut/testkit';
 import { openSocketCount } from '@deut/transport';
+import type { TunnelCounter } from '@deut/tunnel';
 import { DATAGRAM_BYTES, decodeTunnelMessage, isPeerExchange, type TunnelMessage } from '@deut/wire';
 
 type Transport = 'memory' | 'udp';
@@ -42,7 +43,7 @@ function exitCounter(node: DeutNode, name: EndpointExitsCounter): number {
 }
 
 /** A counter of a node's tunnel engine (absent counters are 0). */
-function engineCounter(node: DeutNode, name: string): number {
+function engineCounter(node: DeutNode, name: TunnelCounter): number {
   return node.stats().tunnels.counters[name] ?? 0;
 }
 
@@ -407,7 +408,7 @@ test('tunnel mesh - what each party sees', { timeout: 60_000 }, async () => {
       const decoded = new Map(net.nodes.map((n) => [n, decodeSeen(n.seen)]));
       const fw = new Map(net.nodes.map((n) => [n, forwarding(decoded.get(n)!)]));
       for (const relay of net.relays) assert.deepEqual(fw.get(relay)!.inconsistent, [], `${addressKey(relay.node.address)} forwards each link to one place`);
-      for (const reason of ['cell-unknown-tunnel', 'cell-not-ready', 'cell-replay', 'cell-bad-tag']) {
+      for (const reason of ['cell-unknown-tunnel', 'cell-not-ready', 'cell-replay', 'cell-bad-tag'] as const) {
         assert.equal(sumRelays(net, (r) => engineCounter(r, `drop:${reason}`)), 0, `no relay dropped a cell (${reason}) on a clean network`);
       }
 

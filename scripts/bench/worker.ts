@@ -134,28 +134,25 @@ async function masterRole(options: Record<string, unknown>): Promise<{ info: unk
   const socket = new CaptureSocket(await bindUdp({ host, port: 0 }, { recvBufferSize: SOCKET_BUFFER_BYTES, sendBufferSize: SOCKET_BUFFER_BYTES }));
   const identity = generateKeyPair();
   const link = await Link.create({ socket, identity, ephemeralIdentity: true });
+  const reassembler = new Reassembler({ clock: systemClock });
+  let onData: (data: Uint8Array) => void = () => undefined;
   const engine = new TunnelEngine({
     link,
     identity,
     maxTransit: 0,
-    policy: {
-      allowBuildFrom: () => false,
-      admit: () => 'overloaded',
-      openEndpoint: () => Promise.resolve('overloaded'),
-      closeEndpoint: () => undefined,
-      endpointFrame: () => undefined,
-      pickNextHop: () => undefined,
+    policy: { allowBuildFrom: () => false, admit: () => 'overloaded', pickNextHop: () => undefined },
+    endpoints: { open: () => Promise.resolve('overloaded'), close: () => undefined, frame: () => undefined },
+    master: {
+      tunnelFrame: (tunnel, plaintext) => {
+        const frame = decodeCellFrame(plaintext);
+        if (frame.type !== 'datagram') return;
+        const datagram = reassembler.add(String(tunnel.localId), frame);
+        if (datagram !== undefined) onData(datagram.data);
+      },
+      tunnelClosed: () => undefined,
     },
   });
   link.onPayload((payload, from) => engine.handle(payload, from));
-  const reassembler = new Reassembler({ clock: systemClock });
-  let onData: (data: Uint8Array) => void = () => undefined;
-  engine.onTunnelFrame = (tunnel, plaintext) => {
-    const frame = decodeCellFrame(plaintext);
-    if (frame.type !== 'datagram') return;
-    const datagram = reassembler.add(String(tunnel.localId), frame);
-    if (datagram !== undefined) onData(datagram.data);
-  };
   const tunnels: OwnedTunnel[] = [];
   const carrier = (to: UdpAddress): Carrier => ({
     send: (data) => {

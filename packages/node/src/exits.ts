@@ -9,7 +9,7 @@ import type { CounterSnapshot } from '@deut/common';
 import type { ReassemblyDropReason } from '@deut/tunnel';
 import type { WireErrorCode } from '@deut/wire';
 import type { DatagramSocket } from '@deut/transport';
-import { Reassembler, fragmentDatagram, type EndpointTunnel, type RefusalReason, type TunnelEngine } from '@deut/tunnel';
+import { Reassembler, fragmentDatagram, type EndpointSender, type EndpointSink, type EndpointTunnel, type RefusalReason } from '@deut/tunnel';
 import { MAX_DATAGRAM_BYTES, decodeCellFrame, encodeCellFrame, type CellFrame } from '@deut/wire';
 import { wireDropCode } from './errors.js';
 import type { ExitPolicy, ExitRefusal } from './exit-policy.js';
@@ -45,6 +45,8 @@ export interface EndpointExitsOptions {
   /** Host reported to masters; '::' when the node does not know its public address. */
   readonly reportHost: string;
   readonly clock: Clock;
+  /** What carries these exits' cells back toward their masters (the tunnel engine). */
+  readonly tunnels: EndpointSender;
   /** @default silentLogger */
   readonly logger?: Logger;
 }
@@ -70,24 +72,20 @@ export type EndpointExitsCounter =
   | 'datagrams-entered'
   | `drop:${EndpointExitsDropReason}`;
 
-/** All endpoint ports of one node. */
-export class EndpointExits {
+/** All endpoint ports of one node: the engine's endpoint sink. */
+export class EndpointExits implements EndpointSink {
   readonly #options: EndpointExitsOptions;
   readonly #logger: Logger;
   readonly #open = new Map<number, OpenExit>();
   readonly #reassembler: Reassembler;
   readonly #counters = new Counters<EndpointExitsCounter>();
-  #engine: TunnelEngine | undefined;
+  readonly #tunnels: EndpointSender;
 
   constructor(options: EndpointExitsOptions) {
     this.#options = options;
     this.#logger = options.logger ?? silentLogger;
+    this.#tunnels = options.tunnels;
     this.#reassembler = new Reassembler({ clock: options.clock, onDrop: (reason) => this.#drop(`reassembly-${reason}`) });
-  }
-
-  /** The engine that carries cells for these exits (set once, after both exist). */
-  attach(engine: TunnelEngine): void {
-    this.#engine = engine;
   }
 
   /** Binds a port for a new endpoint tunnel. */
@@ -186,19 +184,18 @@ export class EndpointExits {
   }
 
   #inbound(exit: OpenExit, data: Uint8Array, from: UdpAddress): void {
-    const engine = this.#engine;
-    if (engine === undefined || this.#open.get(exit.tunnel.handle) !== exit) return;
+    if (this.#open.get(exit.tunnel.handle) !== exit) return;
     // The same per-tunnel budget bounds what outsiders can push down a tunnel.
     if (!this.#options.policy.admitPacket(`in${exit.tunnel.handle}`, `in:${exit.upstreamKey}`, data.length)) return this.#drop('inbound-rate');
     if (data.length > MAX_DATAGRAM_BYTES) return this.#drop('inbound-too-big');
     const datagramId = exit.datagramId;
     exit.datagramId = (datagramId + 1) >>> 0;
-    for (const frame of fragmentDatagram(datagramId, from, data)) engine.sendFromEndpoint(exit.tunnel, encodeCellFrame(frame));
+    for (const frame of fragmentDatagram(datagramId, from, data)) this.#tunnels.sendFromEndpoint(exit.tunnel, encodeCellFrame(frame));
     this.#counters.add('datagrams-entered');
   }
 
   #reply(exit: OpenExit, frame: CellFrame): void {
-    this.#engine?.sendFromEndpoint(exit.tunnel, encodeCellFrame(frame));
+    this.#tunnels.sendFromEndpoint(exit.tunnel, encodeCellFrame(frame));
   }
 
   #drop(reason: EndpointExitsDropReason): void {

@@ -206,6 +206,10 @@ export class DeutNode extends EventEmitter<DeutNodeEvents> {
       bindHost: listenHost,
       reportHost: listenHost === '0.0.0.0' || listenHost === '::' ? '::' : listenHost,
       clock: this.#clock,
+      // The exits and the engine need each other: the engine is made with the exits as its
+      // endpoint sink, and the exits send through this forwarder, which runs only for an
+      // endpoint tunnel the engine opened, so never before the engine exists.
+      tunnels: { sendFromEndpoint: (tunnel, plaintext) => this.#engine.sendFromEndpoint(tunnel, plaintext) },
       logger,
     });
     const relay = options.relay ?? true;
@@ -222,13 +226,18 @@ export class DeutNode extends EventEmitter<DeutNodeEvents> {
       policy: {
         allowBuildFrom: (from: LinkPeer) => perNeighbour.take(from.address.host) && global.take(),
         admit: (): RefusalReason | undefined => (relay ? undefined : 'overloaded'),
-        openEndpoint: (tunnel) => this.#exits.open(tunnel),
-        closeEndpoint: (tunnel) => this.#exits.close(tunnel),
-        endpointFrame: (tunnel, plaintext) => this.#exits.frame(tunnel, plaintext),
         pickNextHop: (exclude) => this.#peers.pick(1, { exclude, sameSubnet: true })[0],
       },
+      endpoints: this.#exits,
+      // The reassembler and the pool are made below; these run only for tunnels built later.
+      master: {
+        tunnelFrame: (tunnel, plaintext) => this.#onTunnelFrame(tunnel, plaintext),
+        tunnelClosed: (tunnel, reason) => {
+          this.#reassembler.forget(String(tunnel.localId));
+          this.#pool?.tunnelClosed(tunnel, reason);
+        },
+      },
     });
-    this.#exits.attach(this.#engine);
     this.#reassembler = new Reassembler({ clock: this.#clock, onDrop: (reason) => this.#counters.add(`drop:reassembly-${reason}`) });
     const master = options.master ?? options.tunnels !== undefined;
     if (master) {
@@ -267,11 +276,6 @@ export class DeutNode extends EventEmitter<DeutNodeEvents> {
         logger,
       });
     }
-    this.#engine.onTunnelFrame = (tunnel, plaintext) => this.#onTunnelFrame(tunnel, plaintext);
-    this.#engine.onTunnelClosed = (tunnel, reason) => {
-      this.#reassembler.forget(String(tunnel.localId));
-      this.#pool?.tunnelClosed(tunnel, reason);
-    };
     link.onPayload((payload, from) => (isPeerExchange(payload) ? this.#onPeerExchange(payload, from) : this.#engine.handle(payload, from)));
     const pool = this.#pool;
     this.tunnels = {

@@ -9,7 +9,7 @@ import { ManualClock, addressKey, type UdpAddress } from '@deut/common';
 import { generateKeyPair, type KeyPair } from '@deut/crypto';
 import { Link, type LinkPeer } from '@deut/link';
 import { MemoryNetwork } from '@deut/transport';
-import { TunnelEngine, type DestroyReason, type EndpointTunnel, type OwnedTunnel, type PeerCandidate, type RefusalReason } from '@deut/tunnel';
+import { TunnelEngine, type DestroyReason, type EndpointTunnel, type OwnedTunnel, type PeerCandidate, type RefusalReason, type TunnelCounter } from '@deut/tunnel';
 import { SkewedClock, SpyingSocket } from './attack.js';
 import { KillableSocket, withDeadline } from '@deut/node';
 
@@ -61,7 +61,7 @@ export interface EngineMeshNode {
   readonly ownFrames: Array<{ tunnel: OwnedTunnel; plaintext: Uint8Array }>;
   readonly ownClosed: Array<{ tunnel: OwnedTunnel; reason: DestroyReason }>;
   /** An engine counter (0 if never counted). */
-  count(name: string): number;
+  count(name: TunnelCounter): number;
 }
 
 /** Options of {@link createEngineMesh}. */
@@ -145,19 +145,19 @@ export async function createEngineMesh(options: EngineMeshOptions = {}): Promise
         link,
         identity,
         clock: nodeClock,
-        policy: {
-          allowBuildFrom: () => true,
-          admit: () => node.refuse,
-          openEndpoint: (tunnel) => node.openEndpoint(tunnel),
-          closeEndpoint: (tunnel, reason) => void node.closedEndpoints.push({ handle: tunnel.handle, reason }),
-          endpointFrame: (_tunnel, plaintext) => void node.endpointFrames.push(plaintext.slice()),
-          pickNextHop: () => undefined,
+        policy: { allowBuildFrom: () => true, admit: () => node.refuse, pickNextHop: () => undefined },
+        endpoints: {
+          open: (tunnel) => node.openEndpoint(tunnel),
+          close: (tunnel, reason) => void node.closedEndpoints.push({ handle: tunnel.handle, reason }),
+          frame: (_tunnel, plaintext) => void node.endpointFrames.push(plaintext.slice()),
+        },
+        master: {
+          tunnelFrame: (tunnel, plaintext) => void node.ownFrames.push({ tunnel, plaintext: plaintext.slice() }),
+          tunnelClosed: (tunnel, reason) => void node.ownClosed.push({ tunnel, reason }),
         },
       }),
       count: (counterName) => node.engine.stats().counters[counterName] ?? 0,
     };
-    node.engine.onTunnelFrame = (tunnel, plaintext) => void node.ownFrames.push({ tunnel, plaintext: plaintext.slice() });
-    node.engine.onTunnelClosed = (tunnel, reason) => void node.ownClosed.push({ tunnel, reason });
     link.onPayload((payload, from) => {
       if (node.inbox.length < INBOX_LIMIT) node.inbox.push({ payload: payload.slice(), from, sender: nameOf(from) });
       const delivered = node.intercept === undefined ? payload : node.intercept(payload.slice(), from);

@@ -110,6 +110,9 @@ export type ReassemblyDropReason =
   | 'evicted'
   | 'expired';
 
+/** Every counter of a Reassembler: datagrams completed, and drops by reason. */
+export type ReassemblyCounter = 'completed' | ReassemblyDropReason;
+
 /** A reassembled datagram. */
 export interface ReassembledDatagram {
   /** The address its fragments carried. */
@@ -125,7 +128,7 @@ export interface ReassemblerStats {
   /** Bytes charged against `maxBytes`: fragment data plus PARTIAL_OVERHEAD_BYTES per partial. */
   readonly bytes: number;
   /** `completed` plus one counter per ReassemblyDropReason seen. */
-  readonly counters: CounterSnapshot<string>;
+  readonly counters: CounterSnapshot<ReassemblyCounter>;
 }
 
 /** A datagram some of whose fragments have arrived. */
@@ -165,7 +168,7 @@ export class Reassembler {
   readonly #timeoutMs: number;
   readonly #maxRecentCompletions: number;
   readonly #onDrop: ((reason: ReassemblyDropReason) => void) | undefined;
-  readonly #counters = new Counters<string>();
+  readonly #counters = new Counters<ReassemblyCounter>();
   /** Partials per key, least recently extended first. */
   readonly #byKey = new Map<string, Map<number, PartialDatagram>>();
   /** Every partial, least recently extended first: the global eviction order. */
