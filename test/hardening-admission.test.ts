@@ -14,6 +14,7 @@ import { DeutNode } from '@deut/node';
 import { SpyingSocket, createEngineMesh, withDeadline } from '@deut/testkit';
 import { MemoryNetwork } from '@deut/transport';
 import { DATAGRAM_BYTES } from '@deut/wire';
+import type { TunnelCounter } from '@deut/tunnel';
 
 await cryptoReady();
 const keepAlive = setInterval(() => undefined, 1000);
@@ -147,7 +148,7 @@ test('admission - a build-request flood from one neighbour costs one key exchang
     const target = { address: r.address, publicKey: r.publicKey };
     const flooder = await mesh.add('X');
     const master = await mesh.add('M');
-    const tunnels = (): CounterSnapshot<string> => r.stats().tunnels.counters;
+    const tunnels = (): CounterSnapshot<TunnelCounter> => r.stats().tunnels.counters;
     // Links first: a link queues only 64 payloads while its handshake runs.
     for (const node of [flooder, master]) {
       const linking = node.link.connect(r.address);

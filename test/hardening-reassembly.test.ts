@@ -19,7 +19,7 @@ import { cryptoReady, generateKeyPair, randomBytes } from '@deut/crypto';
 import { Link } from '@deut/link';
 import { DeutNode } from '@deut/node';
 import { MemoryNetwork } from '@deut/transport';
-import { MAX_PARTIAL_DATAGRAMS, PARTIAL_OVERHEAD_BYTES, REASSEMBLY_BYTES, TunnelEngine, fragmentDatagram, type OwnedTunnel } from '@deut/tunnel';
+import { MAX_PARTIAL_DATAGRAMS, PARTIAL_OVERHEAD_BYTES, REASSEMBLY_BYTES, TunnelEngine, fragmentDatagram, type OwnedTunnel, type ReassemblyCounter } from '@deut/tunnel';
 import { MAX_DATAGRAM_BYTES, MAX_FRAGMENT_DATA, encodeCellFrame } from '@deut/wire';
 
 await cryptoReady();
@@ -61,7 +61,7 @@ test('hardening reassembly - 100,000 never-completed datagrams stay within the b
       await new Promise((resolve) => setImmediate(resolve));
     }
   };
-  const reassembly = (): { partials: number; bytes: number; counters: CounterSnapshot<string> } => target.stats().exits.reassembly;
+  const reassembly = (): { partials: number; bytes: number; counters: CounterSnapshot<ReassemblyCounter> } => target.stats().exits.reassembly;
   const send = (tunnel: OwnedTunnel, datagramId: number, index: number, count: number, to: UdpAddress, data: Uint8Array): void => {
     assert.ok(attacker.send(tunnel, encodeCellFrame({ type: 'datagram', datagramId, index, count, address: to, data })));
   };

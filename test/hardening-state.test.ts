@@ -13,7 +13,7 @@ import { cryptoReady, generateKeyPair, randomBytes } from '@deut/crypto';
 import { DeutNode, type DeutNodeOptions } from '@deut/node';
 import { createEngineMesh, withDeadline, type EngineMesh, type EngineMeshNode } from '@deut/testkit';
 import { MemoryNetwork } from '@deut/transport';
-import { BUILD_HOP_TIMEOUT_MS, type OwnedTunnel, type PeerCandidate } from '@deut/tunnel';
+import { BUILD_HOP_TIMEOUT_MS, type OwnedTunnel, type PeerCandidate, type TunnelCounter } from '@deut/tunnel';
 import { encodeCellFrame } from '@deut/wire';
 
 await cryptoReady();
@@ -83,7 +83,7 @@ test('state - a neighbour flooding builds gets at most its share of transit tunn
     const flooder = await mesh.add('X');
     const second = await mesh.add('Y');
     for (const node of [master, flooder, second]) await linkTo(scene, node);
-    const tunnels = (): CounterSnapshot<string> => relay.stats().tunnels.counters;
+    const tunnels = (): CounterSnapshot<TunnelCounter> => relay.stats().tunnels.counters;
 
     const early = await buildMany(scene, master, 5, [target]);
     assert.equal(early.ok, 5);

@@ -8,7 +8,8 @@
  */
 import { createInterface } from 'node:readline';
 import { addressKey, parseAddress, silentLogger, type UdpAddress, type CounterSnapshot } from '@deut/common';
-import { DeutNode } from '@deut/node';
+import { DeutNode, type PoolCounter } from '@deut/node';
+import type { DhtNodeCounter } from '@deut/dht';
 
 /** Options of the process, passed as JSON in argv[2]. */
 export interface NetnsMasterOptions {
@@ -39,8 +40,8 @@ export interface NetnsMasterStatus {
   readonly dhtId: string;
   readonly dhtContacts: number;
   /** The DHT's view, for a failing test to print: its contacts and its counters. */
-  readonly dht: { readonly table: Array<{ id: string; address: string; failures: number }>; readonly counters: CounterSnapshot<string>; readonly rpc: Record<string, unknown> };
-  readonly pool: CounterSnapshot<string>;
+  readonly dht: { readonly table: Array<{ id: string; address: string; failures: number }>; readonly counters: CounterSnapshot<DhtNodeCounter>; readonly rpc: Record<string, unknown> };
+  readonly pool: CounterSnapshot<PoolCounter>;
   readonly served: number;
 }
 
