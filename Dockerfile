@@ -17,7 +17,7 @@ RUN npm prune --omit=dev --no-audit --no-fund \
  && mv node_modules image/ \
  && for pkg in packages/*; do \
       if [ "$pkg" != packages/testkit ]; then \
-        mkdir -p "image/$pkg/dist" && cp "$pkg/package.json" "image/$pkg/" && cp -a "$pkg/dist/src" "image/$pkg/dist/"; \
+        mkdir -p "image/$pkg/dist" && cp "$pkg/package.json" "image/$pkg/" && cp -a "$pkg/dist/src" "image/$pkg/dist/" && if [ -d "$pkg/bin" ]; then cp -a "$pkg/bin" "image/$pkg/"; fi; \
       fi; \
     done
 

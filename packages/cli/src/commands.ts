@@ -13,6 +13,7 @@ import { defaultControlFile } from './control-file.js';
 import { EXIT, runDaemon } from './daemon.js';
 import { printTable } from './format.js';
 import { runMesh } from './mesh.js';
+import { DEUT_VERSION } from './routes.js';
 import { runDhtPairScenario } from './scenario.js';
 
 /** Help text of each `run` flag, with its default and environment variable. */
@@ -204,6 +205,10 @@ export async function main(argv: readonly string[]): Promise<number> {
           async (args) => {
             const result = (await callControl(clientOptions(args), 'POST', '/v1/dht/put', { key: args.key, value: args.value })) as { stored: number; asked: number };
             print(args.json, result, () => process.stdout.write(`stored at ${result.stored} of ${result.asked} nodes\n`));
+            if (result.stored === 0) {
+              process.stderr.write(`deut dht put: stored nowhere${result.asked === 0 ? ': the node knows no DHT node (was it started with --dht-bootstrap?)' : ''}\n`);
+              exitCode = EXIT.failure;
+            }
           },
         )
         .command(
@@ -258,7 +263,7 @@ export async function main(argv: readonly string[]): Promise<number> {
     .strict()
     .help()
     .alias('help', 'h')
-    .version(false)
+    .version(DEUT_VERSION)
     .wrap(process.stdout.isTTY ? Math.min(100, process.stdout.columns) : null)
     .fail((message, error) => {
       // Throwing stops yargs: returning would let it run the command anyway.

@@ -158,6 +158,7 @@ export function resolveRunConfig(sources: ConfigSources): ConfigResult {
   }
   const master = (values.master as boolean | undefined) ?? (values.tunnels !== undefined || values.dht === true);
   if (values.dht === true && values.master === false) errors.push('--dht needs the master role: the DHT runs through tunnels (drop --no-master)');
+  if (values.relay === false && !master) errors.push('--no-relay leaves this node no role: add --master (or --tunnels N, or --dht) to keep tunnels, or drop --no-relay to relay');
   if (errors.length > 0) return { ok: false, errors };
 
   const config: RunConfig = {

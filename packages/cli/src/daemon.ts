@@ -84,6 +84,9 @@ export async function runDaemon(config: RunConfig): Promise<number> {
         `control ${addressKey(control.address)}${metricsAddress !== undefined ? `; metrics http://${metricsAddress}/metrics` : ''}\n`,
     );
     if (publicDht !== undefined) process.stdout.write(`public dht contact ${publicDht.contact}\n`);
+    if (config.dht && config.dhtBootstrap.length === 0) {
+      logger.warn('dht: no --dht-bootstrap given, so this node knows no DHT node to join through and puts will store nowhere; name one as <public key hex>@HOST:PORT (a node started with --dht-listen prints its contact)');
+    }
     // Addresses are scrubbed from logs unless --unsafe-logs; the operator sees them on stdout and in `deut status`.
     logger.info('node started', { roles: Object.entries(roles).filter(([, on]) => on).map(([r]) => r).join(','), address: addressKey(node.address), control: addressKey(control.address) });
     await waitForSignal(logger);

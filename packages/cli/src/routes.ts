@@ -4,14 +4,15 @@
  * cookie-authenticated, so it shows addresses and keys as they are: the operator asking is
  * the owner of the node.
  */
+import { readFileSync } from 'node:fs';
 import { addressKey, configError, parseAddress, timeoutError, type UdpAddress } from '@deut/common';
 import { fromHex, toHex } from '@deut/crypto';
 import { idFromHex } from '@deut/dht';
 import type { DeutNode } from '@deut/node';
 import type { ControlRoute } from './control-server.js';
 
-/** Version string reported by `deut status`. */
-export const DEUT_VERSION = '0.1.0';
+/** The version of `deut` (its package.json, which the image keeps), for `deut --version` and `deut status`. */
+export const DEUT_VERSION = (JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string }).version;
 
 interface RouteContext {
   readonly node: DeutNode;

@@ -128,6 +128,8 @@ export interface WriteKeyFileOptions {
 /**
  * Writes `keyPair` to `path` with mode 0600, atomically: the bytes go to a temporary file
  * in the same directory, are flushed, and the file is then renamed (or linked) into place.
+ * Missing parent directories are created with mode 0700 (`deut keygen --key-file
+ * /var/lib/deut/node.key` on a fresh host).
  * @throws DeutError `KEY_FILE_EXISTS` (kind `config`) if `overwrite` is false and `path` exists
  * @throws DeutError `KEY_FILE_MISMATCH` (kind `config`) if the public key does not match the private one
  */
@@ -142,6 +144,7 @@ export async function writeKeyFile(path: string, keyPair: KeyPair, options: Writ
     privateKey: toBase64(keyPair.privateKey),
     publicKey: toBase64(keyPair.publicKey),
   })}\n`;
+  await mkdir(dirname(path), { recursive: true, mode: 0o700 });
   // Same directory as the target, so rename/link stays within one filesystem.
   const temp = join(dirname(path), `.${basename(path)}.${nodeRandomBytes(8).toString('hex')}.tmp`);
   const handle = await open(temp, 'wx', 0o600);
@@ -249,7 +252,6 @@ export async function loadOrCreateKeyFile(path: string): Promise<KeyPair> {
   } catch (err) {
     if (!(err instanceof DeutError) || err.code !== 'KEY_FILE_NOT_FOUND') throw err;
   }
-  await mkdir(dirname(path), { recursive: true, mode: 0o700 });
   const keyPair = generateKeyPair();
   try {
     await writeKeyFile(path, keyPair, { overwrite: false });

@@ -1,0 +1,127 @@
+/**
+ * What an operator meets first with the `deut` command, each a defect once: the npm link of
+ * the command before the first build, `keygen` into a folder that does not exist yet, a node
+ * started with no role, `--version`, output cut short by a pipe (`deut status | head`), and a
+ * DHT put that stored nowhere. Every process runs on 127.0.0.1 and is killed on the way out.
+ */
+import { after, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const root = fileURLToPath(new URL('../../', import.meta.url));
+const cliPackage = join(root, 'packages', 'cli');
+const BIN = join(cliPackage, 'dist', 'src', 'bin.js');
+const VERSION = (JSON.parse(readFileSync(join(cliPackage, 'package.json'), 'utf8')) as { version: string }).version;
+
+const children = new Set<ChildProcess>();
+const dirs: string[] = [];
+after(() => {
+  for (const child of children) child.kill('SIGKILL');
+  for (const dir of dirs) rmSync(dir, { recursive: true, force: true });
+});
+
+function tempDir(): string {
+  const dir = mkdtempSync(join(tmpdir(), 'deut-operator-'));
+  dirs.push(dir);
+  return dir;
+}
+
+interface Result {
+  readonly code: number | null;
+  readonly stdout: string;
+  readonly stderr: string;
+}
+
+/**
+ * Runs `node <script> ...args` to completion (killed after 60 s). With `closeStdout`, our end
+ * of its stdout is closed at once, as `| head -0` would: every write it makes meets EPIPE.
+ */
+function run(script: string, args: readonly string[], options: { closeStdout?: boolean } = {}): Promise<Result> {
+  return new Promise((resolve) => {
+    const child = spawn(process.execPath, [script, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+    children.add(child);
+    let stdout = '';
+    let stderr = '';
+    if (options.closeStdout === true) child.stdout.destroy();
+    else child.stdout.on('data', (c: Buffer) => (stdout += c.toString()));
+    child.stderr.on('data', (c: Buffer) => (stderr += c.toString()));
+    const killer = setTimeout(() => child.kill('SIGKILL'), 60_000);
+    child.on('close', (code) => {
+      clearTimeout(killer);
+      children.delete(child);
+      resolve({ code, stdout, stderr });
+    });
+  });
+}
+
+const deut = (args: readonly string[], options: { closeStdout?: boolean } = {}): Promise<Result> => run(BIN, args, options);
+
+/** A `deut run` daemon on 127.0.0.1, ready once its control file exists. */
+async function daemon(dir: string, args: readonly string[]): Promise<{ controlFile: string; log: () => string }> {
+  const controlFile = join(dir, 'control.json');
+  const child = spawn(process.execPath, [BIN, 'run', '--listen', '127.0.0.1:0', '--control', '127.0.0.1:0', '--control-file', controlFile, '--log-format', 'json', ...args], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  children.add(child);
+  let output = '';
+  child.stdout.on('data', (c: Buffer) => (output += c.toString()));
+  child.stderr.on('data', (c: Buffer) => (output += c.toString()));
+  for (let waited = 0; !existsSync(controlFile); waited += 50) {
+    if (waited > 30_000 || child.exitCode !== null) throw new Error(`deut run did not start: ${output}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  return { controlFile, log: () => output };
+}
+
+test('cli operator - the npm link of `deut` points at a checked-in launcher, so `npx deut` works after `npm ci && npm run build`', { timeout: 60_000 }, async () => {
+  // npm links a bin at install time only if its target exists then; `npm ci` comes before the
+  // first build, so a target under dist/ left `npx deut` with nothing to run.
+  const bins = (JSON.parse(readFileSync(join(cliPackage, 'package.json'), 'utf8')) as { bin: Record<string, string> }).bin;
+  const target = bins.deut;
+  assert.ok(target !== undefined, 'package.json names a deut bin');
+  assert.ok(!target.replace(/^\.\//, '').startsWith('dist/'), `the bin target ${target} must not be a build output`);
+  const launcher = join(cliPackage, target);
+  assert.ok((statSync(launcher).mode & 0o111) !== 0, 'the launcher is executable');
+  const result = await run(launcher, ['--version']);
+  assert.equal(result.code, 0, result.stderr);
+  assert.equal(result.stdout.trim(), VERSION);
+});
+
+test('cli operator - keygen into a folder that does not exist creates it 0700 and the key file 0600', { timeout: 60_000 }, async () => {
+  const dir = tempDir();
+  const keyFile = join(dir, 'var', 'lib', 'deut', 'node.key');
+  const result = await deut(['keygen', '--key-file', keyFile]);
+  assert.equal(result.code, 0, result.stderr);
+  assert.match(result.stdout.trim(), /^[0-9a-f]{64}$/);
+  assert.equal(statSync(join(dir, 'var', 'lib', 'deut')).mode & 0o777, 0o700);
+  assert.equal(statSync(keyFile).mode & 0o777, 0o600);
+});
+
+test('cli operator - a node with no role (--no-relay alone) is refused with exit 2 and the flags that give it one', { timeout: 60_000 }, async () => {
+  const result = await deut(['run', '--no-relay', '--listen', '127.0.0.1:0', '--control', '127.0.0.1:0', '--control-file', join(tempDir(), 'c.json')]);
+  assert.equal(result.code, 2);
+  assert.match(result.stderr, /--no-relay leaves this node no role: add --master/);
+});
+
+test('cli operator - --version prints the version', { timeout: 60_000 }, async () => {
+  const result = await deut(['--version']);
+  assert.equal(result.code, 0, result.stderr);
+  assert.equal(result.stdout.trim(), VERSION);
+});
+
+test('cli operator - output cut short by a closed pipe ends the command quietly; a DHT put that stored nowhere fails and the daemon said why at start', { timeout: 120_000 }, async () => {
+  const node = await daemon(tempDir(), ['--dht']);
+  for (const command of [['status'], ['peers'], ['tunnels'], ['--help']]) {
+    const cut = await deut([...command, '--control-file', node.controlFile], { closeStdout: true });
+    assert.equal(cut.code, 0, `deut ${command.join(' ')}: ${cut.stderr}`);
+    assert.doesNotMatch(cut.stderr, /EPIPE|Error|at /, `deut ${command.join(' ')} printed no stack`);
+  }
+  const put = await deut(['dht', 'put', 'k', 'v', '--control-file', node.controlFile]);
+  assert.equal(put.code, 1, 'a put that stored nowhere fails');
+  assert.match(put.stderr, /stored nowhere: the node knows no DHT node/);
+  assert.match(node.log(), /no --dht-bootstrap given/, 'the daemon warned at start');
+});
