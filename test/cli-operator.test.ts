@@ -61,8 +61,8 @@ function run(script: string, args: readonly string[], options: { closeStdout?: b
 const deut = (args: readonly string[], options: { closeStdout?: boolean } = {}): Promise<Result> => run(BIN, args, options);
 
 /** A `deut run` daemon on 127.0.0.1, ready once its control file exists. */
-async function daemon(dir: string, args: readonly string[]): Promise<{ controlFile: string; log: () => string }> {
-  const controlFile = join(dir, 'control.json');
+async function daemon(dir: string, args: readonly string[], name = 'node'): Promise<{ controlFile: string; address: string; log: () => string }> {
+  const controlFile = join(dir, `${name}.json`);
   const child = spawn(process.execPath, [BIN, 'run', '--listen', '127.0.0.1:0', '--control', '127.0.0.1:0', '--control-file', controlFile, '--log-format', 'json', ...args], {
     stdio: ['ignore', 'pipe', 'pipe'],
   });
@@ -74,7 +74,9 @@ async function daemon(dir: string, args: readonly string[]): Promise<{ controlFi
     if (waited > 30_000 || child.exitCode !== null) throw new Error(`deut run did not start: ${output}`);
     await new Promise((r) => setTimeout(r, 50));
   }
-  return { controlFile, log: () => output };
+  const address = /node on udp (\S+);/.exec(output)?.[1];
+  assert.ok(address !== undefined, `deut run printed its address: ${output}`);
+  return { controlFile, address, log: () => output };
 }
 
 test('cli operator - the npm link of `deut` points at a checked-in launcher, so `npx deut` works after `npm ci && npm run build`', { timeout: 60_000 }, async () => {
@@ -124,4 +126,21 @@ test('cli operator - output cut short by a closed pipe ends the command quietly;
   assert.equal(put.code, 1, 'a put that stored nowhere fails');
   assert.match(put.stderr, /stored nowhere: the node knows no DHT node/);
   assert.match(node.log(), /no --dht-bootstrap given/, 'the daemon warned at start');
+});
+
+test('cli operator - send to an address the endpoint refuses says why instead of "sent"', { timeout: 180_000 }, async () => {
+  const dir = tempDir();
+  // The relayer keeps the default exit policy; everything here is on loopback, so it refuses.
+  const relayer = await daemon(dir, [], 'relayer');
+  const master = await daemon(dir, ['--no-relay', '--tunnels', '1', '--hops', '1', '--allow-same-subnet', '--bootstrap', relayer.address], 'master');
+  for (let waited = 0; ; waited += 250) {
+    const tunnels = await deut(['tunnels', '--json', '--control-file', master.controlFile]);
+    if (tunnels.code === 0 && (JSON.parse(tunnels.stdout) as { owned: unknown[] }).owned.length > 0) break;
+    assert.ok(waited < 120_000, `the master built no tunnel: ${master.log()}`);
+    await new Promise((r) => setTimeout(r, 250));
+  }
+  const sent = await deut(['send', '127.0.0.1:9', 'hello', '--control-file', master.controlFile]);
+  assert.equal(sent.code, 1, sent.stdout);
+  assert.doesNotMatch(sent.stdout, /sent/);
+  assert.match(sent.stderr, /endpoint refused: exit policy \(loopback\); endpoints send to public addresses only, unless started with --allow-private-exits/);
 });

@@ -5,10 +5,10 @@
  * the owner of the node.
  */
 import { readFileSync } from 'node:fs';
-import { addressKey, configError, parseAddress, timeoutError, type UdpAddress } from '@deut/common';
+import { DeutError, addressKey, configError, parseAddress, timeoutError, type UdpAddress } from '@deut/common';
 import { fromHex, toHex } from '@deut/crypto';
 import { idFromHex } from '@deut/dht';
-import type { DeutNode } from '@deut/node';
+import { classifyAddress, exitRefusedReasonName, type DeutNode } from '@deut/node';
 import type { ControlRoute } from './control-server.js';
 
 /** The version of `deut` (its package.json, which the image keeps), for `deut --version` and `deut status`. */
@@ -72,6 +72,46 @@ export function nextDatagramFrom(node: DeutNode, from: UdpAddress, timeoutMs: nu
   });
 }
 
+/**
+ * How long `send` waits for the endpoint's verdict before it says "sent": a refusal comes
+ * back through the tunnel within one round trip, and a datagram that left has no receipt.
+ */
+export const EXIT_VERDICT_MS = 1_000;
+
+/** Resolves with the reason code of the first EXIT_REFUSED the node hears within `ms`, else undefined. */
+function exitRefusalWithin(node: DeutNode, ms: number): { readonly refused: Promise<number | undefined>; readonly cancel: () => void } {
+  let cancel = (): void => undefined;
+  const refused = new Promise<number | undefined>((resolve) => {
+    const onRefused = (info: { reason: number }): void => done(info.reason);
+    const timer = setTimeout(() => done(undefined), ms);
+    const done = (reason: number | undefined): void => {
+      clearTimeout(timer);
+      node.off('exit-refused', onRefused);
+      resolve(reason);
+    };
+    cancel = () => done(undefined);
+    node.on('exit-refused', onRefused);
+  });
+  return { refused, cancel };
+}
+
+/** What an EXIT_REFUSED means for a datagram to `to`, as the operator needs to read it. */
+export function describeExitRefusal(reason: number, to: UdpAddress): string {
+  switch (exitRefusedReasonName(reason)) {
+    case 'policy': {
+      const kind = classifyAddress(to.host);
+      const why = kind !== 'public' ? kind : to.port === 0 ? 'port 0' : 'an address of the endpoint itself';
+      return `exit policy (${why})${kind === 'public' ? '' : '; endpoints send to public addresses only, unless started with --allow-private-exits'}`;
+    }
+    case 'rate':
+      return 'rate limit (this master or tunnel sent more than the endpoint allows; send slower)';
+    case 'send-failed':
+      return 'the endpoint could not send it (its operating system refused the datagram)';
+    case undefined:
+      return `reason ${reason}, which this version does not know`;
+  }
+}
+
 /** The control routes of `node`. */
 export function controlRoutes(context: RouteContext): Record<string, ControlRoute> {
   const { node } = context;
@@ -126,10 +166,18 @@ export function controlRoutes(context: RouteContext): Record<string, ControlRout
       const timeoutMs = timeoutField(body, 5_000);
       const reply = waitReply ? nextDatagramFrom(node, to, timeoutMs) : undefined;
       reply?.catch(() => undefined);
-      await node.send(to, data, { signal: AbortSignal.timeout(timeoutMs) });
-      if (reply === undefined) return { sent: data.length };
-      const got = await reply;
-      return { sent: data.length, reply: shown(got.data), receivedAt: got.endpoint };
+      // Heard from the moment of sending: the endpoint's verdict may beat send()'s return.
+      const verdict = exitRefusalWithin(node, waitReply ? timeoutMs : Math.min(timeoutMs, EXIT_VERDICT_MS));
+      try {
+        await node.send(to, data, { signal: AbortSignal.timeout(timeoutMs) });
+        const refusal = await (reply === undefined ? verdict.refused : Promise.race([verdict.refused, reply.then(() => undefined)]));
+        if (refusal !== undefined) throw new DeutError('transport', 'EXIT_REFUSED', `endpoint refused: ${describeExitRefusal(refusal, to)}`);
+        if (reply === undefined) return { sent: data.length };
+        const got = await reply;
+        return { sent: data.length, reply: shown(got.data), receivedAt: got.endpoint };
+      } finally {
+        verdict.cancel();
+      }
     },
     'POST /v1/dht/put': async (body) => {
       const result = await node.dht.put(stringField(body, 'key'), bytesField(body, 'value'), { timeoutMs: timeoutField(body, 30_000) });
