@@ -67,3 +67,5 @@ export const MAX_LINK_PEERS = 16_384;
 /** Link protocol versions this implementation speaks. */
 export const LINK_MIN_VERSION = 1;
 export const LINK_MAX_VERSION = 1;
+/** Pins made meanwhile are written to the known-peers file at most this often (and at close). */
+export const PIN_FLUSH_MS = 1_000;

@@ -36,6 +36,7 @@ export type LinkDropReason =
   | 'peer-cap'
   | 'cookie-extra'
   | 'pin-mismatch'
+  | 'expected-key-mismatch'
   | 'no-handler'
   | 'queue-full'
   | 'queue-dropped'
@@ -46,6 +47,8 @@ export type LinkDropReason =
 /** Counter names of {@link Link.stats}. */
 export type LinkCounter =
   | 'datagrams-in'
+  | 'pin-write-failed'
+  | 'pins-full'
   | 'datagrams-out'
   | 'payloads-in'
   | 'payloads-out'

@@ -23,8 +23,9 @@ export const LINK_PROTOCOL_ERROR_CODES = ['HANDSHAKE_VERSION', 'HANDSHAKE_STATE'
  * - `LINK_PEER_CAP` (kind `timeout`): MAX_LINK_PEERS peers have state already
  * - `LINK_UNREACHABLE` (kind `timeout`): no answer after the handshake's attempts
  * - `PIN_MISMATCH` (kind `crypto`): the peer offered a key other than the pinned or expected one (§3.7)
+ * - `KEY_MISMATCH` (kind `crypto`): the caller expects a key other than the one the address is bound to
  */
-export type LinkErrorCode = 'LINK_CLOSED' | 'LINK_PEER_CAP' | 'LINK_UNREACHABLE' | 'PIN_MISMATCH';
+export type LinkErrorCode = 'LINK_CLOSED' | 'LINK_PEER_CAP' | 'LINK_UNREACHABLE' | 'PIN_MISMATCH' | 'KEY_MISMATCH';
 
 /**
  * Codes of the configuration errors KnownPeers throws (kind `config`).
@@ -49,6 +50,7 @@ export function linkError(code: LinkErrorCode, message: string): DeutError {
     case 'LINK_UNREACHABLE':
       return timeoutError(code, message);
     case 'PIN_MISMATCH':
+    case 'KEY_MISMATCH':
       return cryptoError(code, message);
   }
 }

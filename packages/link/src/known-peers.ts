@@ -1,16 +1,24 @@
 /**
  * Trust-on-first-use pins of peer keys by address (PROTOCOL.md §3.7), like SSH's
  * known_hosts: one `host:port base64key` per line. A changed key for a pinned address is
- * refused by the link layer; this store only remembers and persists.
+ * refused by the link layer; this store only remembers and persists. It holds at most
+ * MAX_PINS pins (a full store pins no more: those peers are still bound for the life of
+ * their sessions), and writes the file in batches through `flush()`, which the link calls
+ * at most once per PIN_FLUSH_MS and at close: a relayer meeting a thousand peers at start
+ * writes a few times, not a thousand growing files with an fsync each.
  */
 import { closeSync, fsyncSync, openSync, readFileSync, renameSync, writeSync } from 'node:fs';
 import { parseAddress } from '@deut/common';
 import { PUBLIC_KEY_BYTES } from '@deut/wire';
 import { knownPeersError } from './errors.js';
 
+/** Most pins a store holds. */
+export const MAX_PINS = 65_536;
+
 /** Pinned keys by canonical address string (`addressKey()`). */
 export class KnownPeers {
   readonly #pins = new Map<string, Uint8Array>();
+  #dirty = false;
 
   /** `path` undefined keeps pins in memory only. */
   private constructor(private readonly path: string | undefined) {}
@@ -65,20 +73,35 @@ export class KnownPeers {
     return this.#pins.size;
   }
 
-  /** Pins `key` for `address` and persists the file (atomically: temp file, fsync, rename). */
-  pin(address: string, key: Uint8Array): void {
+  /**
+   * Pins `key` for `address`; the file follows at the next `flush()`. false if the store is
+   * full (MAX_PINS) and `address` was not pinned already.
+   */
+  pin(address: string, key: Uint8Array): boolean {
     if (key.length !== PUBLIC_KEY_BYTES) throw knownPeersError('BAD_KEY_LENGTH', `a pinned key has ${PUBLIC_KEY_BYTES} bytes`);
+    if (!this.#pins.has(address) && this.#pins.size >= MAX_PINS) return false;
     this.#pins.set(address, key.slice());
-    this.#save();
+    this.#dirty = true;
+    return true;
   }
 
-  /** Forgets the pin for `address` (an operator's decision after a legitimate key change). */
-  forget(address: string): void {
-    if (this.#pins.delete(address)) this.#save();
+  /** Forgets the pin for `address` (an operator's decision after a legitimate key change); the file follows at once. */
+  forget(address: string): boolean {
+    if (!this.#pins.delete(address)) return false;
+    this.#dirty = true;
+    this.flush();
+    return true;
   }
 
-  #save(): void {
-    if (this.path === undefined) return;
+  /** Every pin, in the order they were made. */
+  entries(): Array<[address: string, key: Uint8Array]> {
+    return [...this.#pins].map(([address, key]) => [address, key.slice()]);
+  }
+
+  /** Writes the file if a pin changed since the last write (atomically: temp file, fsync, rename). */
+  flush(): void {
+    if (!this.#dirty || this.path === undefined) return;
+    this.#dirty = false;
     const lines = ['# deut known peers: host:port base64(X25519 public key)'];
     for (const [address, key] of this.#pins) lines.push(`${address} ${Buffer.from(key).toString('base64')}`);
     const temp = `${this.path}.${process.pid}.tmp`;

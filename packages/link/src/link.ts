@@ -20,7 +20,7 @@ import { sendingSession, sessionInfo } from './peer-sessions.js';
 import { LinkState, peerFor, rejectWaiters } from './peer-state.js';
 import { onDatagram } from './receive.js';
 import { sendPayload } from './send.js';
-import { heartbeat, schedule, stopTimers } from './timers.js';
+import { flushPins, heartbeat, schedule, stopTimers } from './timers.js';
 
 /** Options of {@link Link.create}. */
 export interface LinkOptions {
@@ -154,7 +154,7 @@ export class Link extends EventEmitter<LinkEvents> {
     this.#assertOpen();
     if (payload.length > MAX_LINK_PAYLOAD) throw new RangeError(`link payload over ${MAX_LINK_PAYLOAD} bytes`);
     const peer = peerFor(this.#state, to, options);
-    if (peer !== undefined) sendPayload(this.#state, peer, payload);
+    if (typeof peer !== 'string') sendPayload(this.#state, peer, payload);
   }
 
   /**
@@ -165,12 +165,13 @@ export class Link extends EventEmitter<LinkEvents> {
     this.#assertOpen();
     const state = this.#state;
     const peer = peerFor(state, to, options);
-    if (peer === undefined) return Promise.reject(linkError('LINK_PEER_CAP', 'too many link peers'));
+    if (peer === 'peer-cap') return Promise.reject(linkError('LINK_PEER_CAP', 'too many link peers'));
+    if (peer === 'key-mismatch') return Promise.reject(linkError('KEY_MISMATCH', 'the peer at this address is bound to another key (pinned, or a live session)'));
     const session = sendingSession(peer, state.clock.now());
     if (session !== undefined) return Promise.resolve(sessionInfo(peer, session));
     return new Promise((resolve, reject) => {
       peer.waiters.push({ resolve, reject });
-      if (peer.initiating === undefined) initiate(state, peer, false, options.handshakeAttempts);
+      if (peer.initiating === undefined) initiate(state, peer, options.handshakeAttempts);
     });
   }
 
@@ -206,6 +207,7 @@ export class Link extends EventEmitter<LinkEvents> {
     if (state.closed) return;
     state.closed = true;
     stopTimers(state);
+    flushPins(state, Number.POSITIVE_INFINITY);
     for (const peer of state.peers.values()) rejectWaiters(peer, linkError('LINK_CLOSED', 'link closed'));
     state.peers.clear();
     state.pending = 0;

@@ -10,19 +10,19 @@ import { HANDSHAKE_ATTEMPTS, HANDSHAKE_PENDING_MS, HANDSHAKE_RETRANSMIT_SPAN_MS,
 import { linkError } from './errors.js';
 import { InitiatorHandshake, ResponderHandshake, handshakeFingerprint, mac1Matches, msg1Ephemeral } from './handshake.js';
 import { acceptKey, addSession, onConfirmed } from './peer-sessions.js';
-import { createPeer, failPeer, type Initiating, type LinkState, type PeerState, type Reply, type Responding } from './peer-state.js';
+import { boundKey, createPeer, failPeer, type Initiating, type LinkState, type PeerState, type Reply, type Responding } from './peer-state.js';
 import { sendReply, socketSend } from './send.js';
 
 /** Handshake answers remembered per peer, for retransmissions. */
 const MAX_REMEMBERED_REPLIES = 4;
 
 /**
- * Starts a handshake as initiator and sends msg1. `sameIdentity`: a liveness check, which
- * expects the key of the current session when nothing else is pinned. `maxAttempts`: fewer
- * msg1 for addresses nobody has vouched for (§4.7).
+ * Starts a handshake as initiator and sends msg1, expecting the key the address is bound to
+ * (a rekey or a liveness check expects the current sessions' key, pinned or not).
+ * `maxAttempts`: fewer msg1 for addresses nobody has vouched for (§4.7).
  */
-export function initiate(state: LinkState, peer: PeerState, sameIdentity = false, maxAttempts = HANDSHAKE_ATTEMPTS): void {
-  const pinned = peer.expectedKey ?? state.knownPeers.get(peer.key) ?? (sameIdentity ? peer.sessions.find((s) => s.confirmed)?.remoteStatic : undefined);
+export function initiate(state: LinkState, peer: PeerState, maxAttempts = HANDSHAKE_ATTEMPTS): void {
+  const pinned = boundKey(state, peer);
   const handshake = new InitiatorHandshake(state.identity, state.payload, pinned, state.openMac1Key);
   peer.initiating = {
     handshake,

@@ -10,13 +10,17 @@ import { MAX_SESSIONS_PER_PEER, REJECT_AFTER_MS, REKEY_AFTER_MESSAGES, REKEY_AFT
 import type { HandshakeOutcome } from './handshake.js';
 import type { LinkSessionInfo } from './link.js';
 import { initiate } from './peer-handshakes.js';
-import type { LinkState, PeerState } from './peer-state.js';
+import { boundKey, type LinkState, type PeerState } from './peer-state.js';
 import { transmit } from './send.js';
 import { LinkSession } from './session.js';
 
-/** PROTOCOL.md §3.7: expected key, then pin, then trust on first use. */
+/**
+ * PROTOCOL.md §3.7: the key the address is bound to (its pin, else its live sessions' key,
+ * else the key a caller expected), else trust on first use. A rekey is held to the identity
+ * of the sessions it replaces, pinned or not.
+ */
 export function acceptKey(state: LinkState, peer: PeerState, offered: Uint8Array, ephemeral: boolean): boolean {
-  const expected = peer.expectedKey ?? state.knownPeers.get(peer.key);
+  const expected = boundKey(state, peer);
   if (expected !== undefined) {
     if (constantTimeEqual(expected, offered)) return true;
     state.drop('pin-mismatch');
@@ -24,7 +28,7 @@ export function acceptKey(state: LinkState, peer: PeerState, offered: Uint8Array
     state.events.emit('pin-mismatch', { address: peer.address, expected: expected.slice(), offered: offered.slice() });
     return false;
   }
-  if (!ephemeral) state.knownPeers.pin(peer.key, offered);
+  if (!ephemeral && !state.knownPeers.pin(peer.key, offered)) state.counters.add('pins-full');
   return true;
 }
 

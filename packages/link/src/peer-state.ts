@@ -20,7 +20,7 @@ import {
   type TimerHandle,
   type UdpAddress,
 } from '@deut/common';
-import type { KeyPair } from '@deut/crypto';
+import { constantTimeEqual, type KeyPair } from '@deut/crypto';
 import type { DatagramSocket } from '@deut/transport';
 import { LINK_FRAME_BYTES, type HandshakePayload } from '@deut/wire';
 import { LINK_MAX_VERSION, LINK_MIN_VERSION, MAX_LINK_PEERS } from './constants.js';
@@ -109,6 +109,8 @@ export class LinkState {
   readonly frame = new Uint8Array(LINK_FRAME_BYTES);
   /** Half-open responder handshakes, against MAX_PENDING_HANDSHAKES. */
   pending = 0;
+  /** When new pins may next be written to the known-peers file (timers.ts `flushPins`). */
+  pinsFlushAt = 0;
   handler: LinkPayloadHandler | undefined;
   /** The next tick (timers.ts). */
   timer: TimerHandle | undefined;
@@ -138,11 +140,35 @@ export class LinkState {
   }
 }
 
-/** The state of the peer at `to`, made if there is none and the peer table has room. */
-export function peerFor(state: LinkState, to: UdpAddress, options: LinkSendOptions): PeerState | undefined {
+/**
+ * The identity the peer at this address is bound to (PROTOCOL.md §3.7): its pin, else the key
+ * of its live sessions (a session binds one identity for its life, rekeys included), else the
+ * key a caller told us to expect before any session. Undefined: nothing binds it yet.
+ */
+export function boundKey(state: LinkState, peer: PeerState): Uint8Array | undefined {
+  return state.knownPeers.get(peer.key) ?? peer.sessions[0]?.remoteStatic ?? peer.expectedKey;
+}
+
+/**
+ * The state of the peer at `to`, made if there is none and the peer table has room.
+ * `options.expectedKey` is adopted only while nothing binds the address: a build's next hop
+ * or a peer-exchange entry that names a known address with another key is remote input, and
+ * must not replace the key of a pinned or live peer (which would break the link at its next
+ * rekey). Such a request is refused and counted (`drop:expected-key-mismatch`).
+ */
+export function peerFor(state: LinkState, to: UdpAddress, options: LinkSendOptions): PeerState | 'peer-cap' | 'key-mismatch' {
   const key = addressKey(to);
   const peer = state.peers.get(key) ?? createPeer(state, to, key);
-  if (peer !== undefined && options.expectedKey !== undefined) peer.expectedKey = options.expectedKey.slice();
+  if (peer === undefined) return 'peer-cap';
+  const expected = options.expectedKey;
+  if (expected === undefined) return peer;
+  const bound = boundKey(state, peer);
+  if (bound === undefined) {
+    peer.expectedKey = expected.slice();
+  } else if (!constantTimeEqual(bound, expected)) {
+    state.drop('expected-key-mismatch');
+    return 'key-mismatch';
+  }
   return peer;
 }
 

@@ -6,7 +6,7 @@
  * keepalives and starts liveness handshakes.
  */
 import { addressKey, type UdpAddress } from '@deut/common';
-import { KEEPALIVE_MS, LINK_TICK_MS, LIVENESS_TIMEOUT_MS, handshakeRetryDelayMs } from './constants.js';
+import { KEEPALIVE_MS, LINK_TICK_MS, LIVENESS_TIMEOUT_MS, PIN_FLUSH_MS, handshakeRetryDelayMs } from './constants.js';
 import { linkError } from './errors.js';
 import { initiate } from './peer-handshakes.js';
 import { expireSessions, maybeRekey, sendingSession } from './peer-sessions.js';
@@ -26,9 +26,26 @@ export function stopTimers(state: LinkState): void {
   if (state.timer !== undefined) state.clock.clearTimeout(state.timer);
 }
 
+/**
+ * Writes new pins to the known-peers file, at most once per PIN_FLUSH_MS. A write that fails
+ * (disk full, file removed with its folder) is one warning and a counter, and is tried again
+ * next time; pins stay in force in memory either way.
+ */
+export function flushPins(state: LinkState, now: number): void {
+  if (now < state.pinsFlushAt) return;
+  state.pinsFlushAt = now + PIN_FLUSH_MS;
+  try {
+    state.knownPeers.flush();
+  } catch (error) {
+    state.counters.add('pin-write-failed');
+    state.logger.warn('link: cannot write the known-peers file; pins stay in memory and the write is retried', { error: String(error) });
+  }
+}
+
 /** One round of housekeeping over every peer. */
 export function tick(state: LinkState): void {
   const now = state.clock.now();
+  flushPins(state, now);
   for (const peer of state.peers.values()) {
     const initiating = peer.initiating;
     if (initiating !== undefined && now >= initiating.nextAt) retransmit(state, peer, initiating, now);
@@ -75,13 +92,13 @@ export function heartbeat(state: LinkState, to: UdpAddress): void {
   if (silentFor >= LIVENESS_TIMEOUT_MS && peer.initiating === undefined && now - peer.lastLivenessCheckAt >= LIVENESS_TIMEOUT_MS) {
     peer.lastLivenessCheckAt = now;
     state.counters.add('liveness-handshakes');
-    initiate(state, peer, true);
+    initiate(state, peer);
     return;
   }
   if (silentFor < KEEPALIVE_MS || now - peer.lastKeepaliveAt < KEEPALIVE_MS) return;
   const session = sendingSession(peer, now);
   if (session === undefined) {
-    if (peer.initiating === undefined) initiate(state, peer, true);
+    if (peer.initiating === undefined) initiate(state, peer);
     return;
   }
   peer.lastKeepaliveAt = now;

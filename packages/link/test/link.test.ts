@@ -416,6 +416,41 @@ describe('link lifecycle', () => {
     }
   });
 
+  test('link - a caller naming a bound peer with another key is refused, and the link survives three rekeys', { timeout: 60_000 }, async () => {
+    // The attack: a build whose next hop is (A's address, a random key), or a peer-exchange
+    // entry saying the same. Adopting that key as "expected" broke R's link to A at its next
+    // rekey (both ends refused the real key as a pin mismatch).
+    const clock = new ManualClock();
+    const network = createNetwork('memory', { clock });
+    const r = await startNode(network, { clock });
+    const a = await startNode(network, { clock });
+    try {
+      await r.link.connect(a.link.address);
+      await flush();
+      const forged = generateKeyPair().publicKey;
+      await assert.rejects(r.link.connect(a.link.address, { expectedKey: forged }), { code: 'KEY_MISMATCH' });
+      r.link.send(a.link.address, payload(0), { expectedKey: forged });
+      assert.equal(r.link.stats().counters['drop:expected-key-mismatch'], 2, 'both requests refused and counted');
+      let sent = 0;
+      const ids = new Set<string>();
+      // 6.5 simulated minutes of traffic both ways: three rekeys at REKEY_AFTER_MS.
+      for (let second = 0; second < 390; second++) {
+        r.link.send(a.link.address, payload(++sent));
+        a.link.send(r.link.address, payload(++sent));
+        clock.advance(1000);
+        await flush();
+        for (const s of r.link.sessions()) if (s.confirmed) ids.add(s.sessionId);
+      }
+      await flush(20);
+      assert.equal(r.received.length + a.received.length, sent, 'every datagram arrived, and the one sent with the forged key did not');
+      assert.ok(ids.size >= 4, `three rekeys happened (${ids.size} sessions)`);
+      for (const node of [r, a]) assert.equal(node.link.stats().counters['drop:pin-mismatch'] ?? 0, 0, 'no side refused the real key');
+    } finally {
+      await closeAll(r, a);
+      await network.close();
+    }
+  });
+
   test('link - rekey under steady traffic loses nothing and yields a new session id', { timeout: 30_000 }, async () => {
     const clock = new ManualClock();
     const network = createNetwork('memory', { clock });
