@@ -159,6 +159,8 @@ interface Initiating {
   maxAttempts: number;
   nextAt: number;
   session?: LinkSession;
+  /** Times this handshake started over from msg1 after msg3 outlived the responder's half-open state. */
+  restarts?: number;
 }
 
 interface Responding {
@@ -192,6 +194,8 @@ interface PeerState {
 }
 
 const MAX_REMEMBERED_REPLIES = 4;
+/** Fresh msg1s one handshake may start over with when its msg3 went unanswered (see #tick). */
+const MAX_HANDSHAKE_RESTARTS = 2;
 const KEEPALIVE_FRAME = encodeLinkFrame({ type: 'keepalive' });
 
 /** Encrypted, authenticated, fixed-size links between this node and its peers. */
@@ -604,7 +608,20 @@ export class Link extends EventEmitter<LinkEvents> {
     for (const peer of this.#peers.values()) {
       const initiating = peer.initiating;
       if (initiating !== undefined && now >= initiating.nextAt) {
-        if (initiating.attempts >= initiating.maxAttempts) {
+        const restarts = initiating.restarts ?? 0;
+        const lastSentAt = initiating.nextAt - handshakeRetryDelayMs(initiating.attempts);
+        if (initiating.stage === 'msg3' && initiating.session !== undefined && lastSentAt - initiating.session.establishedAt >= HANDSHAKE_PENDING_MS && restarts < MAX_HANDSHAKE_RESTARTS) {
+          // The responder forgets a half-open handshake HANDSHAKE_PENDING_MS after its last msg1. A
+          // msg3 copy sent after that is answered only if an earlier copy got through (with the
+          // remembered keepalive); when even that copy went unanswered, none got through, and the
+          // rest are dropped there as unrecognized. Retransmitting them until 31 s only wedged the
+          // link (a bootstrap first contacted in lossy start-up answered 31 s late): start over
+          // from msg1, keeping the queue and the waiters.
+          peer.sessions = peer.sessions.filter((s) => s !== initiating.session);
+          this.#counters.add('handshake-restarts');
+          this.#initiate(peer);
+          peer.initiating!.restarts = restarts + 1;
+        } else if (initiating.attempts >= initiating.maxAttempts) {
           peer.initiating = undefined;
           if (initiating.session !== undefined) peer.sessions = peer.sessions.filter((s) => s !== initiating.session);
           this.#counters.add('handshake-timeouts');
