@@ -62,6 +62,7 @@ export type LinkCounter =
   | 'handshake-retransmits'
   | 'handshake-retransmit-answered'
   | 'handshake-timeouts'
+  | 'handshake-restarts'
   | 'handshake-pending-expired'
   | 'cookies-sent'
   | 'cookies-received'

@@ -49,6 +49,8 @@ export interface Initiating {
   maxAttempts: number;
   nextAt: number;
   session?: LinkSession;
+  /** Times this handshake started over from msg1 after msg3 outlived the responder's half-open state. */
+  restarts?: number;
 }
 
 /** A peer's handshake with us, half open until its msg3 (§3.3 "Responder state"). */

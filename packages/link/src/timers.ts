@@ -6,7 +6,7 @@
  * keepalives and starts liveness handshakes.
  */
 import { addressKey, type UdpAddress } from '@deut/common';
-import { KEEPALIVE_MS, LINK_TICK_MS, LIVENESS_TIMEOUT_MS, PIN_FLUSH_MS, handshakeRetryDelayMs } from './constants.js';
+import { HANDSHAKE_PENDING_MS, KEEPALIVE_MS, LINK_TICK_MS, LIVENESS_TIMEOUT_MS, PIN_FLUSH_MS, handshakeRetryDelayMs } from './constants.js';
 import { linkError } from './errors.js';
 import { initiate } from './peer-handshakes.js';
 import { expireSessions, maybeRekey, sendingSession } from './peer-sessions.js';
@@ -62,8 +62,29 @@ export function tick(state: LinkState): void {
   }
 }
 
-/** The handshake message's wait is over: send it again, or give the peer up after its attempts. */
+/** Fresh msg1s one handshake may start over with when its msg3 went unanswered (see retransmit). */
+const MAX_HANDSHAKE_RESTARTS = 2;
+
+/**
+ * The handshake message's wait is over: send it again, start over from msg1 if msg3 can no
+ * longer be answered, or give the peer up after its attempts.
+ */
 function retransmit(state: LinkState, peer: PeerState, initiating: Initiating, now: number): void {
+  const restarts = initiating.restarts ?? 0;
+  const lastSentAt = initiating.nextAt - handshakeRetryDelayMs(initiating.attempts);
+  if (initiating.stage === 'msg3' && initiating.session !== undefined && lastSentAt - initiating.session.establishedAt >= HANDSHAKE_PENDING_MS && restarts < MAX_HANDSHAKE_RESTARTS) {
+    // The responder forgets a half-open handshake HANDSHAKE_PENDING_MS after its last msg1. A
+    // msg3 copy sent after that is answered only if an earlier copy got through (with the
+    // remembered keepalive); when even that copy went unanswered, none got through, and the
+    // rest are dropped there as unrecognized. Retransmitting them until 31 s only wedged the
+    // link (a bootstrap first contacted in lossy start-up answered 31 s late): start over
+    // from msg1, keeping the queue and the waiters.
+    peer.sessions = peer.sessions.filter((s) => s !== initiating.session);
+    state.counters.add('handshake-restarts');
+    initiate(state, peer);
+    if (peer.initiating !== undefined) peer.initiating.restarts = restarts + 1;
+    return;
+  }
   if (initiating.attempts >= initiating.maxAttempts) {
     peer.initiating = undefined;
     if (initiating.session !== undefined) peer.sessions = peer.sessions.filter((s) => s !== initiating.session);

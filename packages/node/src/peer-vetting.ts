@@ -5,7 +5,8 @@
  * to HANDSHAKE_ATTEMPTS times). So a named address is unverified until one handshake with
  * it completes; we contact unverified addresses lazily, under a global budget of contacts
  * per second and in flight, with HANDSHAKE_ATTEMPTS_UNVERIFIED transmissions instead of 6;
- * an address that never answers is forgotten and not taken again for a while; and a
+ * an address that never answers is forgotten and not taken again for a while (5 s after a
+ * first miss, doubling per further miss up to 5 min); and a
  * neighbour whose names go unanswered more often than answered, by PEX_DISTRUST_AFTER, is
  * distrusted: its unverified names are dropped and its lists refused for PEX_DISTRUST_MS.
  */
@@ -21,8 +22,15 @@ export const PEX_CONTACT_BUDGET: RateLimit = { perSecond: 4, burst: 8 };
 export const PEX_CONTACTS_IN_FLIGHT = 4;
 /** msg1 transmissions to an unverified address: one retransmission survives a lost datagram. */
 export const HANDSHAKE_ATTEMPTS_UNVERIFIED = 2;
-/** How long an unanswered address is not taken from any list again. */
+/** Longest time an unanswered address is not taken from any list again (after repeated misses). */
 export const PEX_UNANSWERED_MEMORY_MS = 300_000;
+/**
+ * How long an address is not taken again after its first miss; each further miss doubles it,
+ * up to PEX_UNANSWERED_MEMORY_MS. A relayer that missed one contact while everything was
+ * starting (still busy, a lost datagram) was once shut out for the full 5 minutes, and a
+ * master on a small mesh then had too few relayers for a path all that time.
+ */
+export const PEX_UNANSWERED_RETRY_MS = 5_000;
 /** Unanswered minus answered names after which a neighbour is distrusted. */
 export const PEX_DISTRUST_AFTER = 4;
 /** How long a distrusted neighbour's lists are refused. */
@@ -64,8 +72,8 @@ export class PeerVetting {
   readonly #o: PeerVettingOptions;
   readonly #bucket: TokenBucket;
   readonly #inFlight = new Set<string>();
-  /** Address key → until when it is not taken again. */
-  readonly #unanswered = new Map<string, number>();
+  /** Address key → until when it is not taken again, and its misses in a row. */
+  readonly #unanswered = new Map<string, { until: number; misses: number }>();
   /** Neighbour address key → unanswered minus answered names. */
   readonly #scores = new Map<string, number>();
   /** Neighbour address key → until when its lists are refused. */
@@ -91,7 +99,7 @@ export class PeerVetting {
     }
     let added = 0;
     for (const entry of entries) {
-      const until = this.#unanswered.get(addressKey(entry.address));
+      const until = this.#unanswered.get(addressKey(entry.address))?.until;
       if (until !== undefined && until > now) {
         this.#o.counters.add('pex-skipped-unanswered');
         continue;
@@ -136,6 +144,7 @@ export class PeerVetting {
         this.#inFlight.delete(peer.key);
         if (this.#o.peers.get(peer.key) !== peer) return;
         this.#o.peers.verify(peer.key);
+        this.#unanswered.delete(peer.key);
         this.#o.counters.add('pex-verified');
         // Answered names offset unanswered ones, but bank no credit for later victims.
         if (neighbour !== undefined) remember(this.#scores, neighbour, Math.max(0, (this.#scores.get(neighbour) ?? 0) - 1));
@@ -145,8 +154,14 @@ export class PeerVetting {
         if (this.#o.peers.get(peer.key) === peer) this.#o.peers.remove(peer.key);
         this.#o.counters.add('pex-unanswered');
         const now = this.#o.clock.now();
-        remember(this.#unanswered, peer.key, now + PEX_UNANSWERED_MEMORY_MS);
-        if (neighbour === undefined) return;
+        const previous = this.#unanswered.get(peer.key);
+        const misses = (previous?.misses ?? 0) + 1;
+        const memory = Math.min(PEX_UNANSWERED_MEMORY_MS, PEX_UNANSWERED_RETRY_MS * 2 ** (misses - 1));
+        remember(this.#unanswered, peer.key, { until: now + memory, misses });
+        // An address retried while backing off is no new victim: only its first miss, and misses
+        // once it is remembered for the full time (one per 5 min, as before), count against the
+        // neighbour, so a relayer slow to start does not get its honest neighbour distrusted.
+        if (neighbour === undefined || (previous !== undefined && memory < PEX_UNANSWERED_MEMORY_MS)) return;
         const score = (this.#scores.get(neighbour) ?? 0) + 1;
         remember(this.#scores, neighbour, score);
         if (score >= PEX_DISTRUST_AFTER && !((this.#distrusted.get(neighbour) ?? 0) > now)) {
