@@ -31,7 +31,7 @@ export {
   type PeerVettingOptions,
 } from './peer-vetting.js';
 export { TunnelPool, type PoolCounter, type TunnelInfo, type TunnelPoolOptions } from './pool.js';
-export { DeutNode, type DatagramInfo, type NodeCounter, type DeutNodeEvents, type DeutNodeOptions } from './node.js';
+export { BOOTSTRAP_WARN_EVERY_MS, DeutNode, type DatagramInfo, type NodeCounter, type DeutNodeEvents, type DeutNodeOptions } from './node.js';
 export { DhtRole, type DeutDhtOptions } from './dht-role.js';
 export {
   TunnelSocket,

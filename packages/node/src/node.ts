@@ -7,6 +7,7 @@ import { EventEmitter } from 'node:events';
 import { networkInterfaces } from 'node:os';
 import {
   Counters,
+  DeutError,
   KeyedRateLimiter,
   ProtocolError,
   TokenBucket,
@@ -160,7 +161,11 @@ export type NodeCounter =
   | `drop:reassembly-${ReassemblyDropReason}`
   | `drop:pex-${Lowercase<WireErrorCode>}`
   | 'drop:pex-unsolicited'
+  | 'bootstrap-unanswered'
   | PeerVettingCounter;
+
+/** How often one bootstrap that does not answer is warned about again. */
+export const BOOTSTRAP_WARN_EVERY_MS = 300_000;
 
 /** A deut node. */
 export class DeutNode extends EventEmitter<DeutNodeEvents> {
@@ -174,6 +179,9 @@ export class DeutNode extends EventEmitter<DeutNodeEvents> {
   readonly #reassembler: Reassembler;
   readonly #clock: Clock;
   readonly #options: DeutNodeOptions;
+  readonly #logger: Logger;
+  /** When each bootstrap that did not answer was last warned about. */
+  readonly #bootstrapWarnedAt = new Map<string, number>();
   readonly #counters = new Counters<NodeCounter>();
   /** Peers we asked for a list recently: only they may answer (no unsolicited poisoning). */
   readonly #asked = new Map<string, number>();
@@ -190,6 +198,7 @@ export class DeutNode extends EventEmitter<DeutNodeEvents> {
     this.#options = options;
     this.#clock = options.clock ?? systemClock;
     const logger = options.logger ?? silentLogger;
+    this.#logger = logger;
     const self = addressKey(link.address);
     this.#peers = new PeerTable(self, () => this.#clock.now());
     this.#vetting = new PeerVetting({
@@ -515,7 +524,30 @@ export class DeutNode extends EventEmitter<DeutNodeEvents> {
         this.#peers.add(address, session.publicKey);
         this.#link.send(address, encodePeerExchange({ type: 'peer-request', relay: this.#options.relay ?? true }));
       },
-      () => this.#asked.delete(key),
+      (error: unknown) => {
+        this.#asked.delete(key);
+        this.#bootstrapUnanswered(address, error);
+      },
+    );
+  }
+
+  /**
+   * A bootstrap relayer that does not answer leaves a new node with nobody to learn relayers
+   * from: one warning per bootstrap per BOOTSTRAP_WARN_EVERY_MS names it and what to check.
+   */
+  #bootstrapUnanswered(address: UdpAddress, error: unknown): void {
+    const bootstrap = this.#options.bootstrap ?? [];
+    const key = addressKey(address);
+    const index = bootstrap.findIndex((b) => addressKey(b) === key);
+    if (index < 0 || this.#closed) return;
+    this.#counters.add('bootstrap-unanswered');
+    const now = this.#clock.now();
+    if ((this.#bootstrapWarnedAt.get(key) ?? -Infinity) > now - BOOTSTRAP_WARN_EVERY_MS) return;
+    this.#bootstrapWarnedAt.set(key, now);
+    const why = error instanceof DeutError ? error.code : 'no answer';
+    this.#logger.warn(
+      `peer exchange: bootstrap ${index + 1} of ${bootstrap.length} (--bootstrap ${key}) does not answer (${why}): check that a deut relayer runs there, that UDP reaches it, and that its key has not changed`,
+      { bootstrap: key, error: why },
     );
   }
 

@@ -11,7 +11,7 @@ import { BuildError, type DestroyReason, type OwnedTunnel, type PathSelection, t
 import { encodeCellFrame } from '@deut/wire';
 import { randomBytes } from '@deut/crypto';
 import { abortedError } from './errors.js';
-import type { PeerRecord, PeerTable } from './peers.js';
+import { subnetGroup, type PeerRecord, type PeerTable } from './peers.js';
 import { randomIndex, sample } from './random.js';
 
 /** Options of {@link TunnelPool}. */
@@ -101,12 +101,23 @@ const PROBE_HISTORY = 64;
 const PRIOR_PROBES = 10;
 const TICK_MS = 250;
 
+/** How long the pool may have found no path before it says so, and how often it says it again. */
+export const NO_PATH_WARN_AFTER_MS = 10_000;
+export const NO_PATH_WARN_EVERY_MS = 60_000;
+
+/**
+ * Why no path can be picked: too few verified relayers for the hop count, or enough of them
+ * but in too few /16 networks for the one-hop-per-/16 rule.
+ */
+export type NoPathCause = 'too-few-relayers' | 'one-subnet';
+
 /** Counter names of {@link TunnelPool.stats}. */
 export type PoolCounter =
   | 'builds-started'
   | 'builds-succeeded'
   | 'builds-failed'
   | 'builds-no-path'
+  | `no-path-warnings-${NoPathCause}`
   | 'builds-through-avoided'
   | 'probes-sent'
   | 'probes-answered'
@@ -135,6 +146,9 @@ export class TunnelPool {
   #settleUntil = 0;
   #failureStreak = 0;
   #nextBuildAt = 0;
+  /** Since when every build attempt found no path (undefined while paths are found). */
+  #noPathSince: number | undefined;
+  #nextNoPathWarnAt = 0;
   #timer: TimerHandle | undefined;
   #closed = false;
   /** Called for a tunnel that died or expired, after it left the pool. */
@@ -360,9 +374,11 @@ export class TunnelPool {
     const path = this.#peers.pick(mode === 'master' ? hops : 1, { exclude, sameSubnet: this.#o.allowSameSubnet, usage: this.#hopUsage(), orAvoided: true });
     if (path.length < (mode === 'master' ? hops : 1)) {
       this.#counters.add('builds-no-path');
+      this.#noPath(mode === 'master' ? hops : 1, exclude);
       this.#backoff();
       return false;
     }
+    this.#noPathSince = undefined;
     if (path.some((peer) => this.#peers.isAvoided(peer.key))) this.#counters.add('builds-through-avoided');
     this.#building++;
     this.#buildingPaths.add(path);
@@ -418,6 +434,34 @@ export class TunnelPool {
   }
 
   /** Repeated failures slow building down (50 ms doubling to 5 s): no hot loop on a broken network. */
+  /**
+   * No path again: once that has lasted NO_PATH_WARN_AFTER_MS with no usable tunnel, one
+   * warning names the cause and what to do, repeated at most every NO_PATH_WARN_EVERY_MS.
+   * A master that can never build must not sit silent (an operator saw only `deut status`).
+   */
+  #noPath(needed: number, exclude: ReadonlySet<string>): void {
+    const now = this.#o.clock.now();
+    this.#noPathSince ??= now;
+    if (now - this.#noPathSince < NO_PATH_WARN_AFTER_MS || now < this.#nextNoPathWarnAt || this.usable().length > 0) return;
+    this.#nextNoPathWarnAt = now + NO_PATH_WARN_EVERY_MS;
+    const verified = this.#peers.verified().filter((peer) => !exclude.has(peer.key));
+    const groups = new Set(verified.map((peer) => subnetGroup(peer.address.host))).size;
+    const seconds = Math.round((now - this.#noPathSince) / 1000);
+    if (verified.length < needed) {
+      this.#counters.add('no-path-warnings-too-few-relayers');
+      this.#o.logger.warn(
+        `pool: no tunnel for ${seconds} s: ${verified.length} verified relayers known, a path needs ${needed}; check that --bootstrap names a running relayer, or lower --hops`,
+        { cause: 'too-few-relayers', verified: verified.length, needed },
+      );
+    } else {
+      this.#counters.add('no-path-warnings-one-subnet');
+      this.#o.logger.warn(
+        `pool: no tunnel for ${seconds} s: the ${verified.length} verified relayers sit in ${groups} /16 networks, and a path takes at most one hop per /16; on a test mesh on one host, start with --allow-same-subnet`,
+        { cause: 'one-subnet', verified: verified.length, groups, needed },
+      );
+    }
+  }
+
   #backoff(): void {
     this.#failureStreak++;
     this.#nextBuildAt = this.#o.clock.now() + Math.min(50 * 2 ** Math.min(this.#failureStreak, 10), 5_000);

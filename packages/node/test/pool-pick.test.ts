@@ -1,12 +1,12 @@
 /** Tests of how the pool picks tunnels for messages: uniform, but around tunnels in doubt. */
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { ManualClock } from '@deut/common';
+import { ManualClock, silentLogger } from '@deut/common';
 import { cryptoReady, generateKeyPair, randomBytes } from '@deut/crypto';
 import { OwnedTunnel, type BuildPlan, type TunnelEngine } from '@deut/tunnel';
 import { tunnelId } from '@deut/wire';
 import { PeerTable } from '../src/peers.js';
-import { TunnelPool } from '../src/pool.js';
+import { NO_PATH_WARN_AFTER_MS, NO_PATH_WARN_EVERY_MS, TunnelPool } from '../src/pool.js';
 
 await cryptoReady();
 
@@ -179,6 +179,50 @@ test('pool paths - after a failed build blames every relayer, the next build goe
     assert.equal(counters['builds-failed'], 1);
     assert.equal(counters['builds-through-avoided'], 1);
     assert.equal(counters['builds-no-path'] ?? 0, 0);
+  } finally {
+    pool.close();
+  }
+});
+
+/** A pool over `peers` relayers at `hostOf(i)`, logging warnings, that can never build more than it can path. */
+function silentPool(peerCount: number, hostOf: (i: number) => string, options: { hops: number; allowSameSubnet: boolean }): { pool: TunnelPool; clock: ManualClock; warnings: string[] } {
+  const clock = new ManualClock();
+  const peers = new PeerTable('127.0.0.1:1', () => clock.now());
+  for (let i = 0; i < peerCount; i++) peers.add({ host: hostOf(i), port: 7000 }, generateKeyPair().publicKey);
+  const warnings: string[] = [];
+  const logger = { ...silentLogger, warn: (message: string) => warnings.push(message) };
+  const engine = { build: (): Promise<OwnedTunnel> => new Promise(() => undefined), destroy: (): void => undefined, send: (): boolean => true };
+  const pool = new TunnelPool({ engine: engine as unknown as TunnelEngine, peers, self: '127.0.0.1:1', target: 1, hops: options.hops, allowSameSubnet: options.allowSameSubnet, clock, logger });
+  return { pool, clock, warnings };
+}
+
+test('pool - a master that can never build says why: every relayer in one /16 without --allow-same-subnet', async () => {
+  const { pool, clock, warnings } = silentPool(6, (i) => `10.0.${i}.1`, { hops: 3, allowSameSubnet: false });
+  try {
+    await run(clock, NO_PATH_WARN_AFTER_MS - 1_000);
+    assert.equal(warnings.length, 0, 'quiet while it may still be learning');
+    // The first builds wait out the 2 s settle, and retries back off up to 5 s apart.
+    await run(clock, 10_000);
+    assert.equal(warnings.length, 1);
+    assert.match(warnings[0]!, /6 verified relayers sit in 1 \/16 networks.*--allow-same-subnet/);
+    await run(clock, 30_000);
+    assert.equal(warnings.length, 1, 'said once a minute at most');
+    await run(clock, NO_PATH_WARN_EVERY_MS);
+    assert.equal(warnings.length, 2);
+    assert.equal(pool.stats().counters['no-path-warnings-one-subnet'], 2);
+    assert.ok((pool.stats().counters['builds-no-path'] ?? 0) > 10);
+  } finally {
+    pool.close();
+  }
+});
+
+test('pool - a master that knows too few relayers for its hop count says so and names --bootstrap and --hops', async () => {
+  const { pool, clock, warnings } = silentPool(2, (i) => `10.${i}.0.1`, { hops: 3, allowSameSubnet: true });
+  try {
+    await run(clock, NO_PATH_WARN_AFTER_MS + 10_000);
+    assert.equal(warnings.length, 1);
+    assert.match(warnings[0]!, /2 verified relayers known, a path needs 3; check that --bootstrap names a running relayer, or lower --hops/);
+    assert.equal(pool.stats().counters['no-path-warnings-too-few-relayers'], 1);
   } finally {
     pool.close();
   }
