@@ -7,7 +7,7 @@
 import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -70,12 +70,13 @@ async function daemon(dir: string, args: readonly string[], name = 'node'): Prom
   let output = '';
   child.stdout.on('data', (c: Buffer) => (output += c.toString()));
   child.stderr.on('data', (c: Buffer) => (output += c.toString()));
-  for (let waited = 0; !existsSync(controlFile); waited += 50) {
+  // The control file is written before the start line is printed: wait for both.
+  const started = (): string | undefined => (existsSync(controlFile) ? /node on udp (\S+);/.exec(output)?.[1] : undefined);
+  for (let waited = 0; started() === undefined; waited += 50) {
     if (waited > 30_000 || child.exitCode !== null) throw new Error(`deut run did not start: ${output}`);
     await new Promise((r) => setTimeout(r, 50));
   }
-  const address = /node on udp (\S+);/.exec(output)?.[1];
-  assert.ok(address !== undefined, `deut run printed its address: ${output}`);
+  const address = started()!;
   return { controlFile, address, log: () => output };
 }
 
@@ -143,4 +144,30 @@ test('cli operator - send to an address the endpoint refuses says why instead of
   assert.equal(sent.code, 1, sent.stdout);
   assert.doesNotMatch(sent.stdout, /sent/);
   assert.match(sent.stderr, /endpoint refused: exit policy \(loopback\); endpoints send to public addresses only, unless started with --allow-private-exits/);
+});
+
+test('cli operator - pins list and remove work on a known-peers file, and key show prints a key file\'s public key', { timeout: 60_000 }, async () => {
+  const dir = tempDir();
+  const file = join(dir, 'known_peers');
+  const one = Buffer.alloc(32, 1);
+  const two = Buffer.alloc(32, 2);
+  writeFileSync(file, `# pins\n127.0.0.1:7500 ${one.toString('base64')}\n10.1.2.3:7600 ${two.toString('base64')}\n`);
+  const listed = await deut(['pins', 'list', '--known-peers', file, '--json']);
+  assert.equal(listed.code, 0, listed.stderr);
+  assert.deepEqual(JSON.parse(listed.stdout), [
+    { address: '127.0.0.1:7500', publicKey: one.toString('hex'), at: `${file}:2` },
+    { address: '10.1.2.3:7600', publicKey: two.toString('hex'), at: `${file}:3` },
+  ]);
+  const removed = await deut(['pins', 'remove', '10.1.2.3:7600', '--known-peers', file]);
+  assert.equal(removed.code, 0, removed.stderr);
+  assert.doesNotMatch(readFileSync(file, 'utf8'), /10\.1\.2\.3/);
+  assert.match(readFileSync(file, 'utf8'), /^127\.0\.0\.1:7500 /m, 'the other pin stays');
+  const missing = await deut(['pins', 'remove', '10.1.2.3:7600', '--known-peers', file]);
+  assert.equal(missing.code, 2);
+  assert.match(missing.stderr, /has no pin for 10\.1\.2\.3:7600/);
+  const keyFile = join(dir, 'node.key');
+  const made = await deut(['keygen', '--key-file', keyFile]);
+  const shown = await deut(['key', 'show', '--key-file', keyFile]);
+  assert.equal(shown.code, 0, shown.stderr);
+  assert.equal(shown.stdout.trim(), made.stdout.trim(), 'the same hex the key was announced with');
 });

@@ -5,8 +5,9 @@
  */
 import { existsSync } from 'node:fs';
 import yargs, { type Argv } from 'yargs';
-import { DeutError, configError, parseAddress } from '@deut/common';
-import { cryptoReady, generateKeyPair, toHex, writeKeyFile } from '@deut/crypto';
+import { DeutError, addressKey, configError, parseAddress } from '@deut/common';
+import { cryptoReady, generateKeyPair, readKeyFile, toHex, writeKeyFile } from '@deut/crypto';
+import { KnownPeers } from '@deut/link';
 import { CONFIG_FIELDS, envName, flagName, resolveRunConfig, type RunConfig } from './config.js';
 import { callControl } from './control-client.js';
 import { defaultControlFile } from './control-file.js';
@@ -85,6 +86,13 @@ function configFrom(command: string, parsed: { config?: string | undefined }): R
   if (resolved.ok) return resolved.config;
   for (const error of resolved.errors) process.stderr.write(`deut ${command}: ${error}\n`);
   return undefined;
+}
+
+/** The known-peers file named by --known-peers or $DEUT_KNOWN_PEERS (a missing file is an empty store). */
+function loadPins(flag: string | undefined): KnownPeers {
+  const file = flag ?? process.env.DEUT_KNOWN_PEERS;
+  if (file === undefined || file === '') throw configError('NO_KNOWN_PEERS', 'name the known-peers file: --known-peers FILE (or DEUT_KNOWN_PEERS)');
+  return KnownPeers.load(file);
 }
 
 /** A mistake in the command line itself (unknown flag, missing argument). */
@@ -246,6 +254,55 @@ export async function main(argv: readonly string[]): Promise<number> {
       async (args) => {
         exitCode = await runMesh({ relays: args.relays, masters: args.masters, processes: args.processes });
       },
+    )
+    .command('pins', 'list or remove pinned peer keys in a known-peers file (like ssh-keygen -R)', (y) =>
+      y
+        .option('known-peers', { type: 'string', describe: 'the known-peers file (default $DEUT_KNOWN_PEERS)' })
+        .option('json', { type: 'boolean', describe: 'print JSON for scripts instead of a table' })
+        .command(
+          'list',
+          'list every pin: address, public key (hex), line in the file',
+          (z) => z,
+          (args) => {
+            const store = loadPins(args.knownPeers);
+            const pins = store.entries().map(([address, key]) => ({ address, publicKey: toHex(key), at: store.location(address) ?? '' }));
+            print(args.json, pins, () => {
+              if (pins.length === 0) process.stdout.write(`no pins in ${store.file ?? ''}\n`);
+              else printTable(pins, ['address', 'publicKey', 'at']);
+            });
+          },
+        )
+        .command(
+          'remove <address>',
+          'forget the pin of HOST:PORT, after its key changed on purpose (stop the daemon first: a running one keeps its pins and writes them back)',
+          (z) => z.positional('address', { type: 'string', demandOption: true, describe: 'HOST:PORT as the file lists it' }),
+          (args) => {
+            const store = loadPins(args.knownPeers);
+            let key: string;
+            try {
+              key = addressKey(parseAddress(args.address));
+            } catch {
+              throw configError('BAD_ADDRESS', `expected HOST:PORT with an IP address (got ${JSON.stringify(args.address)})`);
+            }
+            if (!store.forget(key)) throw configError('NO_SUCH_PIN', `${store.file ?? ''} has no pin for ${key}`);
+            process.stdout.write(`removed the pin of ${key} from ${store.file ?? ''}\n`);
+          },
+        )
+        .demandCommand(1, 'name a pins command: list or remove'),
+    )
+    .command('key', 'show a node key file', (y) =>
+      y
+        .command(
+          'show',
+          'print the public key (hex) of an existing key file, as peers and --dht-bootstrap contacts name it',
+          (z) => z.option('key-file', { type: 'string', demandOption: true, describe: 'the key file' }),
+          async (args) => {
+            await cryptoReady();
+            const keyPair = await readKeyFile(args.keyFile);
+            process.stdout.write(`${toHex(keyPair.publicKey)}\n`);
+          },
+        )
+        .demandCommand(1, 'name a key command: show'),
     )
     .command(
       'keygen',

@@ -18,6 +18,8 @@ export const MAX_PINS = 65_536;
 /** Pinned keys by canonical address string (`addressKey()`). */
 export class KnownPeers {
   readonly #pins = new Map<string, Uint8Array>();
+  /** The line of each pin in the file as last read or written. */
+  readonly #lines = new Map<string, number>();
   #dirty = false;
 
   /** `path` undefined keeps pins in memory only. */
@@ -59,6 +61,7 @@ export class KnownPeers {
         throw knownPeersError('KNOWN_PEERS_MALFORMED', `${path}:${index + 1}: expected "host:port base64-key"`);
       }
       store.#pins.set(canonical, new Uint8Array(bytes));
+      store.#lines.set(canonical, index + 1);
     });
     return store;
   }
@@ -93,6 +96,21 @@ export class KnownPeers {
     return true;
   }
 
+  /**
+   * Where the pin for `address` is, for a message an operator acts on: `FILE:LINE`, the file
+   * alone for a pin not written yet, or undefined for a store kept in memory.
+   */
+  location(address: string): string | undefined {
+    if (this.path === undefined) return undefined;
+    const line = this.#lines.get(address);
+    return line === undefined ? this.path : `${this.path}:${line}`;
+  }
+
+  /** The file behind this store, if any. */
+  get file(): string | undefined {
+    return this.path;
+  }
+
   /** Every pin, in the order they were made. */
   entries(): Array<[address: string, key: Uint8Array]> {
     return [...this.#pins].map(([address, key]) => [address, key.slice()]);
@@ -103,7 +121,11 @@ export class KnownPeers {
     if (!this.#dirty || this.path === undefined) return;
     this.#dirty = false;
     const lines = ['# deut known peers: host:port base64(X25519 public key)'];
-    for (const [address, key] of this.#pins) lines.push(`${address} ${Buffer.from(key).toString('base64')}`);
+    this.#lines.clear();
+    for (const [address, key] of this.#pins) {
+      lines.push(`${address} ${Buffer.from(key).toString('base64')}`);
+      this.#lines.set(address, lines.length);
+    }
     const temp = `${this.path}.${process.pid}.tmp`;
     const fd = openSync(temp, 'w', 0o600);
     try {

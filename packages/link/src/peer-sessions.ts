@@ -24,7 +24,13 @@ export function acceptKey(state: LinkState, peer: PeerState, offered: Uint8Array
   if (expected !== undefined) {
     if (constantTimeEqual(expected, offered)) return true;
     state.drop('pin-mismatch');
-    state.logger.warn('link: peer key differs from the pinned key; refused', { peer: peer.key });
+    const pinnedAt = state.knownPeers.get(peer.key) !== undefined ? state.knownPeers.location(peer.key) : undefined;
+    state.logger.warn(
+      pinnedAt === undefined
+        ? `link: peer ${peer.key} offered a key other than the one it is bound to (its live sessions, or the one a tunnel named); refused`
+        : `link: peer ${peer.key} offered a key other than its pin (${pinnedAt}); refused. If its key changed on purpose, remove the pin: deut pins remove ${peer.key} --known-peers ${state.knownPeers.file ?? ''}`,
+      { peer: peer.key, ...(pinnedAt !== undefined ? { pin: pinnedAt } : {}) },
+    );
     state.events.emit('pin-mismatch', { address: peer.address, expected: expected.slice(), offered: offered.slice() });
     return false;
   }

@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { ManualClock, addressKey } from '@deut/common';
+import { ManualClock, addressKey, silentLogger } from '@deut/common';
 import { cryptoReady, generateKeyPair, randomBytes, mac16 } from '@deut/crypto';
 import { openSocketCount } from '@deut/transport';
 import { DATAGRAM_BYTES, mac1Field, mac1Input, representativeField } from '@deut/wire';
@@ -561,8 +561,15 @@ describe('known peers file', () => {
       await relay.link.close();
       const impostorNode = await startNode({ bind: () => bindAgain(network, address) });
       impostor = impostorNode.link;
-      master = await startNode(network, { knownPeers: KnownPeers.load(file) });
+      const warnings: string[] = [];
+      master = await startNode(network, { knownPeers: KnownPeers.load(file), logger: { ...silentLogger, warn: (message: string) => warnings.push(message) } });
       await assert.rejects(master.link.connect(address), { code: 'PIN_MISMATCH' });
+      // The operator is told which peer, where its pin is, and how to drop it.
+      const key = addressKey(address);
+      assert.ok(
+        warnings.some((w) => w.includes(`peer ${key} offered a key other than its pin (${file}:2)`) && w.includes(`deut pins remove ${key} --known-peers ${file}`)),
+        JSON.stringify(warnings),
+      );
     } finally {
       await master?.link.close();
       await impostor?.close();
