@@ -8,7 +8,8 @@ import assert from 'node:assert/strict';
 import { addressKey } from '@deut/common';
 import { cryptoReady } from '@deut/crypto';
 import { decodeTunnelMessage } from '@deut/wire';
-import { withTestnet, type Testnet } from '../src/index.js';
+import type { PathSelection } from '@deut/tunnel';
+import { withTestnet, type DeutNode, type Testnet, type TunnelInfo } from '../src/index.js';
 
 await cryptoReady();
 
@@ -33,14 +34,21 @@ function buildEdges(net: Testnet): Set<string> {
   return edges;
 }
 
+/** The one master of `net` and its one tunnel, three hops long, whose path `mode` picked. */
+async function onlyTunnel(net: Testnet, mode: PathSelection): Promise<{ master: DeutNode; tunnel: TunnelInfo }> {
+  const master = net.masters[0]!.node;
+  await master.tunnels.ready(1);
+  const tunnels = master.tunnels.list();
+  assert.equal(tunnels.length, 1);
+  const tunnel = tunnels[0]!;
+  assert.equal(tunnel.mode, mode);
+  assert.equal(tunnel.path.length, 3);
+  return { master, tunnel };
+}
+
 test('node - tunnels.list() gives the path, first hop to endpoint, and the age', { timeout: 60_000 }, async () => {
   await withTestnet({ relays: 6, masters: 1, tunnels: 1, master: { hops: 3 }, observe: true, tunnelsTimeoutMs: 50_000 }, async (net) => {
-    const master = net.masters[0]!.node;
-    await master.tunnels.ready(1);
-    const [tunnel] = master.tunnels.list();
-    assert.ok(tunnel !== undefined);
-    assert.equal(tunnel.mode, 'master');
-    assert.equal(tunnel.path.length, 3);
+    const { master, tunnel } = await onlyTunnel(net, 'master');
     const hops = tunnel.path.map((hop) => {
       assert.ok(hop !== undefined, 'a master that picked the path knows every hop');
       const node = net.byAddress(hop.address);
@@ -61,12 +69,7 @@ test('node - tunnels.list() gives the path, first hop to endpoint, and the age',
 
 test('node - in relayer path mode, tunnels.list() knows the first hop and marks the rest unknown', { timeout: 60_000 }, async () => {
   await withTestnet({ relays: 6, masters: 1, tunnels: 1, master: { hops: 3, pathSelection: 'relayer' }, observe: true, tunnelsTimeoutMs: 50_000 }, async (net) => {
-    const master = net.masters[0]!.node;
-    await master.tunnels.ready(1);
-    const [tunnel] = master.tunnels.list();
-    assert.ok(tunnel !== undefined);
-    assert.equal(tunnel.mode, 'relayer');
-    assert.equal(tunnel.path.length, 3);
+    const { master, tunnel } = await onlyTunnel(net, 'relayer');
     const first = tunnel.path[0];
     assert.ok(first !== undefined);
     assert.equal(net.byAddress(first.address)?.role, 'relay');
