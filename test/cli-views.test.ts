@@ -50,12 +50,13 @@ async function daemon(name: string, host: string, args: readonly string[]): Prom
   let output = '';
   child.stdout.on('data', (c: Buffer) => (output += c.toString()));
   child.stderr.on('data', (c: Buffer) => (output += c.toString()));
-  for (let waited = 0; !existsSync(controlFile); waited += 50) {
-    if (waited > 30_000 || child.exitCode !== null) throw new Error(`${name} did not start: ${output}`);
+  // The control file can be on disk before the line naming the address has come through the pipe.
+  const printed = (): string | undefined => /node on udp (\S+);/.exec(output)?.[1];
+  for (let waited = 0; !existsSync(controlFile) || printed() === undefined; waited += 50) {
+    if (waited > 30_000 || child.exitCode !== null) throw new Error(`${name} did not start and print its address: ${output}`);
     await new Promise((r) => setTimeout(r, 50));
   }
-  const address = /node on udp (\S+);/.exec(output)?.[1];
-  assert.ok(address !== undefined, `${name} printed its address: ${output}`);
+  const address = printed()!;
   return { address, ask: (...command) => deut([...command, '--control-file', controlFile]) };
 }
 
