@@ -12,7 +12,7 @@ import { CONFIG_FIELDS, envName, flagName, resolveRunConfig, type RunConfig } fr
 import { callControl } from './control-client.js';
 import { defaultControlFile } from './control-file.js';
 import { EXIT, runDaemon } from './daemon.js';
-import { printTable } from './format.js';
+import { formatAge, formatPath, printTable } from './format.js';
 import { runMesh } from './mesh.js';
 import { DEUT_VERSION } from './routes.js';
 import { runDhtPairScenario } from './scenario.js';
@@ -158,8 +158,11 @@ export async function main(argv: readonly string[]): Promise<number> {
           );
           const dht = status.dht as Record<string, unknown> | null;
           if (dht !== null) process.stdout.write(`dht: id ${String(dht.id)}, ${String(dht.contacts)} contacts, ${String(dht.storedKeys)} keys stored\n`);
-          process.stdout.write('\nlink sessions (compare session ids at both ends to rule out a man in the middle):\n');
-          printTable(status.sessions as Array<Record<string, unknown>>, ['peer', 'sessionId', 'initiator', 'confirmed', 'establishedAt']);
+          process.stdout.write(
+            '\nlink sessions (* marks the one this node sends on; to rule out a man in the middle, check that the peer lists the same session id):\n',
+          );
+          const sessions = (status.sessions as Array<Record<string, unknown>>).map((s) => ({ ...s, current: s.current === true ? '*' : '' }));
+          printTable(sessions, ['current', 'peer', 'sessionId', 'initiator', 'confirmed', 'establishedAt']);
         });
       },
     )
@@ -170,7 +173,8 @@ export async function main(argv: readonly string[]): Promise<number> {
       async (args) => {
         const result = (await callControl(clientOptions(args), 'GET', '/v1/tunnels')) as { owned: Array<Record<string, unknown>>; transit: number };
         print(args.json, result, () => {
-          printTable(result.owned, ['id', 'endpoint', 'rttMs', 'draining']);
+          const rows = result.owned.map((t) => ({ ...t, path: formatPath(t.path as Array<{ address: string | null }>), age: formatAge(Number(t.ageMs)) }));
+          printTable(rows, ['id', 'path', 'age', 'endpoint', 'rttMs', 'draining']);
           process.stdout.write(`\n${result.owned.length} owned tunnels; ${result.transit} transit tunnels through this node\n`);
         });
       },
@@ -181,7 +185,7 @@ export async function main(argv: readonly string[]): Promise<number> {
       (y) => withClientFlags(y),
       async (args) => {
         const peers = (await callControl(clientOptions(args), 'GET', '/v1/peers')) as Array<Record<string, unknown>>;
-        print(args.json, peers, () => printTable(peers, ['address', 'publicKey', 'failures', 'avoidedUntil']));
+        print(args.json, peers, () => printTable(peers, ['address', 'publicKey', 'verified', 'failures', 'avoidedUntil']));
       },
     )
     .command(

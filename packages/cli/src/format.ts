@@ -17,3 +17,17 @@ export function printTable(rows: ReadonlyArray<Record<string, unknown>>, columns
   out.write(`${line(columns)}\n${line(widths.map((w) => '-'.repeat(w)))}\n`);
   for (const r of cells) out.write(`${line(r)}\n`);
 }
+
+/** A tunnel's path as `deut tunnels` prints it, first hop to endpoint: `127.0.0.1:7000 → ? → ?` when only the first hop is known. */
+export function formatPath(path: ReadonlyArray<{ readonly address: string | null }>): string {
+  return path.map((hop) => hop.address ?? '?').join(' \u2192 ');
+}
+
+/** A duration as an operator reads it at a glance: `42s`, `3m07s`, `2h05m`. */
+export function formatAge(ms: number): string {
+  const seconds = Math.max(0, Math.floor(ms / 1000));
+  const two = (n: number): string => String(n).padStart(2, '0');
+  if (seconds < 60) return `${seconds}s`;
+  if (seconds < 3600) return `${Math.floor(seconds / 60)}m${two(seconds % 60)}s`;
+  return `${Math.floor(seconds / 3600)}h${two(Math.floor(seconds / 60) % 60)}m`;
+}

@@ -3,12 +3,16 @@
  * POST /v1/send, /v1/dht/put, /v1/dht/get, /v1/dht/find-node). It is loopback-only and
  * cookie-authenticated, so it shows addresses and keys as they are: the operator asking is
  * the owner of the node.
+ *
+ * Times in the JSON have one form so that scripts need not guess: an instant is an ISO 8601
+ * UTC string in a field named `...At` or `...Until`, and a duration is a number whose field
+ * name ends in its unit (`uptimeSeconds`, `ageMs`, `rttMs`).
  */
 import { readFileSync } from 'node:fs';
 import { DeutError, addressKey, configError, parseAddress, timeoutError, type UdpAddress } from '@deut/common';
 import { fromHex, toHex } from '@deut/crypto';
 import { idFromHex } from '@deut/dht';
-import { classifyAddress, exitRefusedReasonName, type DeutNode } from '@deut/node';
+import { classifyAddress, exitRefusedReasonName, type DeutNode, type TunnelInfo } from '@deut/node';
 import type { ControlRoute } from './control-server.js';
 
 /** The version of `deut` (its package.json, which the image keeps), for `deut --version` and `deut status`. */
@@ -112,6 +116,37 @@ export function describeExitRefusal(reason: number, to: UdpAddress): string {
   }
 }
 
+/** An instant (epoch ms, the node's clock) as the control API's JSON shows every instant. */
+export function isoTime(ms: number): string {
+  return new Date(ms).toISOString();
+}
+
+/** A hop of a tunnel's path in the JSON: `known` false (and nulls) for a hop the master was never told. */
+export interface TunnelHopJson {
+  readonly known: boolean;
+  readonly address: string | null;
+  readonly publicKey: string | null;
+}
+
+/** An owned tunnel as `GET /v1/tunnels` shows it. */
+export function tunnelJson(t: TunnelInfo): Record<string, unknown> {
+  const path: TunnelHopJson[] = t.path.map((hop) =>
+    hop === undefined ? { known: false, address: null, publicKey: null } : { known: true, address: addressKey(hop.address), publicKey: hop.publicKey === undefined ? null : toHex(hop.publicKey) },
+  );
+  return {
+    id: t.id,
+    mode: t.mode,
+    hops: t.hops,
+    path,
+    endpoint: addressKey(t.endpoint),
+    createdAt: isoTime(t.createdAt),
+    ageMs: t.ageMs,
+    expiresAt: isoTime(t.expiresAt),
+    rttMs: t.rttMs ?? null,
+    draining: t.draining,
+  };
+}
+
 /** The control routes of `node`. */
 export function controlRoutes(context: RouteContext): Record<string, ControlRoute> {
   const { node } = context;
@@ -124,15 +159,17 @@ export function controlRoutes(context: RouteContext): Record<string, ControlRout
         address: addressKey(node.address),
         publicKey: toHex(node.publicKey),
         roles: context.roles,
+        startedAt: isoTime(context.startedAt),
         uptimeSeconds: Math.round((Date.now() - context.startedAt) / 1000),
         peers: stats.peers,
         sessions: node.link.sessions().map((s) => ({
           peer: addressKey(s.address),
           publicKey: toHex(s.publicKey),
           sessionId: s.sessionId,
+          current: s.current,
           initiator: s.initiator,
           confirmed: s.confirmed,
-          establishedAt: new Date(s.establishedAt).toISOString(),
+          establishedAt: isoTime(s.establishedAt),
         })),
         tunnels: {
           owned: stats.pool?.tunnels ?? 0,
@@ -149,11 +186,18 @@ export function controlRoutes(context: RouteContext): Record<string, ControlRout
       };
     },
     'GET /v1/tunnels': () => ({
-      owned: node.tunnels.list().map((t) => ({ ...t, endpoint: addressKey(t.endpoint) })),
+      owned: node.tunnels.list().map(tunnelJson),
       transit: node.stats().tunnels.transit,
     }),
     'GET /v1/peers': () =>
-      node.peers().map((p) => ({ address: addressKey(p.address), publicKey: toHex(p.publicKey), failures: p.failures, avoidedUntil: p.avoidUntil > Date.now() ? new Date(p.avoidUntil).toISOString() : null })),
+      node.peers().map((p) => ({
+        address: addressKey(p.address),
+        publicKey: toHex(p.publicKey),
+        // False for a relayer a neighbour named that no handshake has proven yet: paths leave it out.
+        verified: p.verified,
+        failures: p.failures,
+        avoidedUntil: p.avoidUntil > Date.now() ? isoTime(p.avoidUntil) : null,
+      })),
     'POST /v1/send': async (body) => {
       let to: UdpAddress;
       try {

@@ -75,6 +75,14 @@ export interface LinkSessionInfo extends LinkPeer {
   readonly establishedAt: number;
   readonly sent: number;
   readonly received: number;
+  /**
+   * The session this link sends on to the peer now (the newest confirmed one still
+   * usable): at most one per peer; the others are kept only to receive stragglers. An
+   * operator ruling out a man in the middle checks that the other end holds this id: it is
+   * usually the one marked there too, but after both ends rekeyed at once each sends on
+   * the session the other started.
+   */
+  readonly current: boolean;
 }
 
 /** Options of a send or connect. */
@@ -167,8 +175,9 @@ export class Link extends EventEmitter<LinkEvents> {
     const peer = peerFor(state, to, options);
     if (peer === 'peer-cap') return Promise.reject(linkError('LINK_PEER_CAP', 'too many link peers'));
     if (peer === 'key-mismatch') return Promise.reject(linkError('KEY_MISMATCH', 'the peer at this address is bound to another key (pinned, or a live session)'));
-    const session = sendingSession(peer, state.clock.now());
-    if (session !== undefined) return Promise.resolve(sessionInfo(peer, session));
+    const now = state.clock.now();
+    const session = sendingSession(peer, now);
+    if (session !== undefined) return Promise.resolve(sessionInfo(peer, session, now));
     return new Promise((resolve, reject) => {
       peer.waiters.push({ resolve, reject });
       if (peer.initiating === undefined) initiate(state, peer, options.handshakeAttempts);
@@ -189,7 +198,8 @@ export class Link extends EventEmitter<LinkEvents> {
   /** Live sessions, newest first per peer. */
   sessions(): LinkSessionInfo[] {
     const out: LinkSessionInfo[] = [];
-    for (const peer of this.#state.peers.values()) for (const session of peer.sessions) out.push(sessionInfo(peer, session));
+    const now = this.#state.clock.now();
+    for (const peer of this.#state.peers.values()) for (const session of peer.sessions) out.push(sessionInfo(peer, session, now));
     return out;
   }
 

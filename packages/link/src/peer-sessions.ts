@@ -49,11 +49,11 @@ export function addSession(state: LinkState, peer: PeerState, outcome: Handshake
 
 /** Both sides hold the session's keys: tell the listeners and waiters, and send what was queued. */
 export function onConfirmed(state: LinkState, peer: PeerState, session: LinkSession): void {
-  const info = sessionInfo(peer, session);
+  const now = state.clock.now();
+  const info = sessionInfo(peer, session, now);
   state.events.emit('session', info);
   for (const waiter of peer.waiters.splice(0)) waiter.resolve(info);
   const queued = peer.queue.splice(0);
-  const now = state.clock.now();
   for (const payload of queued) transmit(state, peer, session, payload, now);
 }
 
@@ -79,8 +79,8 @@ export function expireSessions(peer: PeerState, now: number): void {
   if (peer.sessions.some((s) => s.establishedAt <= oldest)) peer.sessions = peer.sessions.filter((s) => s.establishedAt > oldest);
 }
 
-/** A session as `sessions()` and the `session` event show it. */
-export function sessionInfo(peer: PeerState, session: LinkSession): LinkSessionInfo {
+/** A session as `sessions()` and the `session` event show it at `now`. */
+export function sessionInfo(peer: PeerState, session: LinkSession, now: number): LinkSessionInfo {
   return {
     address: peer.address,
     publicKey: session.remoteStatic,
@@ -91,5 +91,6 @@ export function sessionInfo(peer: PeerState, session: LinkSession): LinkSessionI
     establishedAt: session.establishedAt,
     sent: session.sent,
     received: session.received,
+    current: sendingSession(peer, now) === session,
   };
 }

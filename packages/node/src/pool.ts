@@ -7,7 +7,7 @@
  */
 import { Counters, addressKey, silentLogger, systemClock, type Clock, type Logger, type TimerHandle, type UdpAddress } from '@deut/common';
 import type { CounterSnapshot } from '@deut/common';
-import { BuildError, type DestroyReason, type OwnedTunnel, type PathSelection, type TunnelEngine } from '@deut/tunnel';
+import { BuildError, type DestroyReason, type OwnedTunnel, type PathHop, type PathSelection, type TunnelEngine } from '@deut/tunnel';
 import { encodeCellFrame } from '@deut/wire';
 import { randomBytes } from '@deut/crypto';
 import { abortedError } from './errors.js';
@@ -62,11 +62,27 @@ export interface TunnelPoolOptions {
 export interface TunnelInfo {
   readonly id: number;
   readonly hops: number;
+  /** Who picked the hops: in relayer mode this master knows only the first. */
+  readonly mode: PathSelection;
+  /**
+   * The hops, first hop to endpoint, `hops` long; `undefined` for a hop this master does
+   * not know (every hop after the first in relayer mode).
+   */
+  readonly path: ReadonlyArray<PathHop | undefined>;
   readonly endpoint: UdpAddress;
+  /** When the build completed, epoch ms of the node's clock. */
+  readonly createdAt: number;
+  /** How long ago the build completed, in ms of the node's clock. */
+  readonly ageMs: number;
   readonly expiresAt: number;
   /** Round trip of the last answered probe, if any. */
   readonly rttMs: number | undefined;
   readonly draining: boolean;
+}
+
+/** A copy, so that a caller of `list()` cannot change the path the tunnel's own checks use. */
+function copyHop(hop: PathHop | undefined): PathHop | undefined {
+  return hop === undefined ? undefined : { address: { host: hop.address.host, port: hop.address.port }, publicKey: hop.publicKey?.slice() };
 }
 
 interface Pooled {
@@ -251,11 +267,16 @@ export class TunnelPool {
 
   /** The pool's tunnels for `tunnels.list()`. */
   list(): TunnelInfo[] {
-    const cutoff = this.#o.clock.now() + this.#o.drainBeforeMs;
+    const now = this.#o.clock.now();
+    const cutoff = now + this.#o.drainBeforeMs;
     return [...this.#tunnels.values()].map((p) => ({
       id: p.tunnel.localId,
       hops: p.tunnel.hopCount,
+      mode: p.tunnel.mode,
+      path: Array.from({ length: p.tunnel.hopCount }, (_, i) => copyHop(p.tunnel.path[i])),
       endpoint: p.tunnel.endpoint,
+      createdAt: p.tunnel.createdAt,
+      ageMs: now - p.tunnel.createdAt,
       expiresAt: p.tunnel.expiresAt,
       rttMs: p.rttMs,
       draining: p.tunnel.expiresAt <= cutoff,
