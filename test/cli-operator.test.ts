@@ -61,7 +61,7 @@ function run(script: string, args: readonly string[], options: { closeStdout?: b
 const deut = (args: readonly string[], options: { closeStdout?: boolean } = {}): Promise<Result> => run(BIN, args, options);
 
 /** A `deut run` daemon on 127.0.0.1, ready once its control file exists. */
-async function daemon(dir: string, args: readonly string[], name = 'node'): Promise<{ controlFile: string; address: string; log: () => string }> {
+async function daemon(dir: string, args: readonly string[], name = 'node'): Promise<{ controlFile: string; address: string; pid: number; log: () => string }> {
   const controlFile = join(dir, `${name}.json`);
   const child = spawn(process.execPath, [BIN, 'run', '--listen', '127.0.0.1:0', '--control', '127.0.0.1:0', '--control-file', controlFile, '--log-format', 'json', ...args], {
     stdio: ['ignore', 'pipe', 'pipe'],
@@ -77,7 +77,7 @@ async function daemon(dir: string, args: readonly string[], name = 'node'): Prom
     await new Promise((r) => setTimeout(r, 50));
   }
   const address = started()!;
-  return { controlFile, address, log: () => output };
+  return { controlFile, address, pid: child.pid!, log: () => output };
 }
 
 test('cli operator - the npm link of `deut` points at a checked-in launcher, so `npx deut` works after `npm ci && npm run build`', { timeout: 60_000 }, async () => {
@@ -170,4 +170,21 @@ test('cli operator - pins list and remove work on a known-peers file, and key sh
   const shown = await deut(['key', 'show', '--key-file', keyFile]);
   assert.equal(shown.code, 0, shown.stderr);
   assert.equal(shown.stdout.trim(), made.stdout.trim(), 'the same hex the key was announced with');
+});
+
+test('cli operator - SIGHUP reloads the known-peers file (a pin removed meanwhile is gone) and does not stop the daemon', { timeout: 60_000 }, async () => {
+  const dir = tempDir();
+  const file = join(dir, 'known_peers');
+  writeFileSync(file, `10.1.2.3:7600 ${Buffer.alloc(32, 2).toString('base64')}\n10.1.2.4:7600 ${Buffer.alloc(32, 3).toString('base64')}\n`);
+  const node = await daemon(dir, ['--known-peers', file]);
+  const removed = await deut(['pins', 'remove', '10.1.2.3:7600', '--known-peers', file]);
+  assert.equal(removed.code, 0, removed.stderr);
+  const pid = node.pid;
+  process.kill(pid, 'SIGHUP');
+  for (let waited = 0; !/SIGHUP: reloaded the known-peers file \(1 pins\)/.test(node.log()); waited += 50) {
+    assert.ok(waited < 20_000, `no reload line: ${node.log()}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  const status = await deut(['status', '--json', '--control-file', node.controlFile]);
+  assert.equal(status.code, 0, `the daemon still answers after SIGHUP: ${status.stderr}`);
 });

@@ -21,7 +21,7 @@ export const EXIT = { ok: 0, failure: 1, usage: 2 } as const;
  * Starts the node `config` describes. The node key is read from `keyFile`, created there
  * on first start (0600), or, without a key file, fresh and marked not to be pinned.
  */
-export async function startConfiguredNode(config: RunConfig, logger: Logger): Promise<DeutNode> {
+export async function startConfiguredNode(config: RunConfig, logger: Logger, knownPeers?: KnownPeers): Promise<DeutNode> {
   const identity = config.keyFile === undefined ? undefined : await loadOrCreateKey(config.keyFile, logger, 'node');
   return DeutNode.start({
     listen: config.listen,
@@ -35,7 +35,7 @@ export async function startConfiguredNode(config: RunConfig, logger: Logger): Pr
     allowPrivateExits: config.allowPrivateExits,
     allowSameSubnet: config.allowSameSubnet,
     ...(identity !== undefined ? { identity } : {}),
-    ...(config.knownPeers !== undefined ? { knownPeers: KnownPeers.load(config.knownPeers) } : {}),
+    ...(knownPeers !== undefined ? { knownPeers } : config.knownPeers !== undefined ? { knownPeers: KnownPeers.load(config.knownPeers) } : {}),
     ...(config.dht ? { dht: { bootstrap: config.dhtBootstrap } } : {}),
     logger,
   });
@@ -59,7 +59,10 @@ export async function runDaemon(config: RunConfig): Promise<number> {
     cleanups.length = 0;
   };
   try {
-    const node = await startConfiguredNode(config, logger);
+    const knownPeers = config.knownPeers !== undefined ? KnownPeers.load(config.knownPeers) : undefined;
+    const node = await startConfiguredNode(config, logger, knownPeers);
+    const stopReloading = reloadOnHangup(logger, knownPeers);
+    cleanups.push(() => Promise.resolve(stopReloading()));
     cleanups.push(() => node.close());
     const publicDht = config.dhtListen === undefined ? undefined : await startPublicDht(config.dhtListen, config.dhtKeyFile, config.dhtBootstrap, logger);
     if (publicDht !== undefined) cleanups.push(() => publicDht.close());
@@ -106,6 +109,29 @@ export async function runDaemon(config: RunConfig): Promise<number> {
 
 function isSystemError(error: unknown): boolean {
   return error instanceof Error && typeof (error as NodeJS.ErrnoException).code === 'string';
+}
+
+/**
+ * SIGHUP reloads what can change under a running daemon, as Tor and i2pd do: the known-peers
+ * file (so `deut pins remove` takes effect without a restart). Everything else in the
+ * configuration takes effect at the next start, and the log line says so. Logs go to stdout
+ * and stderr, so there is no log file to re-open. Returns the function that stops listening.
+ */
+function reloadOnHangup(logger: Logger, knownPeers: KnownPeers | undefined): () => void {
+  const onHangup = (): void => {
+    if (knownPeers === undefined) {
+      logger.info('SIGHUP: nothing to reload (no --known-peers file); other settings take effect at restart');
+      return;
+    }
+    try {
+      const pins = knownPeers.reload();
+      logger.info(`SIGHUP: reloaded the known-peers file (${pins} pins); other settings take effect at restart`);
+    } catch (error) {
+      logger.warn(`SIGHUP: the known-peers file was not reloaded, the pins in force stay: ${error instanceof Error ? error.message : String(error)}`);
+    }
+  };
+  process.on('SIGHUP', onHangup);
+  return () => process.off('SIGHUP', onHangup);
 }
 
 /** Resolves on the first SIGINT/SIGTERM; a second one exits the process at once. */

@@ -20,6 +20,8 @@ export class KnownPeers {
   readonly #pins = new Map<string, Uint8Array>();
   /** The line of each pin in the file as last read or written. */
   readonly #lines = new Map<string, number>();
+  /** Pins made since the file was last read or written: a reload must keep them. */
+  readonly #unwritten = new Set<string>();
   #dirty = false;
 
   /** `path` undefined keeps pins in memory only. */
@@ -36,11 +38,37 @@ export class KnownPeers {
    */
   static load(path: string): KnownPeers {
     const store = new KnownPeers(path);
+    store.#read();
+    return store;
+  }
+
+  /**
+   * Reads the file again (the daemon does on SIGHUP): pins an operator removed with
+   * `deut pins remove` are forgotten here too, and pins made since the last write are kept.
+   * Returns the number of pins. A malformed file throws and leaves the pins as they were.
+   */
+  reload(): number {
+    if (this.path === undefined) return this.#pins.size;
+    const kept = [...this.#unwritten].flatMap((address) => {
+      const key = this.#pins.get(address);
+      return key === undefined ? [] : [[address, key] as const];
+    });
+    const fresh = KnownPeers.load(this.path);
+    this.#pins.clear();
+    this.#lines.clear();
+    for (const [address, key] of fresh.#pins) this.#pins.set(address, key);
+    for (const [address, line] of fresh.#lines) this.#lines.set(address, line);
+    for (const [address, key] of kept) this.#pins.set(address, key);
+    return this.#pins.size;
+  }
+
+  #read(): void {
+    const path = this.path!;
     let text: string;
     try {
       text = readFileSync(path, 'utf8');
     } catch (error) {
-      if ((error as NodeJS.ErrnoException).code === 'ENOENT') return store;
+      if ((error as NodeJS.ErrnoException).code === 'ENOENT') return;
       throw knownPeersError('KNOWN_PEERS_UNREADABLE', `cannot read known peers file ${path}: ${(error as Error).message}`);
     }
     text.split('\n').forEach((raw, index) => {
@@ -60,10 +88,9 @@ export class KnownPeers {
       if (canonical === undefined || bytes?.length !== PUBLIC_KEY_BYTES || extra !== undefined) {
         throw knownPeersError('KNOWN_PEERS_MALFORMED', `${path}:${index + 1}: expected "host:port base64-key"`);
       }
-      store.#pins.set(canonical, new Uint8Array(bytes));
-      store.#lines.set(canonical, index + 1);
+      this.#pins.set(canonical, new Uint8Array(bytes));
+      this.#lines.set(canonical, index + 1);
     });
-    return store;
   }
 
   /** The pinned key for `address`, if any. */
@@ -84,6 +111,7 @@ export class KnownPeers {
     if (key.length !== PUBLIC_KEY_BYTES) throw knownPeersError('BAD_KEY_LENGTH', `a pinned key has ${PUBLIC_KEY_BYTES} bytes`);
     if (!this.#pins.has(address) && this.#pins.size >= MAX_PINS) return false;
     this.#pins.set(address, key.slice());
+    this.#unwritten.add(address);
     this.#dirty = true;
     return true;
   }
@@ -122,6 +150,7 @@ export class KnownPeers {
     this.#dirty = false;
     const lines = ['# deut known peers: host:port base64(X25519 public key)'];
     this.#lines.clear();
+    this.#unwritten.clear();
     for (const [address, key] of this.#pins) {
       lines.push(`${address} ${Buffer.from(key).toString('base64')}`);
       this.#lines.set(address, lines.length);

@@ -540,6 +540,25 @@ describe('known peers file', () => {
   const dir = mkdtempSync(join(tmpdir(), 'deut-known-'));
   after(() => rmSync(dir, { recursive: true, force: true }));
 
+  test('known peers - reload forgets pins removed from the file and keeps those not written yet; writes are batched', () => {
+    const file = join(dir, 'reloaded');
+    const key = (n: number): Uint8Array => new Uint8Array(32).fill(n);
+    writeFileSync(file, `10.0.0.1:1 ${Buffer.from(key(1)).toString('base64')}\n10.0.0.2:1 ${Buffer.from(key(2)).toString('base64')}\n`);
+    const store = KnownPeers.load(file);
+    assert.equal(store.pin('10.0.0.3:1', key(3)), true);
+    assert.doesNotMatch(readFileSync(file, 'utf8'), /10\.0\.0\.3/, 'a pin is written at the next flush, not at once');
+    // An operator removes a pin with another process (deut pins remove).
+    KnownPeers.load(file).forget('10.0.0.1:1');
+    assert.equal(store.reload(), 2);
+    assert.equal(store.get('10.0.0.1:1'), undefined, 'the removed pin is gone');
+    assert.deepEqual(store.get('10.0.0.3:1'), key(3), 'the unwritten pin stays');
+    store.flush();
+    const text = readFileSync(file, 'utf8');
+    assert.doesNotMatch(text, /10\.0\.0\.1:1/, 'and is not written back');
+    assert.match(text, /10\.0\.0\.2:1/);
+    assert.match(text, /10\.0\.0\.3:1/);
+  });
+
   test('known peers - pins persist across loads and a changed key is refused after restart', { timeout: 20_000 }, async () => {
     const file = join(dir, 'known_peers');
     const network = createNetwork('memory');
