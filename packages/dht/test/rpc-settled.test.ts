@@ -48,7 +48,7 @@ function pair(copies: number): { caller: DatagramChannel; callee: DatagramChanne
 
 const settle = (): Promise<void> => new Promise((resolve) => setTimeout(resolve, 0)).then(() => new Promise((resolve) => setImmediate(resolve)));
 
-function rpcs(copies: number, callerOptions: Partial<DhtRpcOptions> = {}): { caller: DhtRpc; callee: DhtRpc; to: { publicKey: Uint8Array; address: UdpAddress }; net: ReturnType<typeof pair>; close(): void } {
+function rpcs(copies: number, callerOptions: Partial<DhtRpcOptions> = {}): { caller: DhtRpc; callee: DhtRpc; to: { publicKey: Uint8Array; address: UdpAddress }; net: ReturnType<typeof pair>; close: () => void } {
   const net = pair(copies);
   const calleeKey = generateKeyPair();
   const caller = new DhtRpc({ identity: generateKeyPair(), channel: net.caller, ...callerOptions });
