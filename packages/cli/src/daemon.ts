@@ -73,8 +73,8 @@ export async function runDaemon(config: RunConfig): Promise<number> {
     cleanups.push(() => control.close());
     let metricsAddress: string | undefined;
     if (config.metrics !== undefined) {
-      const metrics = createNodeMetrics(node, publicDht !== undefined ? { publicDht: publicDht.dht } : {});
-      const server = await serveMetrics(config.metrics, metrics);
+      const metrics = createNodeMetrics(node, { processMetrics: true, ...(publicDht !== undefined ? { publicDht: publicDht.dht } : {}) });
+      const server = await serveMetrics(config.metrics, metrics, { logger });
       metricsAddress = addressKey(server.address);
       cleanups.push(async () => {
         await server.close();

@@ -10,10 +10,14 @@
  */
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { DeutError, type CounterSnapshot } from '@deut/common';
-import type { DhtNode } from '@deut/dht';
-import { EXIT_REFUSED, exitRefusedReasonName, type DeutNode } from '@deut/node';
+import { DeutError, silentLogger, type CounterSnapshot, type Logger } from '@deut/common';
+import { DHT_RPC_DROP_REASONS, type DhtNode, type DhtRpcCounter } from '@deut/dht';
+import { LINK_DROP_REASONS } from '@deut/link';
+import { ENDPOINT_EXITS_DROP_REASONS, EXIT_REFUSED, MESSENGER_DROP_REASONS, NODE_DROP_REASONS, exitRefusedReasonName, type DeutNode } from '@deut/node';
+import { BUILD_REFUSAL_CAUSES, TUNNEL_DROP_REASONS } from '@deut/tunnel';
 import { DATAGRAM_BYTES } from '@deut/wire';
+import { isLoopbackIp } from './control.js';
+import { DEUT_VERSION } from './routes.js';
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 
 /** The metrics of one node. */
@@ -30,7 +34,11 @@ export interface NodeMetrics {
 export interface NodeMetricsOptions {
   /**
    * Add prom-client's default process metrics (CPU, memory, event loop lag, GC) to the
-   * registry. They install process-wide observers that are never removed: once per process.
+   * registry, under their standard unprefixed names (`process_cpu_seconds_total`,
+   * `nodejs_eventloop_lag_seconds`, ...): they describe the process, not the node, and stock
+   * Node.js dashboards and alerts find them there; `deut run` is one node per process, so
+   * nothing else claims them. They install process-wide observers that are never removed:
+   * once per process.
    * @default false
    */
   readonly processMetrics?: boolean;
@@ -41,8 +49,11 @@ export interface NodeMetricsOptions {
 /** Build latency buckets (seconds), 1 ms to 10 s. */
 export const BUILD_SECONDS_BUCKETS: readonly number[] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
 
-/** What a drop reason must look like to be a label value: a short lowercase code. */
-const REASON_LABEL = /^[a-z][a-z0-9-]{0,63}$/;
+/**
+ * What a drop reason must look like to be a label value: a short lowercase code. Wire codes
+ * keep their underscore (`decode-bad_length`), as in `deut status`.
+ */
+const REASON_LABEL = /^[a-z][a-z0-9_-]{0,63}$/;
 const HEX_RUN = /[0-9a-f]{16,}/;
 
 /** A drop reason as a label value: our own code, or 'other' for anything that is not one. */
@@ -78,10 +89,17 @@ function* countersAfter(prefix: string, counters: CounterSnapshot<string> | unde
   for (const [name, value] of Object.entries<number | undefined>(counters)) if (name.startsWith(prefix)) yield [name.slice(prefix.length), valueOf(value)];
 }
 
-/** Every `drop:<reason>` counter of one layer. */
-function* drops(layer: string, counters: CounterSnapshot<string> | undefined): Generator<[{ layer: string; reason: string }, number]> {
+/** Every `drop:<reason>` counter of one layer, its known reasons first (at 0 until counted). */
+function* drops(layer: string, known: readonly string[], counters: CounterSnapshot<string> | undefined): Generator<[{ layer: string; reason: string }, number]> {
+  for (const reason of known) yield [{ layer, reason: reasonLabel(reason) }, 0];
   for (const [reason, value] of countersAfter('drop:', counters)) yield [{ layer, reason: reasonLabel(reason) }, value];
 }
+
+/**
+ * What the crypto package runs on: libsodium's WebAssembly build, the only one it supports
+ * (scratch.ts calls the module's exports on its heap).
+ */
+const CRYPTO_BACKEND = 'wasm';
 
 /** The node's DHT, or undefined when it runs without one. */
 function dhtOf(node: DeutNode): DhtNode | undefined {
@@ -199,16 +217,20 @@ export function createNodeMetrics(node: DeutNode, options: NodeMetricsOptions = 
     collect() {
       const s = read();
       this.reset();
-      const sources: Array<[string, CounterSnapshot<string> | undefined]> = [
-        ['link', s.node.link.counters],
-        ['engine', s.node.tunnels.counters],
-        ['node', s.node.counters],
-        ['exits', s.node.exits.counters],
-        ['messenger', s.node.messages?.counters],
-        ['dht', s.dht?.rpc.counters],
-        ['public-dht', options.publicDht?.stats().rpc.counters],
+      // A layer the node does not run (no messenger on a relay, no DHT) has no samples at all.
+      const sources: Array<[string, readonly string[], CounterSnapshot<string> | undefined]> = [
+        ['link', LINK_DROP_REASONS, s.node.link.counters],
+        ['engine', TUNNEL_DROP_REASONS, s.node.tunnels.counters],
+        ['node', NODE_DROP_REASONS, s.node.counters],
+        ['exits', ENDPOINT_EXITS_DROP_REASONS, s.node.exits.counters],
+        ['messenger', MESSENGER_DROP_REASONS, s.node.messages?.counters],
+        ['dht', DHT_RPC_DROP_REASONS, s.dht?.rpc.counters],
+        ['public-dht', DHT_RPC_DROP_REASONS, options.publicDht?.stats().rpc.counters],
       ];
-      for (const [layer, counters] of sources) for (const [labels, value] of drops(layer, counters)) this.inc(labels, value);
+      for (const [layer, known, counters] of sources) {
+        if (counters === undefined) continue;
+        for (const [labels, value] of drops(layer, known, counters)) this.inc(labels, value);
+      }
     },
   });
   new Counter({
@@ -266,6 +288,7 @@ export function createNodeMetrics(node: DeutNode, options: NodeMetricsOptions = 
     collect() {
       const counters = read().node.tunnels.counters;
       this.reset();
+      for (const reason of BUILD_REFUSAL_CAUSES) this.inc({ reason }, 0);
       for (const [reason, value] of countersAfter('build-refused-', counters)) this.inc({ reason: reasonLabel(reason) }, value);
     },
   });
@@ -300,6 +323,34 @@ export function createNodeMetrics(node: DeutNode, options: NodeMetricsOptions = 
     registers,
   });
   for (const reason of [...Object.keys(EXIT_REFUSED), 'other']) exitRefused.inc({ reason }, 0);
+  new Counter({
+    name: 'deut_dht_settled_answers_total',
+    help:
+      'Answers to DHT calls of ours that had already settled; not drops. kind="duplicate": the call was answered already ' +
+      '(every fan-out copy and re-send gets an answer, so expect about fanout-1 per call); kind="late": the call had timed out. ' +
+      'layer="dht" (over our tunnels) or "public-dht" (--dht-listen).',
+    labelNames: ['layer', 'kind'] as const,
+    registers,
+    collect() {
+      const s = read();
+      this.reset();
+      const sources: Array<[string, CounterSnapshot<DhtRpcCounter> | undefined]> = [
+        ['dht', s.dht?.rpc.counters],
+        ['public-dht', options.publicDht?.stats().rpc.counters],
+      ];
+      for (const [layer, counters] of sources) {
+        if (counters === undefined) continue;
+        this.inc({ layer, kind: 'duplicate' }, count(counters, 'answers-duplicate'));
+        this.inc({ layer, kind: 'late' }, count(counters, 'answers-late'));
+      }
+    },
+  });
+  new Gauge({
+    name: 'deut_build_info',
+    help: 'Always 1; the labels say which deut (version), which Node.js (node_version) and which crypto build (crypto_backend) this node runs.',
+    labelNames: ['version', 'node_version', 'crypto_backend'] as const,
+    registers,
+  }).set({ version: DEUT_VERSION, node_version: process.version, crypto_backend: CRYPTO_BACKEND }, 1);
 
   if (dht !== undefined) {
     new Counter({
@@ -362,12 +413,33 @@ export interface MetricsServer {
   close(): Promise<void>;
 }
 
+/** Options of {@link serveMetrics}. */
+export interface ServeMetricsOptions {
+  /** Hears the warning about a listen address that is not loopback. @default silentLogger */
+  readonly logger?: Logger;
+}
+
+/**
+ * The warning for a metrics server that listens beyond loopback: the counters (tunnels,
+ * cells relayed, datagrams, drops, over time) help whoever reads them correlate this node's
+ * traffic, and the endpoint has no authentication.
+ */
+export const METRICS_EXPOSED_WARNING =
+  '--metrics listens on a non-loopback address: anyone who can reach it reads counters that help traffic analysis of this node ' +
+  '(no authentication); bind it to loopback, or firewall the port so only your Prometheus reaches it (README.md, "Read it")';
+
+/** {@link METRICS_EXPOSED_WARNING} for a listen address outside 127.0.0.0/8 and ::1 (wildcards included), else undefined. */
+export function metricsExposureWarning(host: string): string | undefined {
+  return isLoopbackIp(host) ? undefined : METRICS_EXPOSED_WARNING;
+}
+
 /**
  * Serves `GET /metrics` (Prometheus text format) on `listen`; anything else is 404. Any
- * host is accepted here: the CLI decides which addresses it allows.
+ * host is accepted; one that is not loopback (0.0.0.0 included) logs
+ * {@link METRICS_EXPOSED_WARNING} once.
  * @throws the listen error (EADDRINUSE, EADDRNOTAVAIL, ...)
  */
-export async function serveMetrics(listen: { host: string; port: number }, metrics: NodeMetrics): Promise<MetricsServer> {
+export async function serveMetrics(listen: { host: string; port: number }, metrics: NodeMetrics, options: ServeMetricsOptions = {}): Promise<MetricsServer> {
   const handle = (request: IncomingMessage, response: ServerResponse): void => {
     const path = (request.url ?? '').split('?', 1)[0];
     if (path !== '/metrics' || (request.method !== 'GET' && request.method !== 'HEAD')) {
@@ -397,6 +469,9 @@ export async function serveMetrics(listen: { host: string; port: number }, metri
     });
   });
   const bound = server.address() as AddressInfo;
+  // The bound address, not the flag's text: a name such as localhost is checked as resolved.
+  const warning = metricsExposureWarning(bound.address);
+  if (warning !== undefined) (options.logger ?? silentLogger).warn(warning);
   let closing: Promise<void> | undefined;
   return {
     address: { host: bound.address, port: bound.port },

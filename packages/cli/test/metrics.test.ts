@@ -1,11 +1,33 @@
 /** Prometheus metrics of a node, scraped from a small in-memory testnet, and their HTTP server. */
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { test } from 'node:test';
-import { generateKeyPair } from '@deut/crypto';
-import { DhtNode } from '@deut/dht';
-import { until, withDeadline, withTestnet } from '@deut/node';
+import { fileURLToPath } from 'node:url';
+import type { Logger } from '@deut/common';
+import { cryptoReady, generateKeyPair, randomBytes } from '@deut/crypto';
+import { DHT_RPC_DROP_REASONS, DhtNode } from '@deut/dht';
+import { LINK_DROP_REASONS } from '@deut/link';
+import {
+  DeutNode,
+  ENDPOINT_EXITS_DROP_REASONS,
+  EXIT_REFUSED,
+  MESSENGER_DROP_REASONS,
+  NODE_DROP_REASONS,
+  dhtContactOf,
+  joinDht,
+  until,
+  withDeadline,
+  withTestnet,
+} from '@deut/node';
+import { MemoryNetwork } from '@deut/transport';
+import { BUILD_REFUSAL_CAUSES, TUNNEL_DROP_REASONS } from '@deut/tunnel';
+import { encodeDhtDatagram } from '@deut/wire';
 import { Gauge, Registry, register as globalRegistry } from 'prom-client';
-import { createNodeMetrics, reasonLabel, serveMetrics, type NodeMetrics } from '../src/metrics.js';
+import { METRICS_EXPOSED_WARNING, createNodeMetrics, metricsExposureWarning, reasonLabel, serveMetrics, type NodeMetrics } from '../src/metrics.js';
 
 interface Sample {
   readonly name: string;
@@ -52,7 +74,8 @@ function parseExposition(text: string): Exposition {
       rest = rest.slice(label[0].length);
     }
     const value = valueText === '+Inf' ? Infinity : valueText === '-Inf' ? -Infinity : Number(valueText);
-    assert.ok(valueText === 'NaN' || !Number.isNaN(value), `bad value in: ${line}`);
+    // prom-client writes NaN as 'Nan' (event loop lag before its first sample); Prometheus parses NaN case-insensitively.
+    assert.ok(/^nan$/i.test(valueText!) || !Number.isNaN(value), `bad value in: ${line}`);
     samples.push({ name: name!, labels, value });
   }
   return { samples, help, type };
@@ -66,18 +89,24 @@ function total(exposition: Exposition, name: string, labels: Record<string, stri
 }
 
 const LABEL_NAMES = new Set(['role', 'outcome', 'layer', 'direction', 'reason', 'kind', 'le']);
+/** deut_build_info's labels: versions, which are no codes but no secrets either. */
+const BUILD_INFO_LABELS = new Set(['version', 'node_version', 'crypto_backend']);
 
 /** Label values are bounded codes: never an address, key or id. */
 function assertLabelsSafe(exposition: Exposition): void {
   for (const sample of exposition.samples) {
     if (!sample.name.startsWith('deut_')) continue;
     for (const [name, value] of Object.entries(sample.labels)) {
+      if (sample.name === 'deut_build_info' && BUILD_INFO_LABELS.has(name)) {
+        assert.match(value, /^v?\d+\.\d+\.\d+(?:-[0-9a-z.-]+)?$|^wasm$/, `deut_build_info ${name}="${value}"`);
+        continue;
+      }
       assert.ok(LABEL_NAMES.has(name), `unexpected label ${name} on ${sample.name}`);
       if (name === 'le') {
         assert.ok(value === '+Inf' || Number.isFinite(Number(value)), `le="${value}"`);
         continue;
       }
-      assert.match(value, /^[a-z][a-z0-9-]{0,63}$/, `${sample.name} ${name}="${value}"`);
+      assert.match(value, /^[a-z][a-z0-9_-]{0,63}$/, `${sample.name} ${name}="${value}"`);
       assert.doesNotMatch(value, /\d{1,3}(?:\.\d{1,3}){3}|:|[0-9a-f]{16,}/i, `${sample.name} ${name}="${value}" looks like an address or key`);
     }
   }
@@ -100,6 +129,8 @@ function assertDescribed(exposition: Exposition): void {
 test('metrics - label values are codes; anything else is other', () => {
   assert.equal(reasonLabel('cell-replay'), 'cell-replay');
   assert.equal(reasonLabel('decode-bad-length'), 'decode-bad-length');
+  // Wire codes keep their underscore in counter names, and so in labels.
+  assert.equal(reasonLabel('decode-bad_length'), 'decode-bad_length');
   for (const bad of ['198.51.100.7', '2001:db8::1', 'deadbeefdeadbeefdeadbeef', 'Upper', 'with space', '', 'x'.repeat(65)]) assert.equal(reasonLabel(bad), 'other', bad);
 });
 
@@ -313,4 +344,146 @@ test('metrics - anti-amplification: padded re-sends, too-large answers and peer-
     assert.ok((b.stats().messages!.counters['too-large-sent'] ?? 0) >= 1, 'the responder asked for padding');
     assert.ok((a.stats().counters['pex-contacts'] ?? 0) >= 1, 'the master contacted relayers it learned of');
   });
+});
+
+test('metrics - a healthy DHT with fan-out 2: second answers are duplicates, not drops; an answer to nothing we asked is unmatched', async () => {
+  await withTestnet({ relays: 6, masters: 2, tunnels: 3, master: { dht: true, fanout: 2, hops: 1 } }, async (net) => {
+    const [a, b] = [net.masters[0]!.node, net.masters[1]!.node];
+    await joinDht([a, b], { timeoutMs: 60_000 });
+    const key = new TextEncoder().encode('metrics-fanout-key');
+    await withDeadline(a.dht.put(key, new TextEncoder().encode('value')), 30_000, 'the put');
+    const got = await withDeadline(b.dht.get(key), 30_000, 'the get');
+    assert.equal(got.values.length, 1);
+    // The last copies' answers are still on their way when the get resolves.
+    await until(() => (b.dht.stats().rpc.counters['answers-duplicate'] ?? 0) > 0, 10_000, "the get's duplicate answers");
+    await net.network!.idle();
+    for (const node of [a, b]) {
+      const metrics = createNodeMetrics(node);
+      try {
+        const scraped = parseExposition(await metrics.scrape());
+        assertDescribed(scraped);
+        assertLabelsSafe(scraped);
+        assert.equal(total(scraped, 'deut_drops_total', { layer: 'dht', reason: 'answer-unmatched' }), 0, 'no healthy answer counts as a drop');
+        const duplicates = total(scraped, 'deut_dht_settled_answers_total', { layer: 'dht', kind: 'duplicate' });
+        assert.equal(duplicates, node.dht.stats().rpc.counters['answers-duplicate'] ?? 0);
+        if (node === b) assert.ok(duplicates > 0, 'the getter heard the second copies answered');
+      } finally {
+        metrics.close();
+      }
+    }
+
+    // An answer with an rpc id b never used, sent to b's DHT address (an endpoint of its own).
+    const stranger = net.network!.bind({ host: '127.0.3.50', port: 6881 });
+    try {
+      stranger.send(encodeDhtDatagram({ kind: 'response', rpcId: randomBytes(8), message: randomBytes(60) }), dhtContactOf(b).address);
+      await until(() => b.dht.stats().rpc.counters['drop:answer-unmatched'] === 1, 10_000, 'the stray answer to be counted');
+      const metrics = createNodeMetrics(b);
+      try {
+        assert.equal(total(parseExposition(await metrics.scrape()), 'deut_drops_total', { layer: 'dht', reason: 'answer-unmatched' }), 1);
+      } finally {
+        metrics.close();
+      }
+    } finally {
+      await stranger.close();
+    }
+  });
+});
+
+test('metrics - a fresh node exports every known reason of every labelled family at 0, and its build info', async () => {
+  await cryptoReady();
+  const network = new MemoryNetwork({ seed: 7 });
+  const node = await DeutNode.start({ listen: { host: '127.0.4.1', port: 0 }, sockets: { bind: (address) => Promise.resolve(network.bind(address)) }, master: true, tunnels: 1, dht: true });
+  const metrics = createNodeMetrics(node);
+  const server = await serveMetrics({ host: '127.0.0.1', port: 0 }, metrics);
+  try {
+    const response = await fetch(`http://127.0.0.1:${server.address.port}/metrics`);
+    assert.equal(response.status, 200);
+    const scraped = parseExposition(await response.text());
+    assertDescribed(scraped);
+    assertLabelsSafe(scraped);
+    const families: Array<[string, Record<string, string>, readonly string[]]> = [
+      ['deut_drops_total', { layer: 'link' }, LINK_DROP_REASONS],
+      ['deut_drops_total', { layer: 'engine' }, TUNNEL_DROP_REASONS],
+      ['deut_drops_total', { layer: 'node' }, NODE_DROP_REASONS],
+      ['deut_drops_total', { layer: 'exits' }, ENDPOINT_EXITS_DROP_REASONS],
+      ['deut_drops_total', { layer: 'messenger' }, MESSENGER_DROP_REASONS],
+      ['deut_drops_total', { layer: 'dht' }, DHT_RPC_DROP_REASONS],
+      ['deut_build_refusals_total', {}, BUILD_REFUSAL_CAUSES],
+      ['deut_exit_refused_total', {}, [...Object.keys(EXIT_REFUSED), 'other']],
+    ];
+    for (const [name, labels, reasons] of families) {
+      assert.ok(reasons.length > 0);
+      for (const reason of reasons) {
+        assert.equal(reasonLabel(reason), reason, `${name} ${reason} is a label value as it is`);
+        assert.equal(total(scraped, name, { ...labels, reason }), 0, `${name} ${JSON.stringify(labels)} ${reason}`);
+      }
+      const exported = scraped.samples.filter((s) => s.name === name && Object.entries(labels).every(([k, v]) => s.labels[k] === v));
+      assert.equal(exported.length, new Set(reasons).size, `${name} ${JSON.stringify(labels)}: exactly the known reasons`);
+    }
+    for (const kind of ['duplicate', 'late']) assert.equal(total(scraped, 'deut_dht_settled_answers_total', { layer: 'dht', kind }), 0);
+    for (const [kind, outcome] of [['outcome', 'succeeded'], ['outcome', 'failed']] as const) assert.equal(total(scraped, 'deut_tunnel_build_seconds_count', { [kind]: outcome }), 0);
+
+    const info = scraped.samples.filter((s) => s.name === 'deut_build_info');
+    assert.equal(info.length, 1);
+    const version = (JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string }).version;
+    assert.deepEqual(info[0]!.labels, { version, node_version: process.version, crypto_backend: 'wasm' });
+    assert.equal(info[0]!.value, 1);
+    assert.equal(scraped.type.get('deut_build_info'), 'gauge');
+    // Process metrics are the daemon's choice (once per process): none here.
+    assert.ok(!scraped.samples.some((s) => s.name.startsWith('process_') || s.name.startsWith('nodejs_')));
+  } finally {
+    await server.close();
+    metrics.close();
+    await node.close();
+  }
+});
+
+test('metrics - --metrics beyond loopback warns once, naming the flag, the risk and the cure; loopback is silent', async () => {
+  for (const host of ['0.0.0.0', '::', '192.0.2.10', '2001:db8::1', '10.1.2.3']) assert.equal(metricsExposureWarning(host), METRICS_EXPOSED_WARNING, host);
+  for (const host of ['127.0.0.1', '127.3.2.1', '::1', '::ffff:127.0.0.1']) assert.equal(metricsExposureWarning(host), undefined, host);
+  assert.match(METRICS_EXPOSED_WARNING, /--metrics/);
+  assert.match(METRICS_EXPOSED_WARNING, /traffic analysis/);
+  assert.match(METRICS_EXPOSED_WARNING, /firewall/);
+  assert.match(METRICS_EXPOSED_WARNING, /README\.md/);
+  // No address in the text: the daemon's logger would scrub it and leave a hole in the sentence.
+  assert.doesNotMatch(METRICS_EXPOSED_WARNING, /\d+\.\d+\.\d+\.\d+|::/);
+
+  const warnings: string[] = [];
+  const logger: Logger = { error: () => undefined, warn: (message) => void warnings.push(message), info: () => undefined, debug: () => undefined };
+  const registry = new Registry();
+  const server = await serveMetrics({ host: '127.0.0.1', port: 0 }, { registry, scrape: () => registry.metrics(), close: () => undefined }, { logger });
+  await server.close();
+  assert.deepEqual(warnings, []);
+});
+
+test('metrics - deut run --metrics serves build info and the standard process metrics', { timeout: 60_000 }, async () => {
+  const bin = fileURLToPath(new URL('../src/bin.js', import.meta.url));
+  const dir = await mkdtemp(join(tmpdir(), 'deut-metrics-'));
+  const child = spawn(
+    process.execPath,
+    [bin, 'run', '--listen', '127.0.4.2:0', '--control', '127.0.0.1:0', '--control-file', join(dir, 'control.json'), '--metrics', '127.0.0.1:0', '--log-format', 'json'],
+    { stdio: ['ignore', 'pipe', 'pipe'] },
+  );
+  const output = { stdout: '', stderr: '' };
+  child.stdout.on('data', (c: Buffer) => (output.stdout += c.toString()));
+  child.stderr.on('data', (c: Buffer) => (output.stderr += c.toString()));
+  const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
+  try {
+    await until(() => /metrics (http:\/\/[^\s;]+)/.test(output.stdout) || child.exitCode !== null, 30_000, 'the daemon to print its metrics address');
+    const url = /metrics (http:\/\/[^\s;]+)/.exec(output.stdout)?.[1];
+    assert.ok(url !== undefined, `stdout: ${output.stdout} stderr: ${output.stderr}`);
+    const scraped = parseExposition(await (await fetch(url)).text());
+    assertLabelsSafe(scraped);
+    assert.equal(total(scraped, 'deut_build_info', { crypto_backend: 'wasm' }), 1);
+    // Standard names, unprefixed: stock Node.js dashboards and alerts read them as they are.
+    for (const name of ['process_cpu_seconds_total', 'process_resident_memory_bytes', 'nodejs_eventloop_lag_seconds', 'nodejs_heap_size_used_bytes']) {
+      assert.ok(scraped.samples.some((s) => s.name === name), name);
+    }
+    assert.ok(!scraped.samples.some((s) => s.name.startsWith('deut_process_') || s.name.startsWith('deut_nodejs_')));
+    assert.doesNotMatch(output.stderr, /--metrics listens/, 'loopback metrics raise no warning');
+  } finally {
+    child.kill('SIGTERM');
+    await withDeadline(exited, 20_000, 'the daemon to exit').catch(() => child.kill('SIGKILL'));
+    await rm(dir, { recursive: true, force: true });
+  }
 });

@@ -46,3 +46,12 @@ export function sumCounters<K extends string>(snapshot: CounterSnapshot<K>, pref
   for (const [name, value] of Object.entries<number | undefined>(snapshot)) if (name.startsWith(prefix)) sum += value ?? 0;
   return sum;
 }
+
+/**
+ * `prefix` before each code in lower case, typed as the template literal the counter unions
+ * use (`drop:decode-${Lowercase<WireErrorCode>}`), so a union and the list it is derived
+ * from are built from one const array and cannot drift.
+ */
+export function prefixedCodes<P extends string, C extends string>(prefix: P, codes: readonly C[]): Array<`${P}${Lowercase<C>}`> {
+  return codes.map((code) => `${prefix}${code.toLowerCase()}` as `${P}${Lowercase<C>}`);
+}

@@ -17,7 +17,7 @@
  */
 import type { Clock, Logger, RateLimit, TimerHandle, UdpAddress } from '@deut/common';
 import type { CounterSnapshot } from '@deut/common';
-import { Counters, KeyedRateLimiter, ProtocolError, TokenBucket, addressKey, silentLogger, systemClock } from '@deut/common';
+import { Counters, KeyedRateLimiter, ProtocolError, TokenBucket, addressKey, prefixedCodes, silentLogger, systemClock } from '@deut/common';
 import { NoiseHandshake, generateKeyPair, randomBytes, toHex, type KeyPair } from '@deut/crypto';
 import {
   DHT_HEADER_BYTES,
@@ -25,6 +25,7 @@ import {
   DHT_REQUEST_OVERHEAD_BYTES,
   DHT_RESPONSE_OVERHEAD_BYTES,
   DHT_RPC_ID_BYTES,
+  WIRE_ERROR_CODES,
   decodeDhtDatagram,
   decodeDhtRequestBody,
   decodeDhtResponseBody,
@@ -102,6 +103,14 @@ export interface DhtRpcOptions {
   readonly answerCacheMs?: number;
   /** Bytes of cached answers kept at most. @default 4 MiB */
   readonly answerCacheBytes?: number;
+  /**
+   * How long a settled call's id is remembered, so that further answers to it count as
+   * duplicates or late answers rather than unmatched ones. @default 30,000 ms (the callee
+   * answers copies from its cache that long)
+   */
+  readonly settledMemoryMs?: number;
+  /** Settled call ids remembered at most (the oldest are forgotten first). @default 4,096 */
+  readonly settledMemoryLimit?: number;
 }
 
 /** Counter names of {@link DhtRpc.stats}. */
@@ -115,6 +124,10 @@ export type DhtRpcCounter =
   | 'requests-answered'
   | 'requests-unanswered'
   | 'answers-from-cache'
+  // A fan-out copy or a re-send answered too: expected, not a drop.
+  | 'answers-duplicate'
+  // An answer to a call that had already failed or been aborted: its attempts timed out too soon.
+  | 'answers-late'
   | `drop:${DhtRpcDropReason}`;
 
 /**
@@ -122,16 +135,21 @@ export type DhtRpcCounter =
  * inside the handshake (by the wire code), unauthenticated, unmatched, over a rate limit, or
  * an answer larger than its request.
  */
-export type DhtRpcDropReason =
-  | `datagram-${Lowercase<WireErrorCode>}`
-  | `request-body-${Lowercase<WireErrorCode>}`
-  | `answer-body-${Lowercase<WireErrorCode>}`
-  | 'request-unauthenticated'
-  | 'answer-unauthenticated'
-  | 'answer-unmatched'
-  | 'answer-over-request'
-  | 'rate-global'
-  | 'rate-source';
+export const DHT_RPC_DROP_REASONS = [
+  ...prefixedCodes('datagram-', WIRE_ERROR_CODES),
+  ...prefixedCodes('request-body-', WIRE_ERROR_CODES),
+  ...prefixedCodes('answer-body-', WIRE_ERROR_CODES),
+  'request-unauthenticated',
+  'answer-unauthenticated',
+  // An answer to no call of ours that we remember: answers to settled calls are counted apart.
+  'answer-unmatched',
+  'answer-over-request',
+  'rate-global',
+  'rate-source',
+] as const;
+
+/** One of {@link DHT_RPC_DROP_REASONS}. */
+export type DhtRpcDropReason = (typeof DHT_RPC_DROP_REASONS)[number];
 
 /**
  * A wire decoder's error code as a counter-name suffix. @deut/wire throws only WireErrorCode
@@ -190,6 +208,10 @@ export class DhtRpc {
   readonly #answerCacheBytes: number;
   readonly #padded: ReadonlySet<DhtRequestBody['type']>;
   readonly #pending = new Map<string, Pending>();
+  /** Calls settled lately, by rpc id: insertion order is time order, so expiry works from the front. */
+  readonly #settled = new Map<string, { readonly until: number; readonly answered: boolean }>();
+  readonly #settledMemoryMs: number;
+  readonly #settledMemoryLimit: number;
   /** Insertion order is time order, so expiry and eviction work from the front. */
   readonly #answers = new Map<string, CachedAnswer>();
   #answerBytes = 0;
@@ -214,6 +236,8 @@ export class DhtRpc {
     this.#answerCacheMs = options.answerCacheMs ?? 30_000;
     this.#answerCacheBytes = options.answerCacheBytes ?? 4 * 1024 * 1024;
     this.#padded = options.padded ?? PADDED_BY_DEFAULT;
+    this.#settledMemoryMs = options.settledMemoryMs ?? 30_000;
+    this.#settledMemoryLimit = options.settledMemoryLimit ?? 4_096;
     this.#channel.onDatagram((data, from) => this.#receive(data, from));
   }
 
@@ -246,9 +270,10 @@ export class DhtRpc {
     return new Promise<DhtReply>((resolve, reject) => {
       const signal = options.signal;
       const onAbort = (): void => pending.reject(abortedError('ABORTED', 'call aborted'));
-      const settle = (): boolean => {
+      const settle = (answered: boolean): boolean => {
         if (this.#pending.get(key) !== pending) return false;
         this.#pending.delete(key);
+        this.#rememberSettled(key, answered);
         if (pending.timer !== undefined) this.#clock.clearTimeout(pending.timer);
         signal?.removeEventListener('abort', onAbort);
         return true;
@@ -265,10 +290,10 @@ export class DhtRpc {
         resent: false,
         timer: undefined,
         resolve: (reply) => {
-          if (settle()) resolve(reply);
+          if (settle(true)) resolve(reply);
         },
         reject: (error) => {
-          if (settle()) reject(error);
+          if (settle(false)) reject(error);
         },
       };
       this.#pending.set(key, pending);
@@ -301,6 +326,16 @@ export class DhtRpc {
     for (const pending of [...this.#pending.values()]) pending.reject(abortedError('CLOSED', 'dht rpc closed'));
     this.#answers.clear();
     this.#answerBytes = 0;
+    this.#settled.clear();
+  }
+
+  #rememberSettled(key: string, answered: boolean): void {
+    const now = this.#clock.now();
+    for (const [id, entry] of this.#settled) {
+      if (entry.until > now && this.#settled.size < this.#settledMemoryLimit) break;
+      this.#settled.delete(id);
+    }
+    this.#settled.set(key, { until: now + this.#settledMemoryMs, answered });
   }
 
   #initiate(rpcId: Uint8Array, remoteStaticKey: Uint8Array, ephemeral: KeyPair): NoiseHandshake {
@@ -366,7 +401,14 @@ export class DhtRpc {
   #receiveAnswer(datagram: DhtDatagram): void {
     const key = toHex(datagram.rpcId);
     const pending = this.#pending.get(key);
-    if (pending === undefined) return this.#drop('answer-unmatched');
+    if (pending === undefined) {
+      // Fan-out sends each call through several tunnels and the callee answers every copy:
+      // the second answer of a healthy call lands here. Unauthenticated, like an unmatched one.
+      const settled = this.#settled.get(key);
+      if (settled === undefined || settled.until <= this.#clock.now()) return this.#drop('answer-unmatched');
+      this.#counters.add(settled.answered ? 'answers-duplicate' : 'answers-late');
+      return;
+    }
     let plaintext: Uint8Array;
     try {
       plaintext = pending.handshake.readMessage(datagram.message);

@@ -3,6 +3,7 @@
  * a metric that reads a counter nothing increments fails to compile instead of reading 0.
  * Every drop of remote input is counted under `drop:<reason>`.
  */
+import { prefixedCodes } from '@deut/common';
 import { NOISE_ERROR_CODES, type NoiseErrorCode } from '@deut/crypto';
 import type { WireErrorCode } from '@deut/wire';
 import { LINK_PROTOCOL_ERROR_CODES, type LinkProtocolErrorCode } from './errors.js';
@@ -24,25 +25,29 @@ export const DATAGRAM_ERROR_CODES = [
 /**
  * Why a datagram, a payload or a queued send was dropped. Besides the link's own reasons,
  * a `ProtocolError` thrown while handling a datagram is counted under its code in lower
- * case (DATAGRAM_ERROR_CODES).
+ * case (DATAGRAM_ERROR_CODES). A const array, so metrics can list every reason at 0.
  */
-export type LinkDropReason =
-  | 'size'
-  | 'replay'
-  | 'decrypt'
-  | 'unrecognized'
-  | 'rate-limited'
-  | 'pending-cap'
-  | 'peer-cap'
-  | 'cookie-extra'
-  | 'pin-mismatch'
-  | 'expected-key-mismatch'
-  | 'no-handler'
-  | 'queue-full'
-  | 'queue-dropped'
-  | 'internal-error'
-  | 'low-order-key'
-  | Lowercase<(typeof DATAGRAM_ERROR_CODES)[number]>;
+export const LINK_DROP_REASONS = [
+  'size',
+  'replay',
+  'decrypt',
+  'unrecognized',
+  'rate-limited',
+  'pending-cap',
+  'peer-cap',
+  'cookie-extra',
+  'pin-mismatch',
+  'expected-key-mismatch',
+  'no-handler',
+  'queue-full',
+  'queue-dropped',
+  'internal-error',
+  'low-order-key',
+  ...prefixedCodes('', DATAGRAM_ERROR_CODES),
+] as const;
+
+/** One of {@link LINK_DROP_REASONS}. */
+export type LinkDropReason = (typeof LINK_DROP_REASONS)[number];
 
 /** Counter names of {@link Link.stats}. */
 export type LinkCounter =

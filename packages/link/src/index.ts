@@ -7,7 +7,7 @@
  * the handshake by hand. Byte layouts are @deut/wire's.
  */
 export * from './constants.js';
-export type { LinkCounter, LinkDropReason } from './counters.js';
+export { LINK_DROP_REASONS, type LinkCounter, type LinkDropReason } from './counters.js';
 export type { KnownPeersErrorCode, LinkErrorCode, LinkProtocolErrorCode } from './errors.js';
 export { KnownPeers } from './known-peers.js';
 export {

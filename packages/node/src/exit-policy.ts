@@ -10,20 +10,17 @@ import type { Clock, RateLimit, UdpAddress } from '@deut/common';
 import { ADDRESS_FAMILY_V4, formatIp, parseIp } from '@deut/wire';
 import { configError } from './errors.js';
 
-/** What kind of IP an address literal is; anything but `public` is refused by default. */
-export type AddressClass =
-  | 'public'
-  | 'loopback'
-  | 'private'
-  | 'link-local'
-  | 'multicast'
-  | 'broadcast'
-  | 'unspecified'
-  | 'reserved'
-  | 'invalid';
+/** Every kind of IP an address literal can be; anything but `public` is refused by default. */
+export const ADDRESS_CLASSES = ['public', 'loopback', 'private', 'link-local', 'multicast', 'broadcast', 'unspecified', 'reserved', 'invalid'] as const;
+
+/** One of {@link ADDRESS_CLASSES}. */
+export type AddressClass = (typeof ADDRESS_CLASSES)[number];
+
+/** Every reason `checkDestination` refuses an address for: metrics list them all at 0. */
+export const EXIT_REFUSALS = [...ADDRESS_CLASSES.filter((c): c is Exclude<AddressClass, 'public'> => c !== 'public'), 'own-address', 'port-zero'] as const;
 
 /** Why `checkDestination` refused an address. */
-export type ExitRefusal = Exclude<AddressClass, 'public'> | 'own-address' | 'port-zero';
+export type ExitRefusal = (typeof EXIT_REFUSALS)[number];
 
 /** Why `admitPacket` or `reservePort` refused. */
 export type ExitLimitRefusal = 'tunnel-packets' | 'tunnel-bytes' | 'master-packets' | 'master-bytes' | 'port-cap';

@@ -4,15 +4,15 @@
  * and on which everything that arrives is passed back down the tunnel with its source
  * address. The exit policy decides what may leave; fragments are reassembled with bounds.
  */
-import { Counters, ProtocolError, addressKey, silentLogger, type Clock, type Logger, type UdpAddress } from '@deut/common';
+import { Counters, ProtocolError, addressKey, prefixedCodes, silentLogger, type Clock, type Logger, type UdpAddress } from '@deut/common';
 import type { CounterSnapshot } from '@deut/common';
-import type { ReassemblyDropReason } from '@deut/tunnel';
-import type { WireErrorCode } from '@deut/wire';
+import { REASSEMBLY_DROP_REASONS } from '@deut/tunnel';
+import { WIRE_ERROR_CODES } from '@deut/wire';
 import type { DatagramSocket } from '@deut/transport';
 import { Reassembler, fragmentDatagram, type EndpointSender, type EndpointSink, type EndpointTunnel, type RefusalReason } from '@deut/tunnel';
 import { MAX_DATAGRAM_BYTES, decodeCellFrame, encodeCellFrame, type CellFrame } from '@deut/wire';
 import { wireDropCode } from './errors.js';
-import type { ExitPolicy, ExitRefusal } from './exit-policy.js';
+import { EXIT_REFUSALS, type ExitPolicy } from './exit-policy.js';
 import { randomU32 } from './random.js';
 
 /** Binds UDP sockets: real ones, or ports of an in-memory network in tests. */
@@ -51,17 +51,21 @@ export interface EndpointExitsOptions {
   readonly logger?: Logger;
 }
 
-/** Why {@link EndpointExits} dropped a datagram, a frame or a port request (counted as `drop:<reason>`). */
-export type EndpointExitsDropReason =
-  | 'port-cap'
-  | 'no-port'
-  | 'frame-unexpected'
-  | `frame-${Lowercase<WireErrorCode>}`
-  | `reassembly-${ReassemblyDropReason}`
-  | `exit-${ExitRefusal}`
-  | 'exit-rate'
-  | 'inbound-rate'
-  | 'inbound-too-big';
+/** Why {@link EndpointExits} dropped a datagram, a frame or a port request (counted as `drop:<reason>`); metrics list them all at 0. */
+export const ENDPOINT_EXITS_DROP_REASONS = [
+  'port-cap',
+  'no-port',
+  'frame-unexpected',
+  ...prefixedCodes('frame-', WIRE_ERROR_CODES),
+  ...prefixedCodes('reassembly-', REASSEMBLY_DROP_REASONS),
+  ...prefixedCodes('exit-', EXIT_REFUSALS),
+  'exit-rate',
+  'inbound-rate',
+  'inbound-too-big',
+] as const;
+
+/** One of {@link ENDPOINT_EXITS_DROP_REASONS}. */
+export type EndpointExitsDropReason = (typeof ENDPOINT_EXITS_DROP_REASONS)[number];
 
 /** Counter names of {@link EndpointExits.stats}. */
 export type EndpointExitsCounter =

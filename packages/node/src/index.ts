@@ -8,6 +8,7 @@
 export * from './exit-policy.js';
 export type { NodeAbortedErrorCode, NodeConfigErrorCode, NodeErrorCode, NodeTimeoutErrorCode, TunnelSocketErrorCode } from './errors.js';
 export {
+  ENDPOINT_EXITS_DROP_REASONS,
   EXIT_REFUSED,
   EndpointExits,
   exitRefusedReasonName,
@@ -16,7 +17,7 @@ export {
   type EndpointExitsOptions,
   type SocketFactory,
 } from './exits.js';
-export { Messenger, type MessengerCounter, type MessengerOptions, type RequestHandler, type RequestOptions } from './messenger.js';
+export { MESSENGER_DROP_REASONS, Messenger, type MessengerCounter, type MessengerDropReason, type MessengerOptions, type RequestHandler, type RequestOptions } from './messenger.js';
 export { PeerTable, subnetGroup, type PeerRecord } from './peers.js';
 export { RetryLimiter } from './retry-limiter.js';
 export {
@@ -26,12 +27,14 @@ export {
   PEX_DISTRUST_AFTER,
   PEX_DISTRUST_MS,
   PEX_UNANSWERED_MEMORY_MS,
+  PEER_VETTING_DROP_REASONS,
   PeerVetting,
   type PeerVettingCounter,
+  type PeerVettingDropReason,
   type PeerVettingOptions,
 } from './peer-vetting.js';
 export { TunnelPool, type PoolCounter, type TunnelInfo, type TunnelPoolOptions } from './pool.js';
-export { BOOTSTRAP_WARN_EVERY_MS, DeutNode, type DatagramInfo, type NodeCounter, type DeutNodeEvents, type DeutNodeOptions } from './node.js';
+export { BOOTSTRAP_WARN_EVERY_MS, DeutNode, NODE_DROP_REASONS, type DatagramInfo, type NodeCounter, type NodeDropReason, type DeutNodeEvents, type DeutNodeOptions } from './node.js';
 export { DhtRole, type DeutDhtOptions } from './dht-role.js';
 export {
   TunnelSocket,

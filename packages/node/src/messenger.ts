@@ -122,9 +122,13 @@ export type MessengerCounter =
   | 'oneway-received'
   | 'handler-errors'
   | MessengerReplyCounter
-  | 'drop:no-handler'
-  | 'drop:reply-over-request'
-  | 'drop:no-tunnel-for-reply';
+  | `drop:${MessengerDropReason}`;
+
+/** Why the messenger dropped a request or its reply; metrics list them all at 0. */
+export const MESSENGER_DROP_REASONS = ['no-handler', 'reply-over-request', 'no-tunnel-for-reply'] as const;
+
+/** One of {@link MESSENGER_DROP_REASONS}. */
+export type MessengerDropReason = (typeof MESSENGER_DROP_REASONS)[number];
 
 /** What a reply was: the response itself, or TOO_LARGE asking for a padded request. */
 type MessengerReplyCounter = 'response-copies-sent' | 'too-large-sent';

@@ -12,6 +12,7 @@ import {
   ProtocolError,
   TokenBucket,
   addressKey,
+  prefixedCodes,
   silentLogger,
   systemClock,
   type Clock,
@@ -21,8 +22,8 @@ import {
   type UdpAddress,
 } from '@deut/common';
 import type { CounterSnapshot } from '@deut/common';
-import type { ReassemblyDropReason } from '@deut/tunnel';
-import type { WireErrorCode } from '@deut/wire';
+import { REASSEMBLY_DROP_REASONS } from '@deut/tunnel';
+import { WIRE_ERROR_CODES } from '@deut/wire';
 import { cryptoReady, generateKeyPair, type KeyPair } from '@deut/crypto';
 import { parseDhtContact, type DhtNode } from '@deut/dht';
 import { KnownPeers, Link, type LinkPayloadEvent, type LinkPeer } from '@deut/link';
@@ -34,7 +35,7 @@ import { ExitPolicy, type ExitPolicyOptions } from './exit-policy.js';
 import { EndpointExits, type SocketFactory } from './exits.js';
 import { Messenger, type RequestHandler, type RequestOptions } from './messenger.js';
 import { PeerTable, type PeerRecord } from './peers.js';
-import { PeerVetting, type PeerVettingCounter } from './peer-vetting.js';
+import { PEER_VETTING_DROP_REASONS, PeerVetting, type PeerVettingCounter } from './peer-vetting.js';
 import { TunnelPool, type TunnelInfo } from './pool.js';
 import { sample } from './random.js';
 import { TunnelSocket, type TunnelSocketOptions } from './tunnel-socket.js';
@@ -151,18 +152,20 @@ function ownNodeAddresses(local: UdpAddress): string[] {
  * Counter names of the node's own `stats().counters`: its master data path and peer
  * exchange, and {@link PeerVetting}'s, which counts into the same bag.
  */
-export type NodeCounter =
-  | 'datagrams-received'
-  | 'exit-refused'
-  | 'peer-lists-sent'
-  | 'peers-learned'
-  | 'drop:frame-unexpected'
-  | `drop:frame-${Lowercase<WireErrorCode>}`
-  | `drop:reassembly-${ReassemblyDropReason}`
-  | `drop:pex-${Lowercase<WireErrorCode>}`
-  | 'drop:pex-unsolicited'
-  | 'bootstrap-unanswered'
-  | PeerVettingCounter;
+export type NodeCounter = 'datagrams-received' | 'exit-refused' | 'peer-lists-sent' | 'peers-learned' | 'bootstrap-unanswered' | `drop:${NodeDropReason}` | PeerVettingCounter;
+
+/** Why the node itself (not its link, engine or exits) dropped input; metrics list them all at 0. */
+export const NODE_DROP_REASONS = [
+  'frame-unexpected',
+  ...prefixedCodes('frame-', WIRE_ERROR_CODES),
+  ...prefixedCodes('reassembly-', REASSEMBLY_DROP_REASONS),
+  ...prefixedCodes('pex-', WIRE_ERROR_CODES),
+  'pex-unsolicited',
+  ...PEER_VETTING_DROP_REASONS,
+] as const;
+
+/** One of {@link NODE_DROP_REASONS}. */
+export type NodeDropReason = (typeof NODE_DROP_REASONS)[number];
 
 /** How often one bootstrap that does not answer is warned about again. */
 export const BOOTSTRAP_WARN_EVERY_MS = 300_000;

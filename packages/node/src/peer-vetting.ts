@@ -46,7 +46,13 @@ export type PeerVettingCounter =
   | 'pex-skipped-unanswered'
   | 'pex-distrusted'
   | 'pex-names-discarded'
-  | 'drop:pex-distrusted';
+  | `drop:${PeerVettingDropReason}`;
+
+/** Why {@link PeerVetting} dropped a peer list (counted as `drop:<reason>` in the node's counters). */
+export const PEER_VETTING_DROP_REASONS = ['pex-distrusted'] as const;
+
+/** One of {@link PEER_VETTING_DROP_REASONS}. */
+export type PeerVettingDropReason = (typeof PEER_VETTING_DROP_REASONS)[number];
 
 /** Options of {@link PeerVetting}. */
 export interface PeerVettingOptions {

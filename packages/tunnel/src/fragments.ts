@@ -99,16 +99,20 @@ export interface ReassemblerOptions {
  * - `evicted`: a partial datagram pushed out by the per-key or byte cap;
  * - `expired`: a partial datagram older than the timeout.
  */
-export type ReassemblyDropReason =
-  | 'bad-fragment'
-  | 'short-fragment'
-  | 'empty-fragment'
-  | 'too-large'
-  | 'count-mismatch'
-  | 'address-mismatch'
-  | 'duplicate-fragment'
-  | 'evicted'
-  | 'expired';
+export const REASSEMBLY_DROP_REASONS = [
+  'bad-fragment',
+  'short-fragment',
+  'empty-fragment',
+  'too-large',
+  'count-mismatch',
+  'address-mismatch',
+  'duplicate-fragment',
+  'evicted',
+  'expired',
+] as const;
+
+/** One of {@link REASSEMBLY_DROP_REASONS}. */
+export type ReassemblyDropReason = (typeof REASSEMBLY_DROP_REASONS)[number];
 
 /** Every counter of a Reassembler: datagrams completed, and drops by reason. */
 export type ReassemblyCounter = 'completed' | ReassemblyDropReason;

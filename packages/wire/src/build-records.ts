@@ -211,6 +211,9 @@ export type BuildReplyReason = (typeof BUILD_REPLY_REASONS)[number];
 /** Why a hop refused a build. */
 export type BuildRefusalReason = Exclude<BuildReplyReason, 'none'>;
 
+/** Every {@link BuildRefusalReason}, from the same list as the type. */
+export const BUILD_REFUSAL_REASONS: readonly BuildRefusalReason[] = BUILD_REPLY_REASONS.filter((reason): reason is BuildRefusalReason => reason !== 'none');
+
 /** A hop accepted the build. */
 export interface BuildAccepted {
   readonly status: 'accepted';

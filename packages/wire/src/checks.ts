@@ -20,15 +20,10 @@ import { LINK_FRAME_BYTES } from './constants.js';
  * - `BAD_MSGPACK`: instructions that do not parse as msgpack or are not in canonical form
  * - `TOO_MANY`: a count over its cap
  */
-export type WireErrorCode =
-  | 'BAD_LENGTH'
-  | 'BAD_TYPE'
-  | 'BAD_FIELD'
-  | 'BAD_PADDING'
-  | 'BAD_ADDRESS'
-  | 'BAD_VERSION'
-  | 'BAD_MSGPACK'
-  | 'TOO_MANY';
+export const WIRE_ERROR_CODES = ['BAD_LENGTH', 'BAD_TYPE', 'BAD_FIELD', 'BAD_PADDING', 'BAD_ADDRESS', 'BAD_VERSION', 'BAD_MSGPACK', 'TOO_MANY'] as const;
+
+/** One of {@link WIRE_ERROR_CODES}: counters built from it can be listed at run time (metrics export them all at 0). */
+export type WireErrorCode = (typeof WIRE_ERROR_CODES)[number];
 
 /**
  * Codes of the package's broken invariants (kind `bug`): ours, never a peer's.
