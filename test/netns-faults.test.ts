@@ -84,9 +84,14 @@ test('netns faults - a relayer restarted with a new key on the same address is r
     assert.match(aFirst.stderr, /"level":"warn".*differs from the pinned key; refused/, 'A says so in its log, at warn');
 
     // An operator who trusts the change starts A with a fresh known-peers file: accepted.
-    await stop(aFirst);
+    // B (same new key) restarts beside it: otherwise B would only notice that A's restart
+    // dropped their session after its link liveness timeout (30 s of real time), which
+    // tests nothing about pinning (link.test.ts covers liveness).
+    await Promise.all([stop(aFirst), stop(bSecond)]);
     const aSecond = start(a, '2', ['--known-peers', join(dir, 'a-fresh.known_peers')]);
     running.push(aSecond);
+    const bThird = start(b, '3', ['--key-file', join(dir, 'b-new.key'), '--bootstrap', `${a.address}:7500`]);
+    running.push(bThird);
     await waitFor('a session with the new key', 60_000, async () => (await sessionsWith(a, '2', b, newKey)) > 0);
     assert.ok(!aSecond.stderr.includes('differs from the pinned key'));
   } finally {
