@@ -53,7 +53,7 @@ test('dht over tunnels - churn: 20% of nodes leave and 20% join; values stored b
 
 test('dht over tunnels - tunnels rotate during lookups and no lookup is lost', { timeout: 600_000 }, async (t: TestContext) => {
   // Lifetimes of 6 s (replacement 3 s before expiry, draining 1.5 s before): in 18 s every
-  // tunnel of every master rotates about three times while gets run without pause.
+  // tunnel of every master rotates about three times while gets keep running.
   const sim = await simulatedTestnet({
     relays: 10,
     masters: 12,
