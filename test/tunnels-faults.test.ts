@@ -21,6 +21,7 @@ import { createEngineMesh, createTestnet, tamperOnce, until, withDeadline, type 
 import type { MemoryNetwork, WireEvent } from '@deut/transport';
 import { BUILD_HOP_TIMEOUT_MS, BuildError, type RefusalReason, type TunnelCounter } from '@deut/tunnel';
 import { CELL_BYTES, CELL_HEADER_BYTES, CELL_PLAINTEXT_BYTES, TUNNEL_MESSAGE_TYPES, decodeEnvelope, type Envelope } from '@deut/wire';
+import { simulatedTestnet } from './sim-clock.js';
 
 await cryptoReady();
 
@@ -326,7 +327,9 @@ test('messaging - 1,000 requests complete exactly once over 10% loss, 5% duplica
   // each way a copy arrives with p = 0.9^7 ≈ 0.48, so an attempt fails about half the time:
   // what makes every request complete within its 10 s deadline is the number of attempts
   // the RTT-adaptive retry schedule fits in, and probes that count traffic as proof of life.
-  const net = await createTestnet({
+  // Simulated time (sim-clock.ts): every retry, probe and deadline below is on a clock that
+  // moves only while no datagram is in flight, so a busy CPU cannot fail a request.
+  const sim = await simulatedTestnet({
     relays: 12,
     masters: 2,
     tunnels: 8,
@@ -336,6 +339,7 @@ test('messaging - 1,000 requests complete exactly once over 10% loss, 5% duplica
     // blame their hops: filling 16 tunnels once took over 60 s in CI. A bound, not a goal.
     tunnelsTimeoutMs: 150_000,
   });
+  const net = sim.net;
   const [a, b] = net.masters.map((m) => m.node) as [DeutNode, DeutNode];
   try {
     const calls = countingEcho(b);
@@ -388,7 +392,7 @@ test('messaging - 1,000 requests complete exactly once over 10% loss, 5% duplica
         `requester pool ${JSON.stringify(a.stats().pool)}, server pool ${JSON.stringify(b.stats().pool)}`,
     );
   } finally {
-    await net.close();
+    await sim.close();
   }
 });
 
@@ -396,14 +400,19 @@ test('messaging - 1,000 requests complete exactly once over 10% loss, 5% duplica
 
 test('pool - a relayer killed mid-run is detected, tunnels are rebuilt, and every request completes', { timeout: 90_000 }, async (t: TestContext) => {
   const target = 8;
-  const net = await createTestnet({ relays: 12, masters: 1, tunnels: target, master: { probeIntervalMs: 500 } });
+  // Simulated time (sim-clock.ts): traffic, probes, the kill's detection and the rebuilds
+  // all run on a clock that moves only while no datagram is in flight.
+  const sim = await simulatedTestnet({ relays: 12, masters: 1, tunnels: target, master: { probeIntervalMs: 500 } });
+  const { net, pump } = sim;
+  const clock = pump.clock;
   const a = net.masters[0]!.node;
   // The server uses one-hop tunnels, so its paths are known and the victim can be kept off
   // them: what dies is on the requester's side only.
   let b: DeutNode | undefined;
-  let ticker: ReturnType<typeof setInterval> | undefined;
+  let ticking = false;
+  let ticker: Promise<void> | undefined;
   try {
-    b = await startExtraNode(net, '127.0.2.2', { relay: false, tunnels: 3, hops: 1 });
+    b = await startExtraNode(net, '127.0.2.2', { relay: false, tunnels: 3, hops: 1, clock });
     await withDeadline(b.tunnels.ready(3), 30_000, 'the server\'s tunnels');
     const calls = countingEcho(b);
     const bEndpoints = b.tunnels.list().map((x) => x.endpoint);
@@ -427,7 +436,7 @@ test('pool - a relayer killed mid-run is detected, tunnels are rebuilt, and ever
     let killedAt = 0;
     const issue = (): void => {
       const i = issued++;
-      const issuedAt = Date.now();
+      const issuedAt = clock.now();
       pending.push(
         // Every endpoint of the server, a different one first each time, as a DHT contact
         // lists them: under CPU load the server's pool once lost a tunnel to missed probes,
@@ -441,21 +450,26 @@ test('pool - a relayer killed mid-run is detected, tunnels are rebuilt, and ever
         ),
       );
     };
-    ticker = setInterval(() => {
-      for (let k = 0; k < 4; k++) issue();
-    }, 20);
-    await until(() => issued >= 100, 10_000, 'traffic before the kill');
+    // Four requests every 20 simulated ms.
+    ticking = true;
+    ticker = (async () => {
+      while (ticking) {
+        for (let k = 0; k < 4; k++) issue();
+        await pump.sleep(20);
+      }
+    })();
+    await pump.until(() => issued >= 100, 10_000, 'traffic before the kill');
     net.kill(victim);
-    killedAt = Date.now();
+    killedAt = clock.now();
     // Dead by probes, or lost by a teardown (counted per DESTROY reason as tunnels-lost-<reason>).
     const lostTunnels = (): number =>
       (a.stats().pool?.counters['tunnels-dead'] ?? 0) + sumCounters(a.stats().pool?.counters ?? {}, 'tunnels-lost');
-    await until(() => lostTunnels() >= doomed && (a.stats().pool?.usable ?? 0) >= target, 45_000, 'the pool to drop the dead tunnels and refill');
-    const recoveryMs = Date.now() - killedAt;
+    await pump.until(() => lostTunnels() >= doomed && (a.stats().pool?.usable ?? 0) >= target, 45_000, 'the pool to drop the dead tunnels and refill');
+    const recoveryMs = clock.now() - killedAt;
     const issuedAtRecovery = issued;
-    await until(() => issued >= issuedAtRecovery + 100, 10_000, 'traffic after recovery');
-    clearInterval(ticker);
-    ticker = undefined;
+    await pump.until(() => issued >= issuedAtRecovery + 100, 10_000, 'traffic after recovery');
+    ticking = false;
+    await ticker;
     await withDeadline(Promise.all(pending), 45_000, 'every request to settle');
 
     if (failures.length > 0) {
@@ -480,14 +494,15 @@ test('pool - a relayer killed mid-run is detected, tunnels are rebuilt, and ever
     assert.ok(now.filter((x) => !x.draining).length >= target, 'the pool is back to its target');
     assert.ok(now.every((x) => x.endpoint.host !== victimHost), 'no tunnel ends at the dead relayer');
     assert.ok(now.filter((x) => !idsBefore.has(x.id)).length >= doomed, 'replacements were built after the kill');
-    await until(() => a.tunnels.list().every((x) => x.rttMs !== undefined), 15_000, 'every tunnel to answer a probe');
+    await pump.until(() => a.tunnels.list().every((x) => x.rttMs !== undefined), 15_000, 'every tunnel to answer a probe');
     const counters = a.stats().messages?.counters;
     assert.ok(counter(counters, 'retries') > 0, 'requests caught on dead tunnels were retried through others');
-    t.diagnostic(`${doomed} tunnels crossed the victim; recovered ${recoveryMs} ms after the kill; ${issued} requests, retries ${counter(counters, 'retries')}; pool ${JSON.stringify(a.stats().pool?.counters)}`);
+    t.diagnostic(`${doomed} tunnels crossed the victim; recovered ${recoveryMs} simulated ms after the kill; ${issued} requests, retries ${counter(counters, 'retries')}; pool ${JSON.stringify(a.stats().pool?.counters)}`);
   } finally {
-    if (ticker !== undefined) clearInterval(ticker);
+    ticking = false;
+    await ticker;
     await b?.close();
-    await net.close();
+    await sim.close();
   }
 });
 
@@ -497,30 +512,40 @@ test('pool - rotation under steady traffic loses nothing', { timeout: 90_000 }, 
   // datagram takes 20 ms, so a round trip (14 datagrams) takes about 300 ms: a message sent
   // through a tunnel in its last moments would find its hops gone.
   const target = 6;
-  const net = await createTestnet({
+  // Simulated time (sim-clock.ts): lifetimes, rotation windows, link delay and traffic all
+  // run on a clock that moves only while no datagram is due at once.
+  const sim = await simulatedTestnet({
     relays: 10,
     masters: 2,
     tunnels: target,
     conditions: { delayMs: 20 },
     master: { tunnelLifetimeMs: 6_000, tunnelRotateBeforeMs: 3_000, tunnelDrainBeforeMs: 1_500 },
   });
+  const { net, pump } = sim;
   const [a, b] = net.masters.map((m) => m.node) as [DeutNode, DeutNode];
-  let ticker: ReturnType<typeof setInterval> | undefined;
-  let sampler: ReturnType<typeof setInterval> | undefined;
+  let ticking = false;
+  let ticker: Promise<void> | undefined;
+  let sampler: Promise<void> | undefined;
   try {
     const calls = countingEcho(b);
     const firstA = new Set(a.tunnels.list().map((x) => x.id));
     const firstB = new Set(b.tunnels.list().map((x) => x.id));
     let fewestUsable = Infinity;
-    sampler = setInterval(() => {
-      fewestUsable = Math.min(fewestUsable, a.stats().pool?.usable ?? 0, b.stats().pool?.usable ?? 0);
-    }, 10);
+    ticking = true;
+    // Every 10 simulated ms.
+    sampler = (async () => {
+      while (ticking) {
+        fewestUsable = Math.min(fewestUsable, a.stats().pool?.usable ?? 0, b.stats().pool?.usable ?? 0);
+        await pump.sleep(10);
+      }
+    })();
     const failures: unknown[] = [];
     const wrong: string[] = [];
     const pending: Array<Promise<void>> = [];
     let issued = 0;
     let starved = 0;
-    ticker = setInterval(() => {
+    // Four requests every 20 simulated ms.
+    const tick = (): void => {
       const targets = b.tunnels.list().filter((x) => !x.draining);
       if (targets.length === 0) return void starved++;
       for (let k = 0; k < 4; k++) {
@@ -532,19 +557,23 @@ test('pool - rotation under steady traffic loses nothing', { timeout: 90_000 }, 
           ),
         );
       }
-    }, 20);
+    };
+    ticker = (async () => {
+      while (ticking) {
+        tick();
+        await pump.sleep(20);
+      }
+    })();
     const rotated = (node: DeutNode, first: Set<number>): boolean => node.tunnels.list().every((x) => !first.has(x.id));
-    await until(() => rotated(a, firstA) && rotated(b, firstB), 30_000, 'every first-generation tunnel to expire');
+    await pump.until(() => rotated(a, firstA) && rotated(b, firstB), 30_000, 'every first-generation tunnel to expire');
     const secondA = new Set(a.tunnels.list().map((x) => x.id));
     const secondB = new Set(b.tunnels.list().map((x) => x.id));
-    await until(() => rotated(a, secondA) && rotated(b, secondB), 30_000, 'every second-generation tunnel to expire');
+    await pump.until(() => rotated(a, secondA) && rotated(b, secondB), 30_000, 'every second-generation tunnel to expire');
     const issuedAtRotation = issued;
-    await until(() => issued >= issuedAtRotation + 150, 10_000, 'traffic after the rotation');
-    clearInterval(ticker);
-    ticker = undefined;
+    await pump.until(() => issued >= issuedAtRotation + 150, 10_000, 'traffic after the rotation');
+    ticking = false;
+    await Promise.all([ticker, sampler]);
     await withDeadline(Promise.all(pending), 30_000, 'every request to settle');
-    clearInterval(sampler);
-    sampler = undefined;
 
     assert.deepEqual(failures, [], 'every request resolved');
     assert.deepEqual(wrong, []);
@@ -562,9 +591,9 @@ test('pool - rotation under steady traffic loses nothing', { timeout: 90_000 }, 
     }
     t.diagnostic(`${issued} requests across two rotations; fewest usable tunnels ${fewestUsable}; requester pool ${JSON.stringify(a.stats().pool?.counters)}`);
   } finally {
-    if (ticker !== undefined) clearInterval(ticker);
-    if (sampler !== undefined) clearInterval(sampler);
-    await net.close();
+    ticking = false;
+    await Promise.all([ticker, sampler]);
+    await sim.close();
   }
 });
 

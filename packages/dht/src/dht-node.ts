@@ -341,7 +341,12 @@ export class DhtNode {
     const seeds: LookupCandidate[] = this.table.closest(target, this.#k);
     const extra = seeds.length < this.#k ? [...via, ...this.#bootstrap] : via;
     for (const b of extra) seeds.push({ id: nodeIdFromPublicKey(b.publicKey), publicKey: b.publicKey, address: b.address });
-    const timeout = AbortSignal.timeout(options.timeoutMs ?? this.#operationTimeoutMs);
+    // On the node's clock, not AbortSignal.timeout's real one: a simulated mesh's lookups
+    // must not time out because the process was starved of CPU.
+    const timeoutMs = options.timeoutMs ?? this.#operationTimeoutMs;
+    const timer = new AbortController();
+    const handle = this.#clock.setTimeout(() => timer.abort(new DOMException(`timed out after ${timeoutMs} ms`, 'TimeoutError')), timeoutMs);
+    const timeout = timer.signal;
     const signal = options.signal === undefined ? timeout : AbortSignal.any([options.signal, timeout]);
     setMaxListeners(CONCURRENT_CALLS_PER_OPERATION, signal);
     const body: DhtRequestBody = wantValues ? { type: 'find-value', key: target } : { type: 'find-node', target };
@@ -360,7 +365,7 @@ export class DhtNode {
         if (answer.type !== 'nodes') throw transportError('BAD_ANSWER', `expected nodes, got ${answer.type}`);
         return { kind: 'nodes', contacts: answer.contacts.map((c) => ({ id: nodeIdFromPublicKey(c.publicKey), publicKey: c.publicKey, address: c.address })) };
       },
-    });
+    }).finally(() => this.#clock.clearTimeout(handle));
   }
 
   async #storeAtClosest(key: Uint8Array, value: Uint8Array, expiresAt: number, options: DhtOperationOptions): Promise<DhtPutResult> {
