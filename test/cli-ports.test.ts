@@ -172,3 +172,27 @@ test('hostnames - IP literals, v4 and v6, still pass (the rule refuses names onl
   assert.equal(result.stderr.trim().split('\n').length, 1, result.stderr);
   assert.match(result.stderr, /--no-relay leaves this node no role/);
 });
+
+test('ports - a second daemon on the first one\'s control file is told to give it its own --control-file and --control', { timeout: 90_000 }, async () => {
+  const dir = tempDir();
+  const controlFile = join(dir, 'control.json');
+  const first = spawn(process.execPath, [BIN, 'run', '--listen', '127.0.0.1:0', '--control', '127.0.0.1:0', '--control-file', controlFile], { stdio: ['ignore', 'pipe', 'pipe'] });
+  children.add(first);
+  try {
+    let output = '';
+    first.stderr.on('data', (c: Buffer) => (output += c.toString()));
+    await new Promise<void>((resolve, reject) => {
+      first.stdout.on('data', (c: Buffer) => {
+        output += c.toString();
+        if (output.includes('; control ')) resolve();
+      });
+      first.once('exit', (code) => reject(new Error(`the first daemon exited (${code}):\n${output}`)));
+    });
+    const second = await deut(['run', '--listen', '127.0.0.1:0', '--control', '127.0.0.1:0', '--control-file', controlFile]);
+    assert.equal(second.code, 2, second.stderr);
+    assert.match(second.stderr, /^deut run: control file .* belongs to process \d+, which is running: another daemon\? Stop it, or give this one its own --control-file and --control port/m);
+  } finally {
+    first.kill('SIGKILL');
+    children.delete(first);
+  }
+});
