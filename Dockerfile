@@ -30,5 +30,12 @@ WORKDIR /app
 COPY --from=build /src/image ./
 USER deut
 EXPOSE 7500/udp
+# Healthy while the daemon's control API answers: `deut status` finds it through the control
+# file that `deut run` writes in the user's home (~deut/.deut/control.json), runs as the same
+# user, and needs nothing beyond node (no curl in this image). A daemon started with its own
+# --control-file is found if DEUT_CONTROL_FILE names that file instead (both read it). Its
+# output goes nowhere: Docker keeps a healthcheck's output, and status lists peers.
+HEALTHCHECK --interval=10s --timeout=5s --start-period=20s --retries=3 \
+  CMD node /app/packages/cli/dist/src/bin.js status --json >/dev/null || exit 1
 ENTRYPOINT ["node", "/app/packages/cli/dist/src/bin.js"]
 CMD ["--help"]

@@ -9,7 +9,7 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { cpSync, existsSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, realpathSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { basename, dirname, join, posix, relative } from 'node:path';
@@ -112,13 +112,15 @@ function buildOutputs(): string[] {
  * Replays the Dockerfile; returns the runtime stage's root and its working directory.
  * Throws (failing the test) on anything it cannot replay faithfully.
  */
-function replay(temp: string): { root: Root; entrypoint: string[] } {
+function replay(temp: string): { root: Root; entrypoint: string[]; healthcheck: Healthcheck | undefined; user: string | undefined } {
   const stages = parseDockerfile(readFileSync(join(ROOT, 'Dockerfile'), 'utf8'));
   assert.ok(stages.length >= 2, 'the Dockerfile has a build stage and a runtime stage');
   const ignored = dockerignore();
   const fromContext = (src: string): boolean => !ignored(relative(ROOT, src).split('\\').join('/'));
   const roots = new Map<string, Root>();
   let entrypoint: string[] = [];
+  let healthcheck: Healthcheck | undefined;
+  let user: string | undefined;
   let root = new Root(join(temp, 'stage-0'));
   for (const [index, stage] of stages.entries()) {
     root = new Root(join(temp, `stage-${index}`));
@@ -145,12 +147,31 @@ function replay(temp: string): { root: Root; entrypoint: string[] } {
         runBuildCommand(current, args);
       } else if (op === 'ENTRYPOINT' && last) {
         entrypoint = JSON.parse(args) as string[];
+      } else if (op === 'HEALTHCHECK' && last) {
+        healthcheck = parseHealthcheck(args);
+      } else if (op === 'USER' && last) {
+        user = args;
       } else {
         assert.ok(['USER', 'EXPOSE', 'CMD', 'ENV', 'LABEL', 'ENTRYPOINT'].includes(op), `${op} ${args}: beyond this test`);
       }
     }
   }
-  return { root, entrypoint };
+  return { root, entrypoint, healthcheck, user };
+}
+
+/** A HEALTHCHECK: its options and its command, as `sh -c` runs it (shell form) or as argv (exec form). */
+interface Healthcheck {
+  readonly options: Record<string, string>;
+  readonly shell: string | undefined;
+  readonly argv: string[] | undefined;
+}
+
+function parseHealthcheck(args: string): Healthcheck {
+  const match = /^((?:--[a-z-]+=\S+\s+)*)CMD\s+(.*)$/s.exec(args);
+  assert.ok(match !== null, `HEALTHCHECK ${args}: expected [options] CMD command (NONE turns the check off)`);
+  const options = Object.fromEntries([...match[1]!.matchAll(/--([a-z-]+)=(\S+)/g)].map((m) => [m[1]!, m[2]!]));
+  const command = match[2]!.trim();
+  return command.startsWith('[') ? { options, shell: undefined, argv: JSON.parse(command) as string[] } : { options, shell: command, argv: undefined };
 }
 
 /** Runs a build-stage RUN on the copy; `npm ci` and `npm run build` become this build's output. */
@@ -254,6 +275,69 @@ test('image - the runtime stage holds product code only: no test kit, no tests, 
       assert.ok(existsSync(join(root.dir, path)), `docker-compose.yml runs ${path}, which the image lacks`);
     }
   } finally {
+    rmSync(temp, { recursive: true, force: true });
+  }
+});
+
+/** Runs a container's HEALTHCHECK on the replayed image: /app/ paths point into `root`. */
+function runHealthcheck(root: Root, healthcheck: Healthcheck, env: NodeJS.ProcessEnv): { status: number | null; output: string } {
+  const inImage = (text: string): string => text.replaceAll('/app/', `${root.dir}/app/`);
+  const [file, ...args] = healthcheck.shell !== undefined ? ['sh', '-c', inImage(healthcheck.shell)] : healthcheck.argv!.map(inImage);
+  const result = spawnSync(file!, args, { cwd: root.host('.'), env, encoding: 'utf8', timeout: 30_000, killSignal: 'SIGKILL' });
+  return { status: result.status, output: `${result.stdout}${result.stderr}` };
+}
+
+test('image - its HEALTHCHECK asks deut itself, as the deut user, without curl, and tells a running daemon from none', { timeout: 180_000 }, async () => {
+  const temp = mkdtempSync(join(tmpdir(), 'deut-image-health-'));
+  let daemon: ChildProcess | undefined;
+  try {
+    const { root, entrypoint, healthcheck, user } = replay(temp);
+    assert.ok(healthcheck !== undefined, 'the runtime stage has a HEALTHCHECK');
+    const command = healthcheck.shell ?? healthcheck.argv!.join(' ');
+    assert.doesNotMatch(command, /\b(curl|wget|nc)\b/, 'the healthcheck needs no tool the image lacks');
+    assert.ok(command.includes(entrypoint[1]!), `the healthcheck runs the product (${entrypoint[1]}): ${command}`);
+    // Docker runs the healthcheck as the image's user, whose home holds the control file.
+    assert.equal(user, 'deut', 'the image runs (and checks its health) as deut');
+    assert.match(readFileSync(join(ROOT, 'Dockerfile'), 'utf8'), /useradd\b[^\n]*--create-home --home-dir \/home\/deut deut/);
+
+    // A home like deut's, and no DEUT_CONTROL_FILE: the daemon and the check meet at the default path.
+    const home = join(temp, 'home', 'deut');
+    mkdirSync(home, { recursive: true });
+    const env: NodeJS.ProcessEnv = { PATH: `${dirname(process.execPath)}:${process.env.PATH ?? '/usr/bin:/bin'}`, HOME: home };
+
+    const before = runHealthcheck(root, healthcheck, env);
+    assert.notEqual(before.status, 0, `no daemon: unhealthy\n${before.output}`);
+
+    const app = root.host('.');
+    const started = spawn(process.execPath, [join(root.dir, entrypoint[1]!), 'run', '--listen', '127.0.0.1:0', '--control', '127.0.0.1:0', '--log-format', 'json'], {
+      cwd: app,
+      env,
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    daemon = started;
+    let output = '';
+    started.stderr.on('data', (c: Buffer) => (output += c.toString()));
+    await new Promise<void>((resolve, reject) => {
+      started.stdout.on('data', (c: Buffer) => {
+        output += c.toString();
+        if (/; control 127\.0\.0\.1:\d+/.test(output)) resolve();
+      });
+      started.once('exit', (code) => reject(new Error(`deut run exited (${code}) before it started:\n${output}`)));
+    });
+    assert.ok(existsSync(join(home, '.deut', 'control.json')), 'deut run wrote its control file in the home');
+
+    const during = runHealthcheck(root, healthcheck, env);
+    assert.equal(during.status, 0, `a running daemon: healthy\n${during.output}`);
+    assert.equal(during.output.trim(), '', 'the healthcheck keeps its output (status lists peers) to itself');
+
+    const exited = new Promise((resolve) => started.once('exit', resolve));
+    started.kill('SIGTERM');
+    await exited;
+    daemon = undefined;
+    const afterwards = runHealthcheck(root, healthcheck, env);
+    assert.notEqual(afterwards.status, 0, `a stopped daemon: unhealthy\n${afterwards.output}`);
+  } finally {
+    daemon?.kill('SIGKILL');
     rmSync(temp, { recursive: true, force: true });
   }
 });

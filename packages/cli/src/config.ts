@@ -5,6 +5,7 @@
  * "config file field tunnels"), and the command exits 2 without a stack trace.
  */
 import { readFileSync } from 'node:fs';
+import { isIP } from 'node:net';
 import { parseAddress, type UdpAddress } from '@deut/common';
 import { parseDhtContact } from '@deut/dht';
 import { isLoopbackIp } from './control.js';
@@ -189,6 +190,28 @@ export function resolveRunConfig(sources: ConfigSources): ConfigResult {
   return { ok: true, config };
 }
 
+/**
+ * The host of `HOST:PORT` when it is a name rather than an IP literal (`localhost:7500`,
+ * `relay.example:7500`), else undefined.
+ *
+ * Every address flag takes IP literals only, and says so, rather than resolving names:
+ * - a name resolved through the system resolver tells the resolver (and whoever watches
+ *   the network) which nodes this one talks to, a leak an anonymizing overlay must not
+ *   make on its own; `--bootstrap` and `--dht-bootstrap` are exactly those nodes;
+ * - `localhost` resolves to 127.0.0.1 or to ::1 depending on the resolver's order, so a
+ *   `--listen localhost:7500` and a peer's `--bootstrap localhost:7500` could disagree;
+ * - a name resolved once at start goes stale silently when its address changes.
+ */
+function hostnameIn(text: string): string | undefined {
+  const match = /^([^[\]:@\s]+):\d+$/.exec(text);
+  const host = match?.[1];
+  return host !== undefined && /[A-Za-z_-]/.test(host) && isIP(host) === 0 ? host : undefined;
+}
+
+function hostnameError(host: string): string {
+  return `"${host}" is a host name, and deut takes IP addresses only (it resolves no names): write an IP literal such as 127.0.0.1:7500 or [::1]:7500`;
+}
+
 type Parsed = { readonly ok: true; readonly value: unknown } | { readonly ok: false; readonly error: string };
 const ok = (value: unknown): Parsed => ({ ok: true, value });
 const bad = (error: string): Parsed => ({ ok: false, error });
@@ -200,6 +223,8 @@ function parseField(spec: FieldSpec, raw: unknown): Parsed {
     case 'address':
     case 'loopback': {
       if (typeof raw !== 'string') return bad('expected HOST:PORT');
+      const name = hostnameIn(raw);
+      if (name !== undefined) return bad(hostnameError(name));
       let address: UdpAddress;
       try {
         // Port 0 asks the system for a free port (tests, meshes); parseAddress wants 1..65535.
@@ -216,7 +241,7 @@ function parseField(spec: FieldSpec, raw: unknown): Parsed {
       const out: UdpAddress[] = [];
       for (const item of list()) {
         const one = parseField({ kind: 'address' }, item);
-        if (!one.ok) return bad(`${String(item)}: expected HOST:PORT`);
+        if (!one.ok) return bad(`${String(item)}: ${one.error}`);
         out.push(one.value as UdpAddress);
       }
       return ok(out);
@@ -225,6 +250,8 @@ function parseField(spec: FieldSpec, raw: unknown): Parsed {
       const out: string[] = [];
       for (const item of list()) {
         if (typeof item !== 'string') return bad('expected <public key hex>@HOST:PORT');
+        const name = hostnameIn(item.slice(item.indexOf('@') + 1));
+        if (item.includes('@') && name !== undefined) return bad(`${item}: ${hostnameError(name)}`);
         try {
           parseDhtContact(item);
         } catch (error) {

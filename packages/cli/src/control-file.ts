@@ -105,7 +105,7 @@ export async function refuseLiveControlFile(path: string): Promise<void> {
   if (existing !== undefined && existing.pid !== process.pid && isAlive(existing.pid)) {
     throw configError(
       'CONTROL_FILE_IN_USE',
-      `control file ${path} belongs to process ${existing.pid}, which is running: another daemon? Stop it, or remove the file if it is stale`,
+      `control file ${path} belongs to process ${existing.pid}, which is running: another daemon? Stop it, or give this one its own --control-file and --control port (two daemons on one host need both), or remove the file if it is stale`,
     );
   }
 }

@@ -4,12 +4,12 @@
  * socket, flush the logs and exit 0; a second signal exits at once.
  */
 import { writeFile } from 'node:fs/promises';
-import { addressKey, DeutError, type Logger } from '@deut/common';
+import { addressKey, DeutError, type Logger, type UdpAddress } from '@deut/common';
 import { KnownPeers } from '@deut/link';
 import { DeutNode } from '@deut/node';
 import type { RunConfig } from './config.js';
 import { startControlServer } from './control-server.js';
-import { createCliLogger } from './logging.js';
+import { createCliLogger, OwnSetting } from './logging.js';
 import { createNodeMetrics, serveMetrics } from './metrics.js';
 import { loadOrCreateKey, startPublicDht } from './public-dht.js';
 import { controlRoutes } from './routes.js';
@@ -60,21 +60,26 @@ export async function runDaemon(config: RunConfig): Promise<number> {
   };
   try {
     const knownPeers = config.knownPeers !== undefined ? KnownPeers.load(config.knownPeers) : undefined;
-    const node = await startConfiguredNode(config, logger, knownPeers);
+    const node = await binding('--listen', config.listen, () => startConfiguredNode(config, logger, knownPeers));
     const stopReloading = reloadOnHangup(logger, knownPeers);
     cleanups.push(() => Promise.resolve(stopReloading()));
     cleanups.push(() => node.close());
-    const publicDht = config.dhtListen === undefined ? undefined : await startPublicDht(config.dhtListen, config.dhtKeyFile, config.dhtBootstrap, logger);
+    const publicDht = config.dhtListen === undefined ? undefined : await binding('--dht-listen', config.dhtListen, () => startPublicDht(config.dhtListen!, config.dhtKeyFile, config.dhtBootstrap, logger));
     if (publicDht !== undefined) cleanups.push(() => publicDht.close());
     // Written before the control API answers, so a healthcheck that passes means the file is there.
     if (publicDht !== undefined && config.dhtContactFile !== undefined) await writeFile(config.dhtContactFile, `${publicDht.contact}\n`);
     const roles = { relay: config.relay, master: config.master, dht: config.dht };
-    const control = await startControlServer({ listen: config.control, file: config.controlFile, routes: controlRoutes({ node, startedAt: Date.now(), roles, publicDht }) });
+    const control = await binding('--control', config.control, () =>
+      startControlServer({ listen: config.control, file: config.controlFile, routes: controlRoutes({ node, startedAt: Date.now(), roles, publicDht }) }),
+    );
     cleanups.push(() => control.close());
     let metricsAddress: string | undefined;
     if (config.metrics !== undefined) {
       const metrics = createNodeMetrics(node, { processMetrics: true, ...(publicDht !== undefined ? { publicDht: publicDht.dht } : {}) });
-      const server = await serveMetrics(config.metrics, metrics, { logger });
+      const server = await binding('--metrics', config.metrics, () => serveMetrics(config.metrics!, metrics, { logger })).catch((error: unknown) => {
+        metrics.close();
+        throw error;
+      });
       metricsAddress = addressKey(server.address);
       cleanups.push(async () => {
         await server.close();
@@ -101,9 +106,53 @@ export async function runDaemon(config: RunConfig): Promise<number> {
     await cleanup();
     const message = error instanceof DeutError || isSystemError(error) ? (error as Error).message : String(error);
     process.stderr.write(`deut run: ${message}\n`);
-    logger.error('start failed', { error: message });
+    // A port that cannot be bound is logged with its flag and address even in safe logs:
+    // the address is the operator's own setting (given on the command line, in the config
+    // file or the environment, and printed on stdout once the daemon runs), not a peer's,
+    // and a start-up error that hides it from that very operator only sends them guessing.
+    if (error instanceof BindError) logger.error('start failed', { flag: error.flag, listen: new OwnSetting(error.listen), error: error.reason });
+    else logger.error('start failed', { error: message });
     await closeLogs();
     return error instanceof DeutError && error.kind === 'config' ? EXIT.usage : EXIT.failure;
+  }
+}
+
+/** What an operator can do about each errno of a failed bind. */
+const BIND_ERRNOS: Readonly<Record<string, string>> = {
+  EADDRINUSE: 'address already in use: another process (another deut daemon?) has that port; stop it or pick another port',
+  EACCES: 'permission denied: ports below 1024 need privileges',
+  EADDRNOTAVAIL: 'address not available: no interface of this host has that IP address',
+};
+
+/** A port of the daemon that could not be bound, with the flag that named it. */
+class BindError extends DeutError {
+  constructor(
+    readonly flag: string,
+    readonly listen: string,
+    readonly reason: string,
+    cause: unknown,
+  ) {
+    super('transport', 'BIND_FAILED', `${flag} ${listen}: ${reason}`, { cause });
+  }
+}
+
+/**
+ * Runs `start`, which binds the port `flag` configured; a bind or listen error from it (at
+ * any depth of causes) becomes a {@link BindError} naming `flag` and `address`. Other errors
+ * (an unreadable key file, say) pass as they are.
+ */
+async function binding<T>(flag: string, address: UdpAddress, start: () => Promise<T>): Promise<T> {
+  try {
+    return await start();
+  } catch (error) {
+    let errno: NodeJS.ErrnoException | undefined;
+    for (let cause: unknown = error, depth = 0; cause instanceof Error && depth < 5 && errno === undefined; cause = cause.cause, depth++) {
+      const syscall = (cause as NodeJS.ErrnoException).syscall;
+      if ((syscall === 'bind' || syscall === 'listen') && typeof (cause as NodeJS.ErrnoException).code === 'string') errno = cause;
+    }
+    if (errno === undefined) throw error;
+    const code = errno.code!;
+    throw new BindError(flag, addressKey(address), BIND_ERRNOS[code] ?? `cannot bind (${code})`, error);
   }
 }
 

@@ -112,6 +112,16 @@ export function scrubString(text: string): string {
     .replace(HEX_RUN, SCRUBBED);
 }
 
+/**
+ * A value the operator configured on this very daemon (its own listen address, say), logged
+ * as it is even without `--unsafe-logs`. Safe logging hides who this node talks to (peers,
+ * tunnels, keys); it has nothing to hide about where the operator told the daemon to
+ * listen. Only code can make one: text from the network never becomes an OwnSetting.
+ */
+export class OwnSetting {
+  constructor(readonly text: string) {}
+}
+
 /** A JSON-safe value: what redaction produces. */
 type Plain = null | boolean | number | string | Plain[] | { [key: string]: Plain };
 
@@ -165,6 +175,7 @@ function redactValue(value: unknown, depth: number, state: RedactState): Plain |
   if (depth >= MAX_DEPTH) return '[…]';
   state.ancestors.add(value);
   try {
+    if (value instanceof OwnSetting) return truncate(value.text);
     if (value instanceof Date) return Number.isNaN(value.getTime()) ? 'Invalid Date' : value.toISOString();
     if (value instanceof Error) return redactError(value, depth, state);
     if (Array.isArray(value)) return redactEntries(value as unknown[], depth, state);
