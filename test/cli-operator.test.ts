@@ -4,61 +4,31 @@
  * started with no role, `--version`, output cut short by a pipe (`deut status | head`), and a
  * DHT put that stored nowhere. Every process runs on 127.0.0.1 and is killed on the way out.
  */
-import { after, test } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { spawn } from 'node:child_process';
+import { existsSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { BIN, cliScope, type CliResult } from './cli-process.js';
 
 const root = fileURLToPath(new URL('../../', import.meta.url));
 const cliPackage = join(root, 'packages', 'cli');
-const BIN = join(cliPackage, 'dist', 'src', 'bin.js');
 const VERSION = (JSON.parse(readFileSync(join(cliPackage, 'package.json'), 'utf8')) as { version: string }).version;
 
-const children = new Set<ChildProcess>();
-const dirs: string[] = [];
-after(() => {
-  for (const child of children) child.kill('SIGKILL');
-  for (const dir of dirs) rmSync(dir, { recursive: true, force: true });
-});
+const { tempDir, deut, track } = cliScope('deut-operator');
 
-function tempDir(): string {
-  const dir = mkdtempSync(join(tmpdir(), 'deut-operator-'));
-  dirs.push(dir);
-  return dir;
-}
-
-interface Result {
-  readonly code: number | null;
-  readonly stdout: string;
-  readonly stderr: string;
-}
-
-/**
- * Runs `node <script> ...args` to completion (killed after 60 s). With `closeStdout`, our end
- * of its stdout is closed at once, as `| head -0` would: every write it makes meets EPIPE.
- */
-function run(script: string, args: readonly string[], options: { closeStdout?: boolean } = {}): Promise<Result> {
+/** Runs `node <script> ...args` to completion, like `deut` but for another entry point. */
+function run(script: string, args: readonly string[]): Promise<CliResult> {
   return new Promise((resolve) => {
-    const child = spawn(process.execPath, [script, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
-    children.add(child);
+    const child = track(spawn(process.execPath, [script, ...args], { stdio: ['ignore', 'pipe', 'pipe'] }));
     let stdout = '';
     let stderr = '';
-    if (options.closeStdout === true) child.stdout.destroy();
-    else child.stdout.on('data', (c: Buffer) => (stdout += c.toString()));
-    child.stderr.on('data', (c: Buffer) => (stderr += c.toString()));
-    const killer = setTimeout(() => child.kill('SIGKILL'), 60_000);
-    child.on('close', (code) => {
-      clearTimeout(killer);
-      children.delete(child);
-      resolve({ code, stdout, stderr });
-    });
+    child.stdout!.on('data', (c: Buffer) => (stdout += c.toString()));
+    child.stderr!.on('data', (c: Buffer) => (stderr += c.toString()));
+    child.on('close', (code) => resolve({ code, stdout, stderr }));
   });
 }
-
-const deut = (args: readonly string[], options: { closeStdout?: boolean } = {}): Promise<Result> => run(BIN, args, options);
 
 /** A `deut run` daemon on 127.0.0.1, ready once its control file exists. */
 async function daemon(dir: string, args: readonly string[], name = 'node'): Promise<{ controlFile: string; address: string; pid: number; log: () => string }> {
@@ -66,7 +36,7 @@ async function daemon(dir: string, args: readonly string[], name = 'node'): Prom
   const child = spawn(process.execPath, [BIN, 'run', '--listen', '127.0.0.1:0', '--control', '127.0.0.1:0', '--control-file', controlFile, '--log-format', 'json', ...args], {
     stdio: ['ignore', 'pipe', 'pipe'],
   });
-  children.add(child);
+  track(child);
   let output = '';
   child.stdout.on('data', (c: Buffer) => (output += c.toString()));
   child.stderr.on('data', (c: Buffer) => (output += c.toString()));

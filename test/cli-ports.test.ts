@@ -6,56 +6,23 @@
  */
 import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import dgram from 'node:dgram';
-import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, writeFileSync } from 'node:fs';
 import { createServer, type AddressInfo, type Server } from 'node:net';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { BIN, cliScope, type CliResult } from './cli-process.js';
 
-const ROOT = fileURLToPath(new URL('../../', import.meta.url));
-const BIN = join(ROOT, 'packages', 'cli', 'dist', 'src', 'bin.js');
 const DHT_KEY = 'ab'.repeat(32);
 
-const children = new Set<ChildProcess>();
+const { tempDir, deut: run, track } = cliScope('deut-ports');
 const holders: Array<() => void> = [];
-const dirs: string[] = [];
 after(() => {
-  for (const child of children) child.kill('SIGKILL');
   for (const release of holders) release();
-  for (const dir of dirs) rmSync(dir, { recursive: true, force: true });
 });
 
-function tempDir(): string {
-  const dir = mkdtempSync(join(tmpdir(), 'deut-ports-'));
-  dirs.push(dir);
-  return dir;
-}
-
-interface Result {
-  readonly code: number | null;
-  readonly stdout: string;
-  readonly stderr: string;
-}
-
-/** Runs `deut ...args` to completion; killed after 60 s (it then fails on its exit code). */
-function deut(args: readonly string[], env: NodeJS.ProcessEnv = {}): Promise<Result> {
-  return new Promise((resolve) => {
-    const child = spawn(process.execPath, [BIN, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } });
-    children.add(child);
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (c: Buffer) => (stdout += c.toString()));
-    child.stderr.on('data', (c: Buffer) => (stderr += c.toString()));
-    const killer = setTimeout(() => child.kill('SIGKILL'), 60_000);
-    child.on('close', (code) => {
-      clearTimeout(killer);
-      children.delete(child);
-      resolve({ code, stdout, stderr });
-    });
-  });
-}
+/** Runs `deut ...args` to completion, with `env` added to the environment. */
+const deut = (args: readonly string[], env: NodeJS.ProcessEnv = {}): Promise<CliResult> => run(args, { env });
 
 /** A UDP port on 127.0.0.1 that this process holds until the end of the file. */
 async function heldUdpPort(): Promise<number> {
@@ -177,7 +144,7 @@ test('ports - a second daemon on the first one\'s control file is told to give i
   const dir = tempDir();
   const controlFile = join(dir, 'control.json');
   const first = spawn(process.execPath, [BIN, 'run', '--listen', '127.0.0.1:0', '--control', '127.0.0.1:0', '--control-file', controlFile], { stdio: ['ignore', 'pipe', 'pipe'] });
-  children.add(first);
+  track(first);
   try {
     let output = '';
     first.stderr.on('data', (c: Buffer) => (output += c.toString()));
@@ -193,6 +160,5 @@ test('ports - a second daemon on the first one\'s control file is told to give i
     assert.match(second.stderr, /^deut run: control file .* belongs to process \d+, which is running: another daemon\? Stop it, or give this one its own --control-file and --control port/m);
   } finally {
     first.kill('SIGKILL');
-    children.delete(first);
   }
 });

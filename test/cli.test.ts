@@ -3,54 +3,17 @@
  * driven through the control API by the CLI's own subcommands; configuration mistakes;
  * keygen; what the logs and metrics may show.
  */
-import { after, test, type TestContext } from 'node:test';
+import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
 import dgram from 'node:dgram';
-import { chmodSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { chmodSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { CONFIG_FIELDS, flagName } from '@deut/cli';
+import { BIN, cliScope, type CliResult } from './cli-process.js';
 
-const BIN = fileURLToPath(new URL('../../packages/cli/dist/src/bin.js', import.meta.url));
-const dirs: string[] = [];
-const children = new Set<ChildProcess>();
-after(() => {
-  for (const child of children) child.kill('SIGKILL');
-  for (const dir of dirs) rmSync(dir, { recursive: true, force: true });
-});
-
-function tempDir(): string {
-  const dir = mkdtempSync(join(tmpdir(), 'deut-cli-'));
-  dirs.push(dir);
-  return dir;
-}
-
-interface Result {
-  readonly code: number | null;
-  readonly stdout: string;
-  readonly stderr: string;
-}
-
-/** Runs `deut ...args` to completion (killed after `ms`). */
-function deut(args: readonly string[], options: { env?: NodeJS.ProcessEnv; ms?: number } = {}): Promise<Result> {
-  return new Promise((resolve) => {
-    const child = spawn(process.execPath, [BIN, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...options.env } });
-    children.add(child);
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (c: Buffer) => (stdout += c.toString()));
-    child.stderr.on('data', (c: Buffer) => (stderr += c.toString()));
-    const killer = setTimeout(() => child.kill('SIGKILL'), options.ms ?? 60_000);
-    child.on('close', (code) => {
-      clearTimeout(killer);
-      children.delete(child);
-      resolve({ code, stdout, stderr });
-    });
-  });
-}
+const { tempDir, deut, track } = cliScope('deut-cli');
 
 /** A running `deut run` daemon. */
 interface Daemon {
@@ -66,12 +29,11 @@ function daemon(name: string, dir: string, args: readonly string[]): Daemon {
   const child = spawn(process.execPath, [BIN, 'run', '--control', '127.0.0.1:0', '--control-file', controlFile, '--allow-private-exits', '--allow-same-subnet', ...args], {
     stdio: ['ignore', 'pipe', 'pipe'],
   });
-  children.add(child);
+  track(child);
   const output = { stdout: '', stderr: '' };
   child.stdout.on('data', (c: Buffer) => (output.stdout += c.toString()));
   child.stderr.on('data', (c: Buffer) => (output.stderr += c.toString()));
   const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
-  void exited.then(() => children.delete(child));
   return { name, child, controlFile, output, exited };
 }
 
@@ -222,7 +184,7 @@ test('cli - a mesh of deut run processes: status, tunnels, dht put/get, send, me
 
 test('cli - bad values, unknown flags, unreadable key files and missing cookies give clear errors and the right exit codes', { timeout: 120_000 }, async () => {
   const dir = tempDir();
-  const noStack = (r: Result): void => assert.ok(!/\n\s+at /.test(r.stderr), `no stack trace:\n${r.stderr}`);
+  const noStack = (r: CliResult): void => assert.ok(!/\n\s+at /.test(r.stderr), `no stack trace:\n${r.stderr}`);
 
   const bad = await deut(['run', '--tunnels', 'abc', '--hops', '9', '--listen', 'nowhere', '--control', '10.0.0.1:7501', '--path-selection', 'random']);
   assert.equal(bad.code, 2);
@@ -377,7 +339,7 @@ test('cli - two scenario masters prove the mesh to each other through a public D
     assert.equal((status.publicDht as { contact: string }).contact, contact, 'status shows the public DHT contact the file holds');
     assert.match(contact, /^[0-9a-f]{64}@127\.0\.1\.31:\d+$/);
     for (let i = 2; i <= 5; i++) daemons.push(daemon(`relay-${i}`, dir, ['--listen', `127.0.1.${30 + i}:0`, '--bootstrap', String(status.address)]));
-    const scenario = (name: string, peer: string, host: string): Promise<Result> =>
+    const scenario = (name: string, peer: string, host: string): Promise<CliResult> =>
       deut(
         ['scenario', 'dht-pair', '--name', name, '--peer', peer, '--listen', `${host}:0`, '--bootstrap', String(status.address), '--no-relay', '--tunnels', '3',
           '--dht-bootstrap', contact, '--echo', `127.0.3.3:${echo.address().port}`, '--allow-private-exits', '--allow-same-subnet', '--timeout-seconds', '120'],

@@ -21,7 +21,7 @@
  */
 import { after, test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
-import { ManualClock, type UdpAddress } from '@deut/common';
+import { ManualClock, type UdpAddress, seededRandom } from '@deut/common';
 import { cryptoReady } from '@deut/crypto';
 import { DeutNode, type DeutNodeOptions, type SocketFactory } from '@deut/node';
 import { withDeadline } from '@deut/testkit';
@@ -48,17 +48,8 @@ const STEP_MS = 50;
 
 const CALM: LinkConditions = { delayMs: 1, jitterMs: 2 };
 
-/** A small seeded PRNG (mulberry32): start times are reproducible per seed. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+/** Start times are reproducible per seed. */
+const prng = seededRandom;
 
 interface Started {
   readonly name: string;

@@ -13,3 +13,4 @@ export * from './counters.js';
 export * from './address.js';
 export * from './replay-window.js';
 export * from './rate-limit.js';
+export * from './seeded-random.js';

@@ -1,6 +1,7 @@
 // A seeded PRNG for tests that simulate networks: the seed is printed, and DEUT_TEST_SEED
 // replays a failure (DEUT_TEST_SEED=1234 node --test packages/dht/dist/test/dht-node.test.js).
 import type { TestContext } from 'node:test';
+import { seededRandom } from '@deut/common';
 
 /** A source of reproducible randomness (not for anything secret). */
 export interface Seeded {
@@ -13,16 +14,9 @@ export interface Seeded {
   bytes(n: number): Uint8Array;
 }
 
-/** mulberry32 from `seed`. */
+/** A {@link Seeded} from `seed` (common's seededRandom). */
 export function seeded(seed: number): Seeded {
-  let state = seed >>> 0;
-  const next = (): number => {
-    state = (state + 0x6d2b79f5) >>> 0;
-    let t = state;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4_294_967_296;
-  };
+  const next = seededRandom(seed);
   return {
     seed,
     next,

@@ -18,6 +18,7 @@ import {
   copyBytes,
   isBindablePort,
 } from './socket.js';
+import { seededRandom } from '@deut/common';
 
 /** First port handed out when binding port 0 (the IANA dynamic range, as on most systems). */
 export const EPHEMERAL_PORT_FIRST = 49_152;
@@ -172,7 +173,7 @@ export class MemoryNetwork {
   constructor(options: MemoryNetworkOptions = {}) {
     const seed = options.seed ?? 0x5eed;
     if (!Number.isFinite(seed)) throw transportConfigError('BAD_OPTION', 'seed must be a finite number');
-    this.#random = mulberry32(seed);
+    this.#random = seededRandom(seed);
     this.#clock = options.clock ?? systemClock;
     this.#defaults = applyLayer(PERFECT, checkConditions(options.conditions ?? {}));
   }
@@ -516,14 +517,3 @@ function pairKey(hostA: string, hostB: string): string {
   return JSON.stringify(hostA < hostB ? [hostA, hostB] : [hostB, hostA]);
 }
 
-/** mulberry32: a tiny 32-bit PRNG, plenty for simulating fates (not for anything secret). */
-function mulberry32(seed: number): () => number {
-  let state = seed >>> 0;
-  return () => {
-    state = (state + 0x6d2b79f5) >>> 0;
-    let t = state;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4_294_967_296;
-  };
-}

@@ -2,7 +2,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import fc from 'fast-check';
-import { ManualClock } from '@deut/common';
+import { ManualClock, seededRandom } from '@deut/common';
 import type { UdpAddress } from '@deut/common';
 import { MAX_DATAGRAM_BYTES, MAX_FRAGMENTS, MAX_FRAGMENT_DATA, decodeCellFrame, encodeCellFrame } from '@deut/wire';
 import type { DatagramFrame } from '@deut/wire';
@@ -19,17 +19,8 @@ import type { ReassembledDatagram, ReassemblerOptions } from '../src/fragments.j
 const DEST: UdpAddress = { host: '203.0.113.5', port: 53 };
 const OTHER: UdpAddress = { host: '2001:db8::1', port: 53 };
 
-/** Deterministic bytes and shuffles, so a failure replays (mulberry32). */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 2 ** 32;
-  };
-}
+/** Deterministic bytes and shuffles, so a failure replays. */
+const prng = seededRandom;
 
 function randomBytes(length: number, random: () => number): Uint8Array {
   const out = new Uint8Array(length);

@@ -1,0 +1,79 @@
+/**
+ * Running the built `deut` command from a test file: its processes and temporary folders are
+ * tracked, and killed and removed when the file's tests end, also after a failed assertion.
+ * Call {@link cliScope} once at the top of a test file.
+ */
+import { after } from 'node:test';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+/** The compiled `deut` entry point. */
+export const BIN = fileURLToPath(new URL('../../packages/cli/dist/src/bin.js', import.meta.url));
+
+/** How a `deut` command ended. */
+export interface CliResult {
+  readonly code: number | null;
+  readonly stdout: string;
+  readonly stderr: string;
+}
+
+/** Options of {@link CliScope.deut}. */
+export interface CliRunOptions {
+  /** Added to this process's environment. */
+  readonly env?: NodeJS.ProcessEnv;
+  /** Killed after this long (it then fails on its exit code). @default 60,000 */
+  readonly ms?: number;
+  /** Close our end of its stdout at once, as `| head -0` would: every write meets EPIPE. */
+  readonly closeStdout?: boolean;
+}
+
+/** The processes and folders of one test file. */
+export interface CliScope {
+  /** A fresh temporary folder, removed at the end. */
+  readonly tempDir: () => string;
+  /** Runs `deut ...args` to completion. */
+  readonly deut: (args: readonly string[], options?: CliRunOptions) => Promise<CliResult>;
+  /** Tracks a process started otherwise (a daemon), so it is killed at the end if still running. */
+  readonly track: (child: ChildProcess) => ChildProcess;
+}
+
+/** Tracks what the calling test file starts; `prefix` names its temporary folders. */
+export function cliScope(prefix: string): CliScope {
+  const children = new Set<ChildProcess>();
+  const dirs: string[] = [];
+  after(() => {
+    for (const child of children) child.kill('SIGKILL');
+    for (const dir of dirs) rmSync(dir, { recursive: true, force: true });
+  });
+  const track = (child: ChildProcess): ChildProcess => {
+    children.add(child);
+    child.once('exit', () => children.delete(child));
+    return child;
+  };
+  return {
+    tempDir: () => {
+      const dir = mkdtempSync(join(tmpdir(), `${prefix}-`));
+      dirs.push(dir);
+      return dir;
+    },
+    track,
+    deut: (args, options = {}) =>
+      new Promise((resolve) => {
+        const child = spawn(process.execPath, [BIN, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...options.env } });
+        track(child);
+        let stdout = '';
+        let stderr = '';
+        if (options.closeStdout === true) child.stdout.destroy();
+        else child.stdout.on('data', (c: Buffer) => (stdout += c.toString()));
+        child.stderr.on('data', (c: Buffer) => (stderr += c.toString()));
+        const killer = setTimeout(() => child.kill('SIGKILL'), options.ms ?? 60_000);
+        child.on('close', (code) => {
+          clearTimeout(killer);
+          resolve({ code, stdout, stderr });
+        });
+      }),
+  };
+}
