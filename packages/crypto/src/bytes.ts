@@ -66,3 +66,17 @@ export function fromHex(hex: string): Uint8Array {
   }
   return new Uint8Array(Buffer.from(hex, 'hex'));
 }
+
+/** Standard padded base64 of exactly 32 bytes (what key files held before they took hex). */
+const BASE64_32 = /^[A-Za-z0-9+/]{42}[AEIMQUYcgkosw048]=$/;
+const HEX_32 = /^[0-9a-fA-F]{64}$/;
+
+/**
+ * A 32-byte key written in a file: hex, the one encoding deut writes and prints everywhere,
+ * or standard base64, which files written by earlier versions hold. Undefined otherwise.
+ */
+export function parseKey32(text: string): Uint8Array | undefined {
+  if (HEX_32.test(text)) return new Uint8Array(Buffer.from(text, 'hex'));
+  if (BASE64_32.test(text)) return new Uint8Array(Buffer.from(text, 'base64'));
+  return undefined;
+}

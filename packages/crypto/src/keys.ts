@@ -4,8 +4,8 @@
  * Diffie-Hellman refuses low-order public keys: their shared secret is all zeros whatever
  * our private key, so a peer sending one would make the "secret" known to everybody.
  *
- * The key file is JSON `{"version":1,"type":"deut-x25519","privateKey":"<base64>",
- * "publicKey":"<base64>"}`, created with mode 0600 by writing a temporary file in the same
+ * The key file is JSON `{"version":1,"type":"deut-x25519","privateKey":"<hex>",
+ * "publicKey":"<hex>"}` (hex, as the CLI prints keys; base64 from earlier versions is read too), created with mode 0600 by writing a temporary file in the same
  * directory and renaming it, so a crash never leaves a half-written key behind.
  */
 import { randomBytes as nodeRandomBytes } from 'node:crypto';
@@ -14,7 +14,7 @@ import type { FileHandle } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { DeutError } from '@deut/common';
 import { cryptoError, keyFileError } from './errors.js';
-import { constantTimeEqual, randomBytes, zero } from './bytes.js';
+import { constantTimeEqual, parseKey32, randomBytes, toHex, zero } from './bytes.js';
 import { sodium } from './sodium.js';
 
 /** Length of X25519 public keys, private keys and shared secrets, in bytes. */
@@ -104,12 +104,6 @@ const FORBIDDEN_MODE_BITS = 0o077;
 /** Key files are tiny; refuse to slurp anything bigger. */
 const MAX_KEY_FILE_BYTES = 4096;
 
-/** Standard padded base64 of exactly 32 bytes. */
-const BASE64_32 = /^[A-Za-z0-9+/]{42}[AEIMQUYcgkosw048]=$/;
-
-function toBase64(bytes: Uint8Array): string {
-  return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString('base64');
-}
 
 function hasCode(err: unknown, code: string): boolean {
   return typeof err === 'object' && err !== null && 'code' in err && err.code === code;
@@ -141,8 +135,8 @@ export async function writeKeyFile(path: string, keyPair: KeyPair, options: Writ
   const body = `${JSON.stringify({
     version: KEY_FILE_VERSION,
     type: KEY_FILE_TYPE,
-    privateKey: toBase64(keyPair.privateKey),
-    publicKey: toBase64(keyPair.publicKey),
+    privateKey: toHex(keyPair.privateKey),
+    publicKey: toHex(keyPair.publicKey),
   })}\n`;
   await mkdir(dirname(path), { recursive: true, mode: 0o700 });
   // Same directory as the target, so rename/link stays within one filesystem.
@@ -223,18 +217,20 @@ export async function readKeyFile(path: string): Promise<KeyPair> {
   if (fields['type'] !== KEY_FILE_TYPE) {
     throw keyFileError('KEY_FILE_INVALID', path, `unsupported type ${JSON.stringify(fields['type'])}`);
   }
-  const privateB64 = fields['privateKey'];
-  const publicB64 = fields['publicKey'];
-  if (typeof privateB64 !== 'string' || !BASE64_32.test(privateB64)) {
-    throw keyFileError('KEY_FILE_INVALID', path, 'privateKey is not 32 bytes of base64');
+  const privateText = fields['privateKey'];
+  const publicText = fields['publicKey'];
+  const privateKey = typeof privateText === 'string' ? parseKey32(privateText) : undefined;
+  if (privateKey === undefined) {
+    throw keyFileError('KEY_FILE_INVALID', path, 'privateKey is not 32 bytes of hex (or base64)');
   }
-  if (typeof publicB64 !== 'string' || !BASE64_32.test(publicB64)) {
-    throw keyFileError('KEY_FILE_INVALID', path, 'publicKey is not 32 bytes of base64');
+  const publicKey = typeof publicText === 'string' ? parseKey32(publicText) : undefined;
+  if (publicKey === undefined) {
+    zero(privateKey);
+    throw keyFileError('KEY_FILE_INVALID', path, 'publicKey is not 32 bytes of hex (or base64)');
   }
-  const privateKey = new Uint8Array(Buffer.from(privateB64, 'base64'));
   const keyPair = keyPairFromPrivate(privateKey);
   zero(privateKey);
-  if (!constantTimeEqual(keyPair.publicKey, new Uint8Array(Buffer.from(publicB64, 'base64')))) {
+  if (!constantTimeEqual(keyPair.publicKey, publicKey)) {
     zero(keyPair.privateKey);
     throw keyFileError('KEY_FILE_MISMATCH', path, 'public key does not match the private key');
   }

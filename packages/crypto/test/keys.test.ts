@@ -94,7 +94,7 @@ describe('X25519', () => {
 describe('key files', () => {
   const posix = process.platform !== 'win32';
 
-  test('keys - write then read round trip, mode 0600, documented JSON', async () => {
+  test('keys - write then read round trip, mode 0600, documented JSON in hex (as the CLI prints keys)', async () => {
     const path = join(dir, 'roundtrip.key');
     const pair = keyPairFromPrivate(fromHex(ALICE_PRIVATE));
     await writeKeyFile(path, pair);
@@ -103,14 +103,19 @@ describe('key files', () => {
     assert.deepEqual(json, {
       version: 1,
       type: 'deut-x25519',
-      privateKey: Buffer.from(ALICE_PRIVATE, 'hex').toString('base64'),
-      publicKey: Buffer.from(ALICE_PUBLIC, 'hex').toString('base64'),
+      privateKey: ALICE_PRIVATE,
+      publicKey: ALICE_PUBLIC,
     });
     const read = await readKeyFile(path);
     assert.equal(toHex(read.privateKey), ALICE_PRIVATE);
     assert.equal(toHex(read.publicKey), ALICE_PUBLIC);
     // No temporary files are left behind.
     assert.deepEqual((await readdir(dir)).filter((f) => f.endsWith('.tmp')), []);
+    // A file an earlier version wrote, in base64, still reads as the same key.
+    const old = join(dir, 'base64.key');
+    const b64 = (hex: string): string => Buffer.from(hex, 'hex').toString('base64');
+    await writeFile(old, JSON.stringify({ version: 1, type: 'deut-x25519', privateKey: b64(ALICE_PRIVATE), publicKey: b64(ALICE_PUBLIC) }), { mode: 0o600 });
+    assert.equal(toHex((await readKeyFile(old)).publicKey), ALICE_PUBLIC);
   });
 
   test('keys - overwrite replaces atomically, overwrite:false refuses an existing file', async () => {

@@ -1,6 +1,7 @@
 /**
  * Trust-on-first-use pins of peer keys by address (PROTOCOL.md §3.7), like SSH's
- * known_hosts: one `host:port base64key` per line. A changed key for a pinned address is
+ * known_hosts: one `host:port hexkey` per line (base64 keys, which earlier versions wrote, are
+ * read too). A changed key for a pinned address is
  * refused by the link layer; this store only remembers and persists. It holds at most
  * MAX_PINS pins (a full store pins no more: those peers are still bound for the life of
  * their sessions), and writes the file in batches through `flush()`, which the link calls
@@ -9,6 +10,7 @@
  */
 import { closeSync, fsyncSync, openSync, readFileSync, renameSync, writeSync } from 'node:fs';
 import { parseAddress } from '@deut/common';
+import { parseKey32, toHex } from '@deut/crypto';
 import { PUBLIC_KEY_BYTES } from '@deut/wire';
 import { knownPeersError } from './errors.js';
 
@@ -75,7 +77,7 @@ export class KnownPeers {
       const line = raw.trim();
       if (line === '' || line.startsWith('#')) return;
       const [address, key, extra] = line.split(/\s+/);
-      const bytes = key === undefined ? undefined : Buffer.from(key, 'base64');
+      const bytes = key === undefined ? undefined : parseKey32(key);
       let canonical: string | undefined;
       try {
         if (address !== undefined) {
@@ -86,7 +88,7 @@ export class KnownPeers {
         canonical = undefined;
       }
       if (canonical === undefined || bytes?.length !== PUBLIC_KEY_BYTES || extra !== undefined) {
-        throw knownPeersError('KNOWN_PEERS_MALFORMED', `${path}:${index + 1}: expected "host:port base64-key"`);
+        throw knownPeersError('KNOWN_PEERS_MALFORMED', `${path}:${index + 1}: expected "host:port hex-key"`);
       }
       this.#pins.set(canonical, new Uint8Array(bytes));
       this.#lines.set(canonical, index + 1);
@@ -148,11 +150,11 @@ export class KnownPeers {
   flush(): void {
     if (!this.#dirty || this.path === undefined) return;
     this.#dirty = false;
-    const lines = ['# deut known peers: host:port base64(X25519 public key)'];
+    const lines = ['# deut known peers: host:port hex(X25519 public key)'];
     this.#lines.clear();
     this.#unwritten.clear();
     for (const [address, key] of this.#pins) {
-      lines.push(`${address} ${Buffer.from(key).toString('base64')}`);
+      lines.push(`${address} ${toHex(key)}`);
       this.#lines.set(address, lines.length);
     }
     const temp = `${this.path}.${process.pid}.tmp`;
