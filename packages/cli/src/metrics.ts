@@ -155,7 +155,7 @@ export function createNodeMetrics(node: DeutNode, options: NodeMetricsOptions = 
   });
   new Counter({
     name: 'deut_tunnel_builds_total',
-    help: 'Tunnel builds of our pool that ended, by outcome (since the node started).',
+    help: 'Tunnel builds of our pool that ended, by outcome (since the node started); no-path: a build the pool wanted and could not start, for want of a path.',
     labelNames: ['outcome'] as const,
     registers,
     collect() {
@@ -163,6 +163,20 @@ export function createNodeMetrics(node: DeutNode, options: NodeMetricsOptions = 
       this.reset();
       this.inc({ outcome: 'succeeded' }, count(pool, 'builds-succeeded'));
       this.inc({ outcome: 'failed' }, count(pool, 'builds-failed'));
+      this.inc({ outcome: 'no-path' }, count(pool, 'builds-no-path'));
+    },
+  });
+  new Counter({
+    name: 'deut_stalled_warnings_total',
+    help: 'Warnings that this node cannot do its job, by cause: no path (too few verified relayers, or all in one /16) or an unanswered --bootstrap (every attempt counts).',
+    labelNames: ['reason'] as const,
+    registers,
+    collect() {
+      const node = read().node;
+      this.reset();
+      this.inc({ reason: 'no-path-too-few-relayers' }, count(node.pool?.counters, 'no-path-warnings-too-few-relayers'));
+      this.inc({ reason: 'no-path-one-subnet' }, count(node.pool?.counters, 'no-path-warnings-one-subnet'));
+      this.inc({ reason: 'bootstrap-unanswered' }, count(node.counters, 'bootstrap-unanswered'));
     },
   });
   const buildSeconds = new Histogram({

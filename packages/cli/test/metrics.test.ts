@@ -28,6 +28,7 @@ import { BUILD_REFUSAL_CAUSES, TUNNEL_DROP_REASONS } from '@deut/tunnel';
 import { encodeDhtDatagram } from '@deut/wire';
 import { Gauge, Registry, register as globalRegistry } from 'prom-client';
 import { METRICS_EXPOSED_WARNING, createNodeMetrics, metricsExposureWarning, reasonLabel, serveMetrics, type NodeMetrics } from '../src/metrics.js';
+import { ManualClock } from '@deut/common';
 
 interface Sample {
   readonly name: string;
@@ -435,6 +436,35 @@ test('metrics - a fresh node exports every known reason of every labelled family
     await server.close();
     metrics.close();
     await node.close();
+  }
+});
+
+test('metrics - a master that cannot build: builds with no path and the stalled warnings (no path, an unanswered bootstrap) are exported', async () => {
+  await cryptoReady();
+  const clock = new ManualClock();
+  const network = new MemoryNetwork({ seed: 8, clock });
+  // Nobody listens at the bootstrap address.
+  const node = await DeutNode.start({ listen: { host: '127.0.4.1', port: 0 }, bootstrap: [{ host: '127.0.4.9', port: 7500 }], sockets: { bind: (address) => Promise.resolve(network.bind(address)) }, tunnels: 1, clock });
+  const metrics = createNodeMetrics(node);
+  const server = await serveMetrics({ host: '127.0.0.1', port: 0 }, metrics);
+  try {
+    for (let ms = 0; ms < 60_000; ms += 250) {
+      clock.advance(250);
+      await new Promise((resolve) => setImmediate(resolve));
+    }
+    const scraped = parseExposition(await (await fetch(`http://127.0.0.1:${server.address.port}/metrics`)).text());
+    assertDescribed(scraped);
+    assertLabelsSafe(scraped);
+    assert.equal(total(scraped, 'deut_tunnel_builds_total', { outcome: 'no-path' }), node.stats().pool?.counters['builds-no-path']);
+    assert.ok(total(scraped, 'deut_tunnel_builds_total', { outcome: 'no-path' }) > 0);
+    assert.ok(total(scraped, 'deut_stalled_warnings_total', { reason: 'no-path-too-few-relayers' }) >= 1);
+    assert.equal(total(scraped, 'deut_stalled_warnings_total', { reason: 'no-path-one-subnet' }), 0);
+    assert.ok(total(scraped, 'deut_stalled_warnings_total', { reason: 'bootstrap-unanswered' }) >= 1);
+  } finally {
+    await server.close();
+    metrics.close();
+    await node.close();
+    await network.close();
   }
 });
 
