@@ -218,7 +218,9 @@ const bad = (error: string): Parsed => ({ ok: false, error });
 
 /** Parses one value of a field. */
 function parseField(spec: FieldSpec, raw: unknown): Parsed {
-  const list = (): unknown[] => (Array.isArray(raw) ? raw : typeof raw === 'string' ? raw.split(',').map((s) => s.trim()).filter((s) => s !== '') : [raw]);
+  // One comma-separated form everywhere: `--bootstrap a,b` as a flag means what DEUT_BOOTSTRAP=a,b does.
+  const split = (item: unknown): unknown[] => (typeof item === 'string' ? item.split(',').map((s) => s.trim()).filter((s) => s !== '') : [item]);
+  const list = (): unknown[] => (Array.isArray(raw) ? raw.flatMap(split) : split(raw));
   switch (spec.kind) {
     case 'address':
     case 'loopback': {
