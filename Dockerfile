@@ -23,8 +23,8 @@ RUN npm prune --omit=dev --no-audit --no-fund \
 
 FROM node:20-bookworm-slim
 # A system user with a home for ~/.deut (control file); /keys is where compose shares keys.
-RUN groupadd --system deut \
- && useradd --system --gid deut --create-home --home-dir /home/deut deut \
+RUN groupadd --system --gid 999 deut \
+ && useradd --system --uid 999 --gid deut --create-home --home-dir /home/deut deut \
  && mkdir -p /keys && chown deut:deut /keys
 WORKDIR /app
 COPY --from=build /src/image ./

@@ -77,3 +77,36 @@ test('deploy - the systemd unit runs as an unprivileged user, keeps its key in a
   // V8's JIT and WebAssembly need writable code pages: this one would kill the relayer at start.
   assert.equal(unit.get('MemoryDenyWriteExecute'), undefined);
 });
+
+test('deploy - the Kubernetes manifests are valid objects (kubernetes-models schemas) for a relayer fleet with persistent keys, a UDP Service and probes', async () => {
+  const { parseAllDocuments } = await import('yaml');
+  const { StatefulSet } = await import('kubernetes-models/apps/v1');
+  const { Service } = await import('kubernetes-models/v1');
+  const text = readFileSync(join(root, 'deploy', 'kubernetes', 'deut-relay.yaml'), 'utf8');
+  const docs = parseAllDocuments(text).map((d) => d.toJS() as { kind: string });
+  const byKind = new Map(docs.map((d) => [d.kind, d]));
+  assert.deepEqual([...byKind.keys()].sort(), ['Service', 'StatefulSet']);
+  // The schemas catch what kubectl would refuse (types, required fields, enums).
+  const set = new StatefulSet(byKind.get('StatefulSet') as ConstructorParameters<typeof StatefulSet>[0]);
+  set.validate();
+  const service = new Service(byKind.get('Service') as ConstructorParameters<typeof Service>[0]);
+  service.validate();
+  const broken = structuredClone(byKind.get('StatefulSet')) as unknown as { spec: { replicas: unknown } };
+  broken.spec.replicas = 'three';
+  assert.throws(() => new StatefulSet(broken as unknown as ConstructorParameters<typeof StatefulSet>[0]).validate(), /replicas/);
+
+  assert.deepEqual(service.spec?.ports?.map((p) => [p.protocol, p.port]), [['UDP', 7500]]);
+  const pod = set.spec!.template.spec!;
+  const container = pod.containers[0]!;
+  const args = container.args ?? [];
+  assert.ok(args.includes('--key-file=/keys/node.key') && args.includes('--known-peers=/keys/known_peers'), 'keys and pins on the volume');
+  assert.ok(set.spec!.volumeClaimTemplates?.some((t) => t.metadata?.name === 'keys'), 'one persistent volume per relayer');
+  assert.ok(container.volumeMounts?.some((m) => m.name === 'keys' && m.mountPath === '/keys'));
+  for (const probe of [container.livenessProbe, container.readinessProbe]) assert.deepEqual(probe?.exec?.command?.slice(1), ['/app/packages/cli/dist/src/bin.js', 'status', '--json']);
+  assert.equal(container.env?.find((e) => e.name === 'DEUT_CONTROL_FILE')?.value, '/run/deut/control.json', 'the probes find the control file on a writable volume');
+  assert.equal(container.securityContext?.readOnlyRootFilesystem, true);
+  assert.equal(container.securityContext?.allowPrivilegeEscalation, false);
+  assert.equal(pod.securityContext?.runAsNonRoot, true);
+  // The image's deut user: the pod runs as it, so the volumes it writes are its own.
+  assert.match(readFileSync(join(root, 'Dockerfile'), 'utf8'), new RegExp(`useradd --system --uid ${pod.securityContext?.runAsUser} `));
+});
