@@ -517,3 +517,39 @@ test('metrics - deut run --metrics serves build info and the standard process me
     await rm(dir, { recursive: true, force: true });
   }
 });
+
+test('metrics - every query of the Grafana dashboard names a metric family and labels a node exports', async () => {
+  const dashboard = JSON.parse(readFileSync(new URL('../../../../deploy/grafana/deut-dashboard.json', import.meta.url), 'utf8')) as {
+    panels: Array<{ title: string; targets: Array<{ expr: string }> }>;
+  };
+  await cryptoReady();
+  const network = new MemoryNetwork({ seed: 9 });
+  const node = await DeutNode.start({ listen: { host: '127.0.4.1', port: 0 }, sockets: { bind: (address) => Promise.resolve(network.bind(address)) }, master: true, tunnels: 1, dht: true });
+  const metrics = createNodeMetrics(node);
+  const server = await serveMetrics({ host: '127.0.0.1', port: 0 }, metrics);
+  try {
+    const scraped = parseExposition(await (await fetch(`http://127.0.0.1:${server.address.port}/metrics`)).text());
+    const exprs = dashboard.panels.flatMap((p) => p.targets.map((t) => [p.title, t.expr] as const));
+    assert.ok(exprs.length >= 10);
+    for (const [title, expr] of exprs) {
+      const names = [...expr.matchAll(/\b(deut_[a-z_]+)\b/g)].map((m) => m[1]!);
+      assert.ok(names.length > 0, `${title}: queries a deut metric`);
+      // Labels the query groups by or matches on; `instance` and `le` come from Prometheus and histograms.
+      const labels = new Set([...expr.matchAll(/by \(([^)]*)\)/g)].flatMap((m) => m[1]!.split(',').map((l) => l.trim())));
+      for (const m of expr.matchAll(/([a-z_]+)=~?"/g)) labels.add(m[1]!);
+      for (const name of names) {
+        const samples = scraped.samples.filter((s) => s.name === name);
+        assert.ok(samples.length > 0, `${title}: ${name} is exported`);
+        for (const label of labels) {
+          if (label === 'instance' || label === 'le') continue;
+          assert.ok(samples.some((s) => label in s.labels), `${title}: ${name} has the label ${label}`);
+        }
+      }
+    }
+  } finally {
+    await server.close();
+    metrics.close();
+    await node.close();
+    await network.close();
+  }
+});
