@@ -3,6 +3,10 @@
  * Every field is parsed from whichever source gave it last and checked on its own, so a
  * user sees one clear line per mistake, naming the source ("--tunnels", "DEUT_TUNNELS",
  * "config file field tunnels"), and the command exits 2 without a stack trace.
+ *
+ * Why not yargs' `.env()` and `.config()`: they merge the three sources before validation, so
+ * a bad value no longer says where it came from, and yargs stops at the first one; here every
+ * source goes through the same per-field parser, and a user fixes all mistakes in one go.
  */
 import { readFileSync } from 'node:fs';
 import { isIP } from 'node:net';

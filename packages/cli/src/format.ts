@@ -1,4 +1,9 @@
-/** Plain-text tables for the human output of `deut status`, `tunnels`, `peers`. */
+/**
+ * Plain-text tables for the human output of `deut status`, `tunnels`, `peers`: aligned
+ * columns and nothing else, in a few lines. A table library (cli-table3 and the like) adds
+ * borders, colours and dependencies an operator's terminal and `grep` do not need; scripts
+ * read `--json`.
+ */
 
 /** Prints `rows` as an aligned table of `columns` (missing values shown as "-"). */
 export function printTable(rows: ReadonlyArray<Record<string, unknown>>, columns: readonly string[], out: NodeJS.WritableStream = process.stdout): void {
