@@ -12,6 +12,7 @@ import { CONFIG_FIELDS, envName, flagName, resolveRunConfig, type RunConfig } fr
 import { callControl } from './control-client.js';
 import { defaultControlFile } from './control-file.js';
 import { EXIT, runDaemon } from './daemon.js';
+import { formatDoctorReport, runDoctor } from './doctor.js';
 import { formatAge, formatPath, printTable } from './format.js';
 import { runMesh } from './mesh.js';
 import { DEUT_VERSION } from './routes.js';
@@ -117,6 +118,21 @@ export async function main(argv: readonly string[]): Promise<number> {
         const config = configFrom('run', args);
         if (config === undefined) exitCode = EXIT.usage;
         else exitCode = await runDaemon(config);
+      },
+    )
+    .command(
+      'doctor',
+      'check, without starting a node, what would stop or weaken `deut run` with the same flags, DEUT_* variables and --config',
+      (y) => withRunFlags(y).option('json', { type: 'boolean', describe: 'print JSON for scripts instead of lines' }),
+      async (args) => {
+        const config = configFrom('doctor', args);
+        if (config === undefined) {
+          exitCode = EXIT.usage;
+          return;
+        }
+        const report = await runDoctor(config);
+        print(args.json, report, () => process.stdout.write(formatDoctorReport(report)));
+        exitCode = report.checks.some((c) => c.level === 'fail') ? EXIT.failure : EXIT.ok;
       },
     )
     .command(
@@ -320,6 +336,8 @@ export async function main(argv: readonly string[]): Promise<number> {
         process.stdout.write(`${toHex(keyPair.publicKey)}\n`);
       },
     )
+    // yargs' own script: it asks `deut --get-yargs-completions` at each TAB, so it follows every command and flag.
+    .completion('completion', 'print a bash/zsh completion script: deut completion >> ~/.bashrc (or ~/.zshrc)')
     .demandCommand(1, 'name a command (deut --help lists them)')
     .strict()
     .help()

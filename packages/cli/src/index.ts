@@ -11,3 +11,18 @@ export { runMesh, type MeshOptions } from './mesh.js';
 export { CONFIG_FIELDS, envName, flagName, resolveRunConfig, type RunConfig } from './config.js';
 export { createCliLogger, type CliLogger, type CliLoggerOptions, type LogFormat, type LogLevel } from './logging.js';
 export { createNodeMetrics, type NodeMetrics } from './metrics.js';
+export {
+  checkBootstrap,
+  checkClock,
+  checkKeyFile,
+  checkKnownPeers,
+  checkMetricsExposure,
+  checkTestFlags,
+  formatDoctorReport,
+  portCheck,
+  runDoctor,
+  type DoctorCheck,
+  type DoctorCheckId,
+  type DoctorLevel,
+  type DoctorReport,
+} from './doctor.js';
