@@ -4,43 +4,15 @@
  * Every process and socket is on 127.0.0.1 and is killed or closed on the way out, also when
  * an assertion fails; a non-loopback --metrics is checked through the pure check, unbound.
  */
-import { after, test } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import dgram from 'node:dgram';
 import { chmodSync, mkdirSync } from 'node:fs';
-import { createServer, type AddressInfo, type Server } from 'node:net';
 import { join } from 'node:path';
 import { checkMetricsExposure, type DoctorReport } from '@deut/cli';
 import { BIN, cliScope } from './cli-process.js';
 
-const { tempDir, deut, track } = cliScope('deut-doctor');
-const holders: Array<() => void> = [];
-after(() => {
-  for (const release of holders) release();
-});
-
-/** A UDP port on 127.0.0.1 that this process holds until the end of the file. */
-async function heldUdpPort(): Promise<number> {
-  const socket = dgram.createSocket('udp4');
-  await new Promise<void>((resolve, reject) => {
-    socket.once('error', reject);
-    socket.bind(0, '127.0.0.1', () => resolve());
-  });
-  holders.push(() => socket.close());
-  return socket.address().port;
-}
-
-/** A TCP port on 127.0.0.1 that this process listens on until the end of the file. */
-async function heldTcpPort(): Promise<number> {
-  const server: Server = createServer();
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => resolve());
-  });
-  holders.push(() => server.close());
-  return (server.address() as AddressInfo).port;
-}
+const { tempDir, deut, track, heldUdpPort, heldTcpPort } = cliScope('deut-doctor');
 
 /** A folder 0700 holding a fresh key file, and the flags of a healthy relayer using it. */
 async function healthy(): Promise<{ dir: string; key: string; flags: string[] }> {

@@ -14,7 +14,7 @@ import { cryptoReady, readKeyFile } from '@deut/crypto';
 import { KnownPeers } from '@deut/link';
 import type { RunConfig } from './config.js';
 import { callControl } from './control-client.js';
-import { readControlFile } from './control-file.js';
+import { isProcessAlive, readControlFile } from './control-file.js';
 import { isLoopbackIp } from './control.js';
 
 /** How a check came out: `fail` would stop `deut run` (or defeat its purpose), `warn` weakens the node. */
@@ -67,22 +67,13 @@ export interface RunningDaemon {
   readonly node: string | undefined;
 }
 
-function isAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (error) {
-    return (error as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
-
 /**
  * The daemon the control file names, if its process runs. Its status is asked for the node
  * address, so a held `--listen` port can be told to be its own rather than a stranger's.
  */
 export async function findRunningDaemon(controlFile: string): Promise<RunningDaemon | undefined> {
   const file = await readControlFile(controlFile).catch(() => undefined);
-  if (file === undefined || file.pid === process.pid || !isAlive(file.pid)) return undefined;
+  if (file === undefined || file.pid === process.pid || !isProcessAlive(file.pid)) return undefined;
   const status = (await callControl({ file: controlFile, timeoutMs: 3000 }, 'GET', '/v1/status').catch(() => undefined)) as { address?: unknown } | undefined;
   return { pid: file.pid, control: file.address, node: typeof status?.address === 'string' ? status.address : undefined };
 }
