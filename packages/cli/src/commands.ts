@@ -1,7 +1,8 @@
 /**
  * The `deut` command line (yargs): every command, its flags and its help text. Commands
  * that read a running node go through the control API ({@link callControl}); `run` is the
- * daemon; `mesh` a self-contained local network; `keygen` writes a key file.
+ * daemon; `doctor` checks its configuration without starting it; `mesh` a self-contained
+ * local network; `keygen` writes a key file; `completion` prints yargs' shell script.
  */
 import { existsSync } from 'node:fs';
 import yargs, { type Argv } from 'yargs';
@@ -67,7 +68,7 @@ function print(json: boolean | undefined, value: unknown, human: () => void): vo
   else human();
 }
 
-/** Adds `--config` and every node flag (shared by `run` and `scenario`). */
+/** Adds `--config` and every node flag (shared by `run`, `doctor` and `scenario`, so doctor checks exactly what run would start). */
 function withRunFlags<T>(y: Argv<T>): Argv<T & { config: string | undefined }> {
   let out = y.option('config', { type: 'string', describe: 'JSON file of settings (keys as below, camelCase); flags and DEUT_* variables override it' });
   for (const field of CONFIG_FIELDS) {

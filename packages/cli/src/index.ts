@@ -4,7 +4,8 @@
  * `@deut/testkit` (test/image.test.ts keeps it that way): `deut mesh` runs the testnet of
  * `@deut/node`. Exports: {@link main} (the command line), {@link runMesh} (`deut mesh`), the
  * run configuration (flags, environment, config file: {@link resolveRunConfig}), the logger
- * ({@link createCliLogger}) and the Prometheus metrics ({@link createNodeMetrics}).
+ * ({@link createCliLogger}), the Prometheus metrics ({@link createNodeMetrics}) and the checks
+ * of `deut doctor` ({@link runDoctor}, each check on its own for tests and wrappers).
  */
 export { main } from './commands.js';
 export { runMesh, type MeshOptions } from './mesh.js';
