@@ -4,47 +4,19 @@
  * logs) the address; `localhost:7500` was refused as if it were not HOST:PORT at all. Every
  * process runs on 127.0.0.1 and is killed on the way out, also when an assertion fails.
  */
-import { after, test } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import dgram from 'node:dgram';
 import { existsSync, writeFileSync } from 'node:fs';
-import { createServer, type AddressInfo, type Server } from 'node:net';
 import { join } from 'node:path';
 import { BIN, cliScope, type CliResult } from './cli-process.js';
 
 const DHT_KEY = 'ab'.repeat(32);
 
-const { tempDir, deut: run, track } = cliScope('deut-ports');
-const holders: Array<() => void> = [];
-after(() => {
-  for (const release of holders) release();
-});
+const { tempDir, deut: run, track, heldUdpPort, heldTcpPort } = cliScope('deut-ports');
 
 /** Runs `deut ...args` to completion, with `env` added to the environment. */
 const deut = (args: readonly string[], env: NodeJS.ProcessEnv = {}): Promise<CliResult> => run(args, { env });
-
-/** A UDP port on 127.0.0.1 that this process holds until the end of the file. */
-async function heldUdpPort(): Promise<number> {
-  const socket = dgram.createSocket('udp4');
-  await new Promise<void>((resolve, reject) => {
-    socket.once('error', reject);
-    socket.bind(0, '127.0.0.1', () => resolve());
-  });
-  holders.push(() => socket.close());
-  return socket.address().port;
-}
-
-/** A TCP port on 127.0.0.1 that this process listens on until the end of the file. */
-async function heldTcpPort(): Promise<number> {
-  const server: Server = createServer();
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => resolve());
-  });
-  holders.push(() => server.close());
-  return (server.address() as AddressInfo).port;
-}
 
 /** Free flags for the ports a case does not test: all on 127.0.0.1, the system's choice. */
 function otherPorts(dir: string, flag: string): string[] {

@@ -1,11 +1,14 @@
 /**
- * Running the built `deut` command from a test file: its processes and temporary folders are
- * tracked, and killed and removed when the file's tests end, also after a failed assertion.
+ * Running the built `deut` command from a test file: its processes, temporary folders and
+ * the ports it holds are tracked, and killed, removed and released when the file's tests
+ * end, also after a failed assertion.
  * Call {@link cliScope} once at the top of a test file.
  */
 import { after } from 'node:test';
 import { spawn, type ChildProcess } from 'node:child_process';
+import dgram from 'node:dgram';
 import { mkdtempSync, rmSync } from 'node:fs';
+import { createServer, type AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -38,15 +41,21 @@ export interface CliScope {
   readonly deut: (args: readonly string[], options?: CliRunOptions) => Promise<CliResult>;
   /** Tracks a process started otherwise (a daemon), so it is killed at the end if still running. */
   readonly track: (child: ChildProcess) => ChildProcess;
+  /** A UDP port on 127.0.0.1 that this process holds until the end of the file. */
+  readonly heldUdpPort: () => Promise<number>;
+  /** A TCP port on 127.0.0.1 that this process listens on until the end of the file. */
+  readonly heldTcpPort: () => Promise<number>;
 }
 
 /** Tracks what the calling test file starts; `prefix` names its temporary folders. */
 export function cliScope(prefix: string): CliScope {
   const children = new Set<ChildProcess>();
   const dirs: string[] = [];
+  const holders: Array<() => void> = [];
   after(() => {
     for (const child of children) child.kill('SIGKILL');
     for (const dir of dirs) rmSync(dir, { recursive: true, force: true });
+    for (const release of holders) release();
   });
   const track = (child: ChildProcess): ChildProcess => {
     children.add(child);
@@ -60,6 +69,24 @@ export function cliScope(prefix: string): CliScope {
       return dir;
     },
     track,
+    heldUdpPort: async () => {
+      const socket = dgram.createSocket('udp4');
+      await new Promise<void>((resolve, reject) => {
+        socket.once('error', reject);
+        socket.bind(0, '127.0.0.1', () => resolve());
+      });
+      holders.push(() => socket.close());
+      return socket.address().port;
+    },
+    heldTcpPort: async () => {
+      const server = createServer();
+      await new Promise<void>((resolve, reject) => {
+        server.once('error', reject);
+        server.listen(0, '127.0.0.1', () => resolve());
+      });
+      holders.push(() => server.close());
+      return (server.address() as AddressInfo).port;
+    },
     deut: (args, options = {}) =>
       new Promise((resolve) => {
         const child = spawn(process.execPath, [BIN, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...options.env } });

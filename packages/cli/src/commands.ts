@@ -1,7 +1,8 @@
 /**
  * The `deut` command line (yargs): every command, its flags and its help text. Commands
  * that read a running node go through the control API ({@link callControl}); `run` is the
- * daemon; `mesh` a self-contained local network; `keygen` writes a key file.
+ * daemon; `doctor` checks its configuration without starting it; `mesh` a self-contained
+ * local network; `keygen` writes a key file; `completion` prints yargs' shell script.
  */
 import { existsSync } from 'node:fs';
 import yargs, { type Argv } from 'yargs';
@@ -12,6 +13,7 @@ import { CONFIG_FIELDS, envName, flagName, resolveRunConfig, type RunConfig } fr
 import { callControl } from './control-client.js';
 import { defaultControlFile } from './control-file.js';
 import { EXIT, runDaemon } from './daemon.js';
+import { formatDoctorReport, runDoctor } from './doctor.js';
 import { formatAge, formatPath, printTable } from './format.js';
 import { runMesh } from './mesh.js';
 import { DEUT_VERSION } from './routes.js';
@@ -66,7 +68,7 @@ function print(json: boolean | undefined, value: unknown, human: () => void): vo
   else human();
 }
 
-/** Adds `--config` and every node flag (shared by `run` and `scenario`). */
+/** Adds `--config` and every node flag (shared by `run`, `doctor` and `scenario`, so doctor checks exactly what run would start). */
 function withRunFlags<T>(y: Argv<T>): Argv<T & { config: string | undefined }> {
   let out = y.option('config', { type: 'string', describe: 'JSON file of settings (keys as below, camelCase); flags and DEUT_* variables override it' });
   for (const field of CONFIG_FIELDS) {
@@ -117,6 +119,21 @@ export async function main(argv: readonly string[]): Promise<number> {
         const config = configFrom('run', args);
         if (config === undefined) exitCode = EXIT.usage;
         else exitCode = await runDaemon(config);
+      },
+    )
+    .command(
+      'doctor',
+      'check, without starting a node, what would stop or weaken `deut run` with the same flags, DEUT_* variables and --config',
+      (y) => withRunFlags(y).option('json', { type: 'boolean', describe: 'print JSON for scripts instead of lines' }),
+      async (args) => {
+        const config = configFrom('doctor', args);
+        if (config === undefined) {
+          exitCode = EXIT.usage;
+          return;
+        }
+        const report = await runDoctor(config);
+        print(args.json, report, () => process.stdout.write(formatDoctorReport(report)));
+        exitCode = report.checks.some((c) => c.level === 'fail') ? EXIT.failure : EXIT.ok;
       },
     )
     .command(
@@ -320,6 +337,8 @@ export async function main(argv: readonly string[]): Promise<number> {
         process.stdout.write(`${toHex(keyPair.publicKey)}\n`);
       },
     )
+    // yargs' own script: it asks `deut --get-yargs-completions` at each TAB, so it follows every command and flag.
+    .completion('completion', 'print a bash/zsh completion script: deut completion >> ~/.bashrc (or ~/.zshrc)')
     .demandCommand(1, 'name a command (deut --help lists them)')
     .strict()
     .help()

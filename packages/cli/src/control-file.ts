@@ -41,7 +41,8 @@ export function defaultControlFile(): string {
  */
 export const DEFAULT_CONTROL_FILE: string = defaultControlFile();
 
-function isAlive(pid: number): boolean {
+/** True while process `pid` exists, also when it belongs to another user. */
+export function isProcessAlive(pid: number): boolean {
   try {
     process.kill(pid, 0);
     return true;
@@ -102,7 +103,7 @@ export async function readControlFile(path: string): Promise<ControlFile> {
  */
 export async function refuseLiveControlFile(path: string): Promise<void> {
   const existing = await readControlFile(path).catch(() => undefined);
-  if (existing !== undefined && existing.pid !== process.pid && isAlive(existing.pid)) {
+  if (existing !== undefined && existing.pid !== process.pid && isProcessAlive(existing.pid)) {
     throw configError(
       'CONTROL_FILE_IN_USE',
       `control file ${path} belongs to process ${existing.pid}, which is running: another daemon? Stop it, or give this one its own --control-file and --control port (two daemons on one host need both), or remove the file if it is stale`,
