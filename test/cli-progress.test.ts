@@ -5,31 +5,9 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, type ChildProcess } from 'node:child_process';
-import { join } from 'node:path';
-import { BIN, cliScope } from './cli-process.js';
+import { cliScope, type Daemon } from './cli-process.js';
 
-const { tempDir, deut, track } = cliScope('deut-cli-progress');
-
-interface Daemon {
-  readonly child: ChildProcess;
-  readonly controlFile: string;
-  readonly output: { stdout: string; stderr: string };
-  readonly exited: Promise<number | null>;
-}
-
-function daemon(name: string, dir: string, args: readonly string[]): Daemon {
-  const controlFile = join(dir, `${name}.json`);
-  const child = spawn(process.execPath, [BIN, 'run', '--listen', '127.0.0.1:0', '--control', '127.0.0.1:0', '--control-file', controlFile, '--allow-private-exits', '--allow-same-subnet', ...args], {
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  track(child);
-  const output = { stdout: '', stderr: '' };
-  child.stdout.on('data', (c: Buffer) => (output.stdout += c.toString()));
-  child.stderr.on('data', (c: Buffer) => (output.stderr += c.toString()));
-  const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
-  return { child, controlFile, output, exited };
-}
+const { tempDir, deut, daemon } = cliScope('deut-cli-progress');
 
 /** Polls `probe` until it returns a value; fails after `ms`, showing what was last seen. */
 async function waitFor<T>(what: string, ms: number, probe: () => T | undefined, seen: () => string): Promise<T> {
@@ -51,11 +29,11 @@ test('deut run logs "bootstrapped N%" for each milestone, in order, up to 100 %;
   const dir = tempDir();
   const daemons: Daemon[] = [];
   try {
-    const first = daemon('relay-1', dir, []);
+    const first = daemon('relay-1', dir, ['--listen', '127.0.0.1:0']);
     daemons.push(first);
     const bootstrap = await waitFor('the bootstrap relayer', 30_000, () => /node on udp (\S+);/.exec(first.output.stdout)?.[1], () => first.output.stderr);
-    for (const name of ['relay-2', 'relay-3']) daemons.push(daemon(name, dir, ['--bootstrap', bootstrap]));
-    const master = daemon('master', dir, ['--bootstrap', bootstrap, '--tunnels', '2', '--hops', '2', '--no-relay']);
+    for (const name of ['relay-2', 'relay-3']) daemons.push(daemon(name, dir, ['--listen', '127.0.0.1:0', '--bootstrap', bootstrap]));
+    const master = daemon('master', dir, ['--listen', '127.0.0.1:0', '--bootstrap', bootstrap, '--tunnels', '2', '--hops', '2', '--no-relay']);
     daemons.push(master);
 
     await waitFor('bootstrapped 100% in the master log', 60_000, () => (/bootstrapped 100%/i.test(master.output.stderr) ? true : undefined), () => master.output.stderr);
