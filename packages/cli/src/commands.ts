@@ -155,7 +155,7 @@ export async function main(argv: readonly string[]): Promise<number> {
               `public key: ${String(status.publicKey)}\n` +
               `tunnels: ${tunnels.owned} owned (${tunnels.usable} usable, ${tunnels.building} building), ${tunnels.transit} transit, ${tunnels.endpointPorts} endpoint ports\n` +
               `peers known: ${String(status.peers)}\n` +
-              `${progressLine(status.progress as ProgressJson)}\n`,
+              `${progressLine(status.progress as ProgressJson | undefined)}\n`,
           );
           const dht = status.dht as Record<string, unknown> | null;
           if (dht !== null) process.stdout.write(`dht: id ${String(dht.id)}, ${String(dht.contacts)} contacts, ${String(dht.storedKeys)} keys stored\n`);

@@ -144,7 +144,9 @@ export function progressJson(progress: ProgressSnapshot): ProgressJson {
 }
 
 /** `deut status`'s progress line: where the node is, and what it waits for while not done. */
-export function progressLine(progress: ProgressJson): string {
+export function progressLine(progress: ProgressJson | undefined): string {
+  // A daemon started from an older build answers without it until restarted.
+  if (progress === undefined) return 'progress: not reported by this daemon (restart it with this deut)';
   const next = progress.next[0];
   return `progress: bootstrapped ${progress.percent}% (${progress.phase}): ${progress.summary}${next === undefined ? '' : `; waiting for ${next.percent}% (${next.phase}): ${next.summary}`}`;
 }

@@ -83,6 +83,7 @@ export class Progress {
   readonly #passed: ProgressMilestone[] = [];
   readonly #onPassed: (milestone: ProgressMilestone) => void;
 
+  /** Times count from now on `clock`; `onPassed` hears each milestone as it is passed. */
   constructor(plan: readonly ProgressStep[], clock: Clock, onPassed: (milestone: ProgressMilestone) => void) {
     this.#plan = plan;
     this.#clock = clock;
@@ -90,6 +91,7 @@ export class Progress {
     this.#onPassed = onPassed;
   }
 
+  /** Whether every milestone of the plan, 100 % included, has been passed. */
   get done(): boolean {
     return this.#passed.length === this.#plan.length;
   }
@@ -113,6 +115,7 @@ export class Progress {
     }
   }
 
+  /** Where the node is now, for `DeutNode.progress()`. */
   snapshot(): ProgressSnapshot {
     const last = this.#passed.at(-1);
     return {
