@@ -33,6 +33,16 @@ export interface CliRunOptions {
   readonly closeStdout?: boolean;
 }
 
+/** A running `deut run` daemon (see {@link CliScope.daemon}). */
+export interface Daemon {
+  readonly name: string;
+  readonly child: ChildProcess;
+  readonly controlFile: string;
+  /** Everything it wrote so far. */
+  readonly output: { stdout: string; stderr: string };
+  readonly exited: Promise<number | null>;
+}
+
 /** The processes and folders of one test file. */
 export interface CliScope {
   /** A fresh temporary folder, removed at the end. */
@@ -45,6 +55,11 @@ export interface CliScope {
   readonly heldUdpPort: () => Promise<number>;
   /** A TCP port on 127.0.0.1 that this process listens on until the end of the file. */
   readonly heldTcpPort: () => Promise<number>;
+  /**
+   * Starts `deut run` with a control API on a free loopback port, its control file `name`.json
+   * in `dir`, and private exits and same-subnet paths allowed (every test mesh is on loopback).
+   */
+  readonly daemon: (name: string, dir: string, args: readonly string[]) => Daemon;
 }
 
 /** Tracks what the calling test file starts; `prefix` names its temporary folders. */
@@ -62,7 +77,20 @@ export function cliScope(prefix: string): CliScope {
     child.once('exit', () => children.delete(child));
     return child;
   };
+  const daemon = (name: string, dir: string, args: readonly string[]): Daemon => {
+    const controlFile = join(dir, `${name}.json`);
+    const child = spawn(process.execPath, [BIN, 'run', '--control', '127.0.0.1:0', '--control-file', controlFile, '--allow-private-exits', '--allow-same-subnet', ...args], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    track(child);
+    const output = { stdout: '', stderr: '' };
+    child.stdout.on('data', (c: Buffer) => (output.stdout += c.toString()));
+    child.stderr.on('data', (c: Buffer) => (output.stderr += c.toString()));
+    const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
+    return { name, child, controlFile, output, exited };
+  };
   return {
+    daemon,
     tempDir: () => {
       const dir = mkdtempSync(join(tmpdir(), `${prefix}-`));
       dirs.push(dir);

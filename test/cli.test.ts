@@ -5,37 +5,14 @@
  */
 import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, type ChildProcess } from 'node:child_process';
 import dgram from 'node:dgram';
 import { chmodSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { CONFIG_FIELDS, flagName } from '@deut/cli';
-import { BIN, cliScope, type CliResult } from './cli-process.js';
+import { cliScope, type CliResult, type Daemon } from './cli-process.js';
 
-const { tempDir, deut, track } = cliScope('deut-cli');
-
-/** A running `deut run` daemon. */
-interface Daemon {
-  readonly name: string;
-  readonly child: ChildProcess;
-  readonly controlFile: string;
-  readonly output: { stdout: string; stderr: string };
-  readonly exited: Promise<number | null>;
-}
-
-function daemon(name: string, dir: string, args: readonly string[]): Daemon {
-  const controlFile = join(dir, `${name}.json`);
-  const child = spawn(process.execPath, [BIN, 'run', '--control', '127.0.0.1:0', '--control-file', controlFile, '--allow-private-exits', '--allow-same-subnet', ...args], {
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  track(child);
-  const output = { stdout: '', stderr: '' };
-  child.stdout.on('data', (c: Buffer) => (output.stdout += c.toString()));
-  child.stderr.on('data', (c: Buffer) => (output.stderr += c.toString()));
-  const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
-  return { name, child, controlFile, output, exited };
-}
+const { tempDir, deut, daemon } = cliScope('deut-cli');
 
 async function statusOf(d: Daemon): Promise<Record<string, unknown>> {
   const result = await deut(['status', '--json', '--control-file', d.controlFile], { ms: 20_000 });

@@ -16,7 +16,7 @@ import { EXIT, runDaemon } from './daemon.js';
 import { formatDoctorReport, runDoctor } from './doctor.js';
 import { formatAge, formatPath, printTable } from './format.js';
 import { runMesh } from './mesh.js';
-import { DEUT_VERSION } from './routes.js';
+import { DEUT_VERSION, progressLine, type ProgressJson } from './routes.js';
 import { runDhtPairScenario } from './scenario.js';
 
 /** Help text of each `run` flag, with its default and environment variable. */
@@ -171,7 +171,8 @@ export async function main(argv: readonly string[]): Promise<number> {
               `roles: ${Object.entries(roles).filter(([, on]) => on).map(([r]) => r).join(', ') || 'none'}\n` +
               `public key: ${String(status.publicKey)}\n` +
               `tunnels: ${tunnels.owned} owned (${tunnels.usable} usable, ${tunnels.building} building), ${tunnels.transit} transit, ${tunnels.endpointPorts} endpoint ports\n` +
-              `peers known: ${String(status.peers)}\n`,
+              `peers known: ${String(status.peers)}\n` +
+              `${progressLine(status.progress as ProgressJson | undefined)}\n`,
           );
           const dht = status.dht as Record<string, unknown> | null;
           if (dht !== null) process.stdout.write(`dht: id ${String(dht.id)}, ${String(dht.contacts)} contacts, ${String(dht.storedKeys)} keys stored\n`);

@@ -6,7 +6,7 @@
 import { writeFile } from 'node:fs/promises';
 import { addressKey, DeutError, type Logger, type UdpAddress } from '@deut/common';
 import { KnownPeers } from '@deut/link';
-import { DeutNode } from '@deut/node';
+import { DeutNode, formatHeartbeat, formatMilestone, type Heartbeat, type ProgressMilestone } from '@deut/node';
 import type { RunConfig } from './config.js';
 import { startControlServer } from './control-server.js';
 import { createCliLogger, OwnSetting } from './logging.js';
@@ -61,6 +61,7 @@ export async function runDaemon(config: RunConfig): Promise<number> {
   try {
     const knownPeers = config.knownPeers !== undefined ? KnownPeers.load(config.knownPeers) : undefined;
     const node = await binding('--listen', config.listen, () => startConfiguredNode(config, logger, knownPeers));
+    cleanups.push(logProgress(node, logger));
     const stopReloading = reloadOnHangup(logger, knownPeers);
     cleanups.push(() => Promise.resolve(stopReloading()));
     cleanups.push(() => node.close());
@@ -199,4 +200,22 @@ function waitForSignal(logger: Logger): Promise<void> {
     process.on('SIGINT', onSignal);
     process.on('SIGTERM', onSignal);
   });
+}
+
+/**
+ * Logs the node's start-up milestones (Tor's "Bootstrapped N%" lines) and its heartbeat at
+ * info. Milestones passed inside start() are replayed first, so the log shows every one.
+ * Returns the cleanup that stops listening.
+ */
+function logProgress(node: DeutNode, logger: Logger): () => Promise<void> {
+  const onMilestone = (m: ProgressMilestone): void => logger.info(formatMilestone(m), { percent: m.percent, phase: m.phase });
+  const onHeartbeat = (beat: Heartbeat): void => logger.info(formatHeartbeat(beat));
+  for (const m of node.progress().passed) onMilestone(m);
+  node.on('progress', onMilestone);
+  node.on('heartbeat', onHeartbeat);
+  return () => {
+    node.off('progress', onMilestone);
+    node.off('heartbeat', onHeartbeat);
+    return Promise.resolve();
+  };
 }

@@ -12,7 +12,7 @@ import { readFileSync } from 'node:fs';
 import { DeutError, addressKey, configError, parseAddress, timeoutError, type UdpAddress } from '@deut/common';
 import { fromHex, toHex } from '@deut/crypto';
 import { idFromHex } from '@deut/dht';
-import { classifyAddress, exitRefusedReasonName, type DeutNode, type TunnelInfo } from '@deut/node';
+import { classifyAddress, exitRefusedReasonName, type DeutNode, type ProgressSnapshot, type TunnelInfo } from '@deut/node';
 import type { ControlRoute } from './control-server.js';
 
 /** The version of `deut` (its package.json, which the image keeps), for `deut --version` and `deut status`. */
@@ -121,6 +121,36 @@ export function isoTime(ms: number): string {
   return new Date(ms).toISOString();
 }
 
+/** Start-up progress as `GET /v1/status` shows it: each milestone passed with its time after the start. */
+export interface ProgressJson {
+  readonly percent: number;
+  readonly phase: string;
+  readonly summary: string;
+  readonly done: boolean;
+  readonly passed: ReadonlyArray<{ readonly percent: number; readonly phase: string; readonly summary: string; readonly afterStartMs: number }>;
+  readonly next: ReadonlyArray<{ readonly percent: number; readonly phase: string; readonly summary: string }>;
+}
+
+/** {@link ProgressJson} of a node's progress. */
+export function progressJson(progress: ProgressSnapshot): ProgressJson {
+  return {
+    percent: progress.percent,
+    phase: progress.phase,
+    summary: progress.summary,
+    done: progress.done,
+    passed: progress.passed.map((m) => ({ percent: m.percent, phase: m.phase, summary: m.summary, afterStartMs: m.atMs })),
+    next: progress.next.map((m) => ({ percent: m.percent, phase: m.phase, summary: m.summary })),
+  };
+}
+
+/** `deut status`'s progress line: where the node is, and what it waits for while not done. */
+export function progressLine(progress: ProgressJson | undefined): string {
+  // A daemon started from an older build answers without it until restarted.
+  if (progress === undefined) return 'progress: not reported by this daemon (restart it with this deut)';
+  const next = progress.next[0];
+  return `progress: bootstrapped ${progress.percent}% (${progress.phase}): ${progress.summary}${next === undefined ? '' : `; waiting for ${next.percent}% (${next.phase}): ${next.summary}`}`;
+}
+
 /** A hop of a tunnel's path in the JSON: `known` false (and nulls) for a hop the master was never told. */
 export interface TunnelHopJson {
   readonly known: boolean;
@@ -178,6 +208,7 @@ export function controlRoutes(context: RouteContext): Record<string, ControlRout
           transit: stats.tunnels.transit,
           endpointPorts: stats.exits.ports,
         },
+        progress: progressJson(node.progress()),
         dht: dht === undefined ? null : { id: toHex(node.dht.id), publicKey: toHex(node.dht.publicKey), contacts: dht.contacts, storedKeys: dht.store.keys },
         publicDht:
           context.publicDht === undefined

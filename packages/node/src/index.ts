@@ -35,6 +35,20 @@ export {
 } from './peer-vetting.js';
 export { TunnelPool, type PoolCounter, type TunnelInfo, type TunnelPoolOptions } from './pool.js';
 export { BOOTSTRAP_WARN_EVERY_MS, DeutNode, NODE_DROP_REASONS, type DatagramInfo, type NodeCounter, type NodeDropReason, type DeutNodeEvents, type DeutNodeOptions } from './node.js';
+export {
+  HEARTBEAT_TOP_DROPS,
+  PROGRESS_PHASES,
+  Progress,
+  formatHeartbeat,
+  formatMilestone,
+  progressPlan,
+  type Heartbeat,
+  type ProgressMilestone,
+  type ProgressPhase,
+  type ProgressRoles,
+  type ProgressSnapshot,
+  type ProgressStep,
+} from './progress.js';
 export { DhtRole, type DeutDhtOptions } from './dht-role.js';
 export {
   TunnelSocket,

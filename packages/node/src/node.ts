@@ -40,6 +40,7 @@ import { TunnelPool, type TunnelInfo } from './pool.js';
 import { sample } from './random.js';
 import { TunnelSocket, type TunnelSocketOptions } from './tunnel-socket.js';
 import { DhtRole, type DeutDhtOptions } from './dht-role.js';
+import { HEARTBEAT_TOP_DROPS, Progress, progressPlan, type Heartbeat, type ProgressMilestone, type ProgressPhase, type ProgressSnapshot } from './progress.js';
 
 /** Options of {@link DeutNode.start}. */
 export interface DeutNodeOptions {
@@ -110,6 +111,8 @@ export interface DeutNodeOptions {
    * `true` for defaults. Requires the master role.
    */
   readonly dht?: boolean | DeutDhtOptions;
+  /** How often the node emits 'heartbeat'; 0 for never. @default 300,000 (five minutes) */
+  readonly heartbeatIntervalMs?: number;
 }
 
 /** Where a datagram that reached us came from, and through which of our tunnels. */
@@ -127,6 +130,10 @@ export interface DeutNodeEvents {
   'exit-refused': [info: { tunnel: number; reason: number }];
   /** One of our tunnel builds ended (metrics: build latency and outcomes). */
   'build-ended': [outcome: { ok: boolean; ms: number; hops: number }];
+  /** A start-up milestone was passed (see {@link DeutNode.progress}); each once, in order. */
+  progress: [milestone: ProgressMilestone];
+  /** The periodic summary of `heartbeatIntervalMs`. */
+  heartbeat: [beat: Heartbeat];
 }
 
 /** Enough peers to build paths without waiting: ask often until the table has this many. */
@@ -167,6 +174,9 @@ export const NODE_DROP_REASONS = [
 /** One of {@link NODE_DROP_REASONS}. */
 export type NodeDropReason = (typeof NODE_DROP_REASONS)[number];
 
+/** How often start-up progress is checked until 100 %, besides the events that move it. */
+const PROGRESS_CHECK_MS = 500;
+
 /** How often one bootstrap that does not answer is warned about again. */
 export const BOOTSTRAP_WARN_EVERY_MS = 300_000;
 
@@ -190,6 +200,12 @@ export class DeutNode extends EventEmitter<DeutNodeEvents> {
   readonly #asked = new Map<string, number>();
   #pexTimer: TimerHandle | undefined;
   #closed = false;
+  readonly #startedAt: number;
+  readonly #progress: Progress;
+  #progressTimer: TimerHandle | undefined;
+  #heartbeatTimer: TimerHandle | undefined;
+  /** Counts at the previous heartbeat, which the next one reports the growth of. */
+  #lastBeat = { at: 0, cellsRelayed: 0, drops: new Map<string, number>() };
   #dhtRole: DhtRole | undefined;
 
   /** The tunnels this master keeps (absent on a node that is not a master). */
@@ -200,6 +216,8 @@ export class DeutNode extends EventEmitter<DeutNodeEvents> {
     this.#link = link;
     this.#options = options;
     this.#clock = options.clock ?? systemClock;
+    this.#startedAt = this.#clock.now();
+    this.#lastBeat.at = this.#startedAt;
     const logger = options.logger ?? silentLogger;
     this.#logger = logger;
     const self = addressKey(link.address);
@@ -274,6 +292,7 @@ export class DeutNode extends EventEmitter<DeutNodeEvents> {
       this.#pool.onBuildEnded = (outcome) => {
         if (outcome.ok) this.#dhtRole?.tunnelBuilt();
         this.emit('build-ended', outcome);
+        if (outcome.ok) this.#checkProgress();
       };
       this.#pool.onTunnelGone = (tunnel) => {
         this.#reassembler.forget(String(tunnel.localId));
@@ -300,6 +319,14 @@ export class DeutNode extends EventEmitter<DeutNodeEvents> {
       const dht = options.dht === true ? {} : options.dht;
       this.#dhtRole = new DhtRole(this.createSocket({ fanout: dht.fanout ?? options.fanout ?? 2 }), dht, this.#clock, logger);
     }
+    const plan = progressPlan({ master, dht: this.#dhtRole !== undefined, bootstrap: (options.bootstrap ?? []).length > 0 });
+    this.#progress = new Progress(plan, this.#clock, (milestone) => this.emit('progress', milestone));
+    // The port is bound by now; the milestone is passed before anyone can listen, so
+    // progress().passed is where a caller finds it (the daemon replays that list).
+    this.#progress.update((phase) => phase === 'bound');
+    this.#scheduleProgressCheck();
+    const heartbeatMs = options.heartbeatIntervalMs ?? 300_000;
+    if (heartbeatMs > 0) this.#scheduleHeartbeat(heartbeatMs);
   }
 
   /** Starts a node: binds its port, and begins peer exchange and (as a master) building tunnels. */
@@ -413,6 +440,15 @@ export class DeutNode extends EventEmitter<DeutNodeEvents> {
     return this.#peers.all();
   }
 
+  /**
+   * How far the node has come since it started (README "Operator guide"): the latest
+   * milestone's percentage and phase, every milestone passed with its time, what is left.
+   * Each passed milestone is also an event 'progress'.
+   */
+  progress(): ProgressSnapshot {
+    return this.#progress.snapshot();
+  }
+
   /** Every counter and table size of the node. */
   stats(): {
     address: UdpAddress;
@@ -444,6 +480,8 @@ export class DeutNode extends EventEmitter<DeutNodeEvents> {
     if (this.#closed) return;
     this.#closed = true;
     if (this.#pexTimer !== undefined) this.#clock.clearTimeout(this.#pexTimer);
+    if (this.#progressTimer !== undefined) this.#clock.clearTimeout(this.#progressTimer);
+    if (this.#heartbeatTimer !== undefined) this.#clock.clearTimeout(this.#heartbeatTimer);
     this.#vetting.close();
     this.#dhtRole?.close();
     this.#pool?.close();
@@ -526,6 +564,7 @@ export class DeutNode extends EventEmitter<DeutNodeEvents> {
         // Bootstrap nodes and every peer we ask are relayers we authenticated ourselves.
         this.#peers.add(address, session.publicKey);
         this.#link.send(address, encodePeerExchange({ type: 'peer-request', relay: this.#options.relay ?? true }));
+        this.#checkProgress();
       },
       (error: unknown) => {
         this.#asked.delete(key);
@@ -566,6 +605,96 @@ export class DeutNode extends EventEmitter<DeutNodeEvents> {
       if (target !== undefined) this.#askForPeers(target);
       this.#schedulePeerExchange(wanting ? 2_000 : (this.#options.peerExchangeIntervalMs ?? 30_000));
     }, ms);
+  }
+
+  // ---- progress and heartbeat ----------------------------------------------------------
+
+  /** Whether `phase` holds now; the tracker keeps it passed once it held. */
+  #holds(phase: ProgressPhase): boolean {
+    const pool = this.#pool;
+    switch (phase) {
+      case 'bound':
+        return true;
+      case 'peers-known':
+        return this.#peers.size > 0;
+      case 'peers-verified':
+        // Every hop of a path is a distinct relayer other than us.
+        return this.#peers.verified().length >= (this.#options.hops ?? 3);
+      case 'first-tunnel':
+        return pool !== undefined && pool.usable().length > 0;
+      case 'pool-full':
+        return pool !== undefined && pool.usable().length >= (this.#options.tunnels ?? 8);
+      case 'dht-joined':
+        // A node with no DHT bootstrap stays here until another DHT node contacts it: until
+        // then its puts store nowhere, which is what this milestone is about.
+        return (this.#dhtRole?.dht.table.size ?? 0) > 0;
+      case 'done':
+        return false;
+    }
+  }
+
+  #checkProgress(): void {
+    if (this.#closed || this.#progress.done) return;
+    this.#progress.update((phase) => this.#holds(phase));
+  }
+
+  /** Polls until 100 %: peer verification and DHT joins have no event of their own to hook. */
+  #scheduleProgressCheck(): void {
+    this.#progressTimer = undefined;
+    this.#checkProgress();
+    if (this.#closed || this.#progress.done) return;
+    this.#progressTimer = this.#clock.setTimeout(() => this.#scheduleProgressCheck(), PROGRESS_CHECK_MS);
+  }
+
+  #scheduleHeartbeat(ms: number): void {
+    this.#heartbeatTimer = this.#clock.setTimeout(() => {
+      if (this.#closed) return;
+      this.emit('heartbeat', this.#heartbeat());
+      this.#scheduleHeartbeat(ms);
+    }, ms);
+  }
+
+  /** Drop counters of every layer, as `layer:reason` (the layers of deut_drops_total). */
+  #dropCounts(): Map<string, number> {
+    const s = this.stats();
+    const layers: Array<[string, CounterSnapshot<string> | undefined]> = [
+      ['link', s.link.counters],
+      ['engine', s.tunnels.counters],
+      ['node', s.counters],
+      ['exits', s.exits.counters],
+      ['messenger', s.messages?.counters],
+      ['dht', this.#dhtRole?.dht.stats().rpc.counters],
+    ];
+    const drops = new Map<string, number>();
+    for (const [layer, counters] of layers) {
+      for (const [name, value] of Object.entries<number | undefined>(counters ?? {})) {
+        if (name.startsWith('drop:') && value !== undefined && value > 0) drops.set(`${layer}:${name.slice('drop:'.length)}`, value);
+      }
+    }
+    return drops;
+  }
+
+  #heartbeat(): Heartbeat {
+    const now = this.#clock.now();
+    const engine = this.#engine.stats();
+    const cellsRelayed = engine.counters['cells-relayed'] ?? 0;
+    const drops = this.#dropCounts();
+    const grown: Array<{ reason: string; count: number }> = [];
+    for (const [reason, value] of drops) {
+      const count = value - (this.#lastBeat.drops.get(reason) ?? 0);
+      if (count > 0) grown.push({ reason, count });
+    }
+    grown.sort((a, b) => b.count - a.count || a.reason.localeCompare(b.reason));
+    const beat: Heartbeat = {
+      uptimeMs: now - this.#startedAt,
+      sinceMs: now - this.#lastBeat.at,
+      tunnels: { owned: engine.owned, usable: this.#pool?.usable().length ?? 0, transit: engine.relaying, endpoints: engine.endpoints },
+      cellsRelayed: cellsRelayed - this.#lastBeat.cellsRelayed,
+      drops: { total: grown.reduce((sum, d) => sum + d.count, 0), top: grown.slice(0, HEARTBEAT_TOP_DROPS) },
+      peers: { known: this.#peers.size, verified: this.#peers.verified().length },
+    };
+    this.#lastBeat = { at: now, cellsRelayed, drops };
+    return beat;
   }
 
   #requireMaster(): Messenger {
