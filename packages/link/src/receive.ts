@@ -5,7 +5,7 @@
  * never trusted: every drop is counted under a reason and nothing escapes the socket
  * handler. A data datagram costs no allocation here beyond its frame's decode.
  */
-import { DeutError, ProtocolError, addressKey, type UdpAddress } from '@deut/common';
+import { DeutError, addressKey, type UdpAddress } from '@deut/common';
 import { DATAGRAM_BYTES, decodeLinkFrame } from '@deut/wire';
 import { KEEPALIVE_MS } from './constants.js';
 import { DATAGRAM_ERROR_CODES, type LinkDropReason } from './counters.js';
@@ -17,8 +17,16 @@ import type { LinkSession } from './session.js';
 
 const lower = <C extends string>(code: C): Lowercase<C> => code.toLowerCase() as Lowercase<C>;
 
-/** The drop reason of each ProtocolError code a datagram's handling can throw. */
-const PROTOCOL_DROPS: ReadonlyMap<string, LinkDropReason> = new Map(DATAGRAM_ERROR_CODES.map((code) => [code, lower(code)]));
+/**
+ * The drop reason of each error code a datagram's handling can throw because of what the
+ * datagram holds: the ProtocolErrors of the decoders and handshakes, and X25519's refusal of
+ * a key of low order, which a stranger can send on purpose (an all-zero representative with
+ * the open mac1 is enough). Any other error is a fault of ours.
+ */
+const DATAGRAM_DROPS: ReadonlyMap<string, LinkDropReason> = new Map<string, LinkDropReason>([
+  ...DATAGRAM_ERROR_CODES.map((code) => [code, lower(code)] as const),
+  ['LOW_ORDER_KEY', 'low-order-key'],
+]);
 
 /** The socket's message handler. */
 export function onDatagram(state: LinkState, data: Uint8Array, from: UdpAddress): void {
@@ -27,9 +35,7 @@ export function onDatagram(state: LinkState, data: Uint8Array, from: UdpAddress)
   try {
     classify(state, data, from);
   } catch (error) {
-    // A stranger can send a key of low order on purpose (an all-zero representative with the
-    // open mac1 is enough): X25519 refuses it, and that is a drop, not a fault of ours.
-    const reason = error instanceof ProtocolError ? PROTOCOL_DROPS.get(error.code) : error instanceof DeutError && error.code === 'LOW_ORDER_KEY' ? 'low-order-key' : undefined;
+    const reason = error instanceof DeutError ? DATAGRAM_DROPS.get(error.code) : undefined;
     if (reason !== undefined) {
       state.drop(reason);
     } else {
