@@ -36,7 +36,7 @@ import {
   type DhtDatagram,
   type DhtRequestBody,
   type DhtResponseBody,
-  type WireErrorCode,
+  wireDropCode,
 } from '@deut/wire';
 import type { DatagramChannel } from './channel.js';
 import { abortedError, timeoutError, transportError } from './errors.js';
@@ -150,14 +150,6 @@ export const DHT_RPC_DROP_REASONS = [
 
 /** One of {@link DHT_RPC_DROP_REASONS}. */
 export type DhtRpcDropReason = (typeof DHT_RPC_DROP_REASONS)[number];
-
-/**
- * A wire decoder's error code as a counter-name suffix. @deut/wire throws only WireErrorCode
- * codes (its `fail`), which ProtocolError's `code: string` cannot say, hence the assertion.
- */
-function wireDropCode(error: ProtocolError): Lowercase<WireErrorCode> {
-  return error.code.toLowerCase() as Lowercase<WireErrorCode>;
-}
 
 /**
  * Bounds of the attempt timeout (RFC 6298 style). The floor is well above a tunnel's idle

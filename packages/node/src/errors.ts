@@ -4,8 +4,7 @@
  * `error.code`, so a code misspelt or renamed at the throw must fail the build, not the caller.
  */
 import { RetryError, abortedError as commonAbortedError, configError as commonConfigError, timeoutError as commonTimeoutError } from '@deut/common';
-import type { DeutError, ProtocolError } from '@deut/common';
-import type { WireErrorCode } from '@deut/wire';
+import type { DeutError } from '@deut/common';
 
 /**
  * Codes of `kind: 'config'` errors: an option out of range, or a call the node's roles do
@@ -57,10 +56,3 @@ export function retryError(code: Extract<NodeTimeoutErrorCode, 'REQUEST_TIMEOUT'
   return new RetryError(code, message, attempts);
 }
 
-/**
- * A wire decoder's error code as a counter-name suffix. @deut/wire throws only WireErrorCode
- * codes (its `fail`), which ProtocolError's `code: string` cannot say, hence the assertion.
- */
-export function wireDropCode(error: ProtocolError): Lowercase<WireErrorCode> {
-  return error.code.toLowerCase() as Lowercase<WireErrorCode>;
-}

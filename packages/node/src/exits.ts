@@ -7,11 +7,10 @@
 import { Counters, ProtocolError, addressKey, prefixedCodes, silentLogger, type Clock, type Logger, type UdpAddress } from '@deut/common';
 import type { CounterSnapshot } from '@deut/common';
 import { REASSEMBLY_DROP_REASONS } from '@deut/tunnel';
-import { WIRE_ERROR_CODES } from '@deut/wire';
+import { WIRE_ERROR_CODES, wireDropCode } from '@deut/wire';
 import type { DatagramSocket } from '@deut/transport';
 import { Reassembler, fragmentDatagram, type EndpointSender, type EndpointSink, type EndpointTunnel, type RefusalReason } from '@deut/tunnel';
 import { MAX_DATAGRAM_BYTES, decodeCellFrame, encodeCellFrame, type CellFrame } from '@deut/wire';
-import { wireDropCode } from './errors.js';
 import { EXIT_REFUSALS, type ExitPolicy } from './exit-policy.js';
 import { randomU32 } from './random.js';
 

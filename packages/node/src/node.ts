@@ -23,14 +23,14 @@ import {
 } from '@deut/common';
 import type { CounterSnapshot } from '@deut/common';
 import { REASSEMBLY_DROP_REASONS } from '@deut/tunnel';
-import { WIRE_ERROR_CODES } from '@deut/wire';
+import { WIRE_ERROR_CODES, wireDropCode } from '@deut/wire';
 import { cryptoReady, generateKeyPair, type KeyPair } from '@deut/crypto';
 import { parseDhtContact, type DhtNode } from '@deut/dht';
 import { KnownPeers, Link, type LinkPayloadEvent, type LinkPeer } from '@deut/link';
 import { bindUdp } from '@deut/transport';
 import { Reassembler, TunnelEngine, fragmentDatagram, type OwnedTunnel, type PathSelection, type RefusalReason } from '@deut/tunnel';
 import { MAX_HOPS, decodeCellFrame, decodePeerExchange, encodeCellFrame, encodePeerExchange, isPeerExchange, type CellFrame } from '@deut/wire';
-import { configError, wireDropCode } from './errors.js';
+import { configError } from './errors.js';
 import { ExitPolicy, type ExitPolicyOptions } from './exit-policy.js';
 import { EndpointExits, type SocketFactory } from './exits.js';
 import { Messenger, type RequestHandler, type RequestOptions } from './messenger.js';

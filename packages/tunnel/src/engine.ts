@@ -9,7 +9,7 @@
 import { ProtocolError, addressKey, silentLogger, systemClock, type Clock, type CounterSnapshot, type Logger, type TimerHandle, type UdpAddress } from '@deut/common';
 import type { KeyPair } from '@deut/crypto';
 import type { Link, LinkPeer } from '@deut/link';
-import { decodeTunnelMessage, type TunnelMessage, type WireErrorCode } from '@deut/wire';
+import { decodeTunnelMessage, wireDropCode, type TunnelMessage } from '@deut/wire';
 import { MAX_TRANSIT_PER_NEIGHBOUR, MAX_TRANSIT_TUNNELS, TUNNEL_TICK_MS } from './constants.js';
 import { TunnelContext, destroyReasonName, type DestroyReason } from './context.js';
 import type { TunnelCounter, TunnelErrorCode } from './counters.js';
@@ -92,7 +92,7 @@ export class TunnelEngine implements EndpointSender {
       message = decodeTunnelMessage(payload);
     } catch (error) {
       // decodeTunnelMessage raises only the wire's codes.
-      if (error instanceof ProtocolError) return ctx.drop(`decode-${error.code.toLowerCase() as Lowercase<WireErrorCode>}`);
+      if (error instanceof ProtocolError) return ctx.drop(`decode-${wireDropCode(error)}`);
       throw error;
     }
     try {

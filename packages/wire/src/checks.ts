@@ -38,6 +38,15 @@ export function wireBug(code: WireBugCode, message: string): DeutError {
   return bugError(code, message);
 }
 
+/**
+ * A decoder's error code as the suffix of a drop counter (`drop:decode-bad_length`). This
+ * package throws only WireErrorCode codes (see `fail`), which ProtocolError's `code: string`
+ * cannot say: the one place that asserts it.
+ */
+export function wireDropCode(error: ProtocolError): Lowercase<WireErrorCode> {
+  return error.code.toLowerCase() as Lowercase<WireErrorCode>;
+}
+
 /** Throws the package's one error type. */
 export function fail(code: WireErrorCode, message: string): never {
   throw new ProtocolError(code, message);

@@ -7,7 +7,7 @@
  * decoders throw only ProtocolError, with a code from WireErrorCode.
  */
 export * from './constants.js';
-export { WIRE_ERROR_CODES, type WireBugCode, type WireErrorCode } from './checks.js';
+export { WIRE_ERROR_CODES, wireDropCode, type WireBugCode, type WireErrorCode } from './checks.js';
 export * from './address.js';
 export * from './handshake.js';
 export * from './handshake-datagram.js';
